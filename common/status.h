@@ -1,0 +1,108 @@
+// Status and Result<T>: how every mnemo subsystem reports expected failures.
+//
+// A Status is a code plus a message a user can act on ("dimension 64 does not
+// match collection 'docs' (128)"). Codes are stable numbers so that the wire
+// can carry them; they tell the caller what to do next:
+//   kInvalidArgument, kNotFound, kAlreadyExists, kOutOfRange: fix the request.
+//   kFailedPrecondition: fix the state first (e.g. train before search).
+//   kUnavailable, kResourceExhausted: retry later.
+//   kIOError, kCorruption, kInternal: the server is unhealthy.
+// Exceptions from libraries are caught at subsystem boundaries and turned
+// into a Status; none crosses a module boundary or the network.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+
+namespace mnemo {
+
+enum class StatusCode : uint8_t {
+  kOk = 0,
+  kInvalidArgument = 1,
+  kNotFound = 2,
+  kAlreadyExists = 3,
+  kOutOfRange = 4,
+  kFailedPrecondition = 5,
+  kUnavailable = 6,
+  kResourceExhausted = 7,
+  kIOError = 8,
+  kCorruption = 9,
+  kInternal = 10,
+  kUnauthenticated = 11,
+  kPermissionDenied = 12,
+};
+
+std::string_view StatusCodeName(StatusCode code);
+
+class [[nodiscard]] Status {
+ public:
+  Status() = default;
+  Status(StatusCode code, std::string message)
+      : code_(code), message_(std::move(message)) {}
+
+  static Status OK() { return Status(); }
+  static Status InvalidArgument(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+  static Status NotFound(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
+  static Status AlreadyExists(std::string m) { return {StatusCode::kAlreadyExists, std::move(m)}; }
+  static Status OutOfRange(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
+  static Status FailedPrecondition(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
+  static Status Unavailable(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
+  static Status ResourceExhausted(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
+  static Status IOError(std::string m) { return {StatusCode::kIOError, std::move(m)}; }
+  static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
+  static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+
+  bool ok() const { return code_ == StatusCode::kOk; }
+  StatusCode code() const { return code_; }
+  const std::string& message() const { return message_; }
+  // "InvalidArgument: dimension 64 does not match ..." or "OK".
+  std::string ToString() const;
+
+ private:
+  StatusCode code_ = StatusCode::kOk;
+  std::string message_;
+};
+
+// Either a value or a non-OK Status.
+template <typename T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(Status status) : status_(std::move(status)) {}  // NOLINT
+  bool ok() const { return status_.ok(); }
+  const Status& status() const { return status_; }
+  T& value() & { return *value_; }
+  const T& value() const& { return *value_; }
+  T&& value() && { return std::move(*value_); }
+  T* operator->() { return &*value_; }
+  const T* operator->() const { return &*value_; }
+  T& operator*() & { return *value_; }
+  const T& operator*() const& { return *value_; }
+
+ private:
+  Status status_;
+  std::optional<T> value_;
+};
+
+}  // namespace mnemo
+
+// Returns early from the enclosing function when `expr` is not OK.
+#define MNEMO_RETURN_IF_ERROR(expr)          \
+  do {                                        \
+    ::mnemo::Status _st = (expr);             \
+    if (!_st.ok()) return _st;                \
+  } while (0)
+
+#define MNEMO_CONCAT_INNER(a, b) a##b
+#define MNEMO_CONCAT(a, b) MNEMO_CONCAT_INNER(a, b)
+// Declares `lhs` from a Result, or returns its Status.
+#define MNEMO_ASSIGN_OR_RETURN(lhs, expr) \
+  MNEMO_ASSIGN_OR_RETURN_IMPL(MNEMO_CONCAT(_res_, __LINE__), lhs, expr)
+#define MNEMO_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                                \
+  if (!tmp.ok()) return tmp.status();               \
+  lhs = std::move(tmp).value()

@@ -1,0 +1,170 @@
+#include "engine/engine.h"
+
+#include <chrono>
+
+#include "index/vector_index.h"
+#include "storage/keys.h"
+
+namespace mnemo::engine {
+
+using storage::Cf;
+
+namespace {
+
+Status ValidateName(std::string_view name) {
+  if (name.empty() || name.size() > 128) {
+    return Status::InvalidArgument("collection name must have 1..128 characters");
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '.';
+    if (!ok) {
+      return Status::InvalidArgument("collection name '" + std::string(name) +
+                                     "' may only contain letters, digits, '_', '-' and '.'");
+    }
+  }
+  return Status::OK();
+}
+
+Result<EvictPolicy> ParseEvict(std::string_view s) {
+  if (s.empty() || s == "none") return EvictPolicy::kNone;
+  if (s == "fifo") return EvictPolicy::kFifo;
+  if (s == "lru") return EvictPolicy::kLru;
+  return Status::InvalidArgument("unknown eviction policy '" + std::string(s) +
+                                 "' (expected fifo or lru)");
+}
+
+}  // namespace
+
+Engine::Engine(EngineOptions options, std::unique_ptr<storage::Store> store)
+    : options_(std::move(options)), store_(std::move(store)) {}
+
+Engine::~Engine() { (void)Close(); }
+
+Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
+  if (options.data_dir.empty()) return Status::InvalidArgument("no data directory given");
+  storage::StoreOptions so;
+  so.sync_writes = options.sync_writes;
+  so.env = options.env;
+  MNEMO_ASSIGN_OR_RETURN(auto store, storage::Store::Open(options.data_dir, so));
+  std::unique_ptr<Engine> engine(new Engine(options, std::move(store)));
+  MNEMO_RETURN_IF_ERROR(engine->LoadCollections());
+  return engine;
+}
+
+Status Engine::LoadCollections() {
+  MNEMO_ASSIGN_OR_RETURN(auto next, store_->Get(Cf::kMeta, storage::kNextCollectionIdKey));
+  if (next && next->size() == 4) next_collection_id_ = storage::DecodeFixed32(next->data());
+  std::vector<CollectionRecord> records;
+  Status decode = Status::OK();
+  std::string end(storage::kCollectionMetaPrefix);
+  end.back()++;
+  MNEMO_RETURN_IF_ERROR(store_->Scan(
+      Cf::kMeta, storage::kCollectionMetaPrefix, end, [&](std::string_view, std::string_view v) {
+        auto r = CollectionRecord::Decode(v);
+        if (!r.ok()) { decode = r.status(); return false; }
+        records.push_back(std::move(r).value());
+        return true;
+      }));
+  MNEMO_RETURN_IF_ERROR(decode);
+  for (auto& r : records) {
+    std::string name = r.name;
+    auto c = std::make_shared<Collection>(store_.get(), &options_, std::move(r));
+    Status st = c->Load();
+    if (!st.ok()) {
+      return Status(st.code(), "cannot load collection '" + name + "': " + st.message());
+    }
+    collections_.emplace(name, std::move(c));
+  }
+  return Status::OK();
+}
+
+Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionConfig& config) {
+  MNEMO_RETURN_IF_ERROR(ValidateName(config.name));
+  MNEMO_ASSIGN_OR_RETURN(index::Metric metric, index::ParseMetric(config.metric));
+  MNEMO_ASSIGN_OR_RETURN(EvictPolicy evict, ParseEvict(config.evict));
+  if ((config.capacity == 0) != (evict == EvictPolicy::kNone)) {
+    return Status::InvalidArgument("capacity and eviction policy go together");
+  }
+  if (config.capacity != 0) {
+    return Status::FailedPrecondition("capacity with eviction is not supported yet");
+  }
+  CollectionRecord record;
+  record.name = config.name;
+  record.spec = {config.dim, metric, config.index.empty() ? "Flat" : config.index};
+  record.capacity = config.capacity;
+  record.evict = evict;
+  // Validates the factory string and tells how much data training needs.
+  MNEMO_ASSIGN_OR_RETURN(auto probe, index::VectorIndex::Create(record.spec));
+  record.train_size = probe->is_trained() ? 0
+                      : config.train_size != 0 ? config.train_size
+                                               : probe->min_training_vectors();
+  record.created_unix = uint64_t(std::chrono::duration_cast<std::chrono::seconds>(
+                                     std::chrono::system_clock::now().time_since_epoch())
+                                     .count());
+
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  if (closed_) return Status::FailedPrecondition("engine is closed");
+  if (collections_.count(config.name) != 0) {
+    return Status::AlreadyExists("collection '" + config.name + "' already exists");
+  }
+  record.id = next_collection_id_;
+  storage::WriteBatch batch(*store_);
+  batch.Put(Cf::kMeta, storage::CollectionMetaKey(record.name), record.Encode());
+  std::string next;
+  storage::PutFixed32(&next, record.id + 1);
+  batch.Put(Cf::kMeta, storage::kNextCollectionIdKey, next);
+  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
+  next_collection_id_ = record.id + 1;
+  auto c = std::make_shared<Collection>(store_.get(), &options_, std::move(record));
+  MNEMO_RETURN_IF_ERROR(c->Load());  // an empty index of the right kind
+  collections_.emplace(config.name, c);
+  return c;
+}
+
+Status Engine::DropCollection(std::string_view name) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto it = collections_.find(name);
+  if (it == collections_.end()) {
+    return Status::NotFound("no collection named '" + std::string(name) + "'");
+  }
+  MNEMO_RETURN_IF_ERROR(it->second->Drop());
+  collections_.erase(it);
+  return Status::OK();
+}
+
+Result<std::shared_ptr<Collection>> Engine::GetCollection(std::string_view name) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = collections_.find(name);
+  if (it == collections_.end()) {
+    return Status::NotFound("no collection named '" + std::string(name) + "'");
+  }
+  return it->second;
+}
+
+std::vector<CollectionStats> Engine::ListCollections() const {
+  std::vector<std::shared_ptr<Collection>> all;
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    for (auto& [name, c] : collections_) all.push_back(c);
+  }
+  std::vector<CollectionStats> out;
+  for (auto& c : all) out.push_back(c->Stats());
+  return out;
+}
+
+Status Engine::Close() {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  if (closed_) return Status::OK();
+  closed_ = true;
+  Status first;
+  for (auto& [name, c] : collections_) {
+    Status st = c->SaveSnapshot();
+    if (!st.ok() && first.ok()) first = st;
+  }
+  Status st = store_->Flush();
+  if (!st.ok() && first.ok()) first = st;
+  return first;
+}
+
+}  // namespace mnemo::engine

@@ -1,0 +1,283 @@
+#include "index/vector_index.h"
+
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <mutex>
+#include <shared_mutex>
+#include <vector>
+
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexFlatCodes.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
+#include <faiss/IndexScalarQuantizer.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/HNSW.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+
+namespace mnemo::index {
+namespace {
+
+using faiss_idx = faiss::Index::idx_t;
+
+// FAISS reports misuse by throwing; mnemo reports it as a Status.
+template <typename Fn>
+Status Guard(std::string_view what, Fn&& fn) {
+  try {
+    fn();
+    return Status::OK();
+  } catch (const faiss::FaissException& e) {
+    std::string msg = e.msg;
+    while (!msg.empty() && msg.back() == '\0') msg.pop_back();  // FAISS counts the NUL
+    return Status::InvalidArgument(std::string(what) + ": " + msg);
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted(std::string(what) + ": out of memory");
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string(what) + ": " + e.what());
+  }
+}
+
+faiss::MetricType FaissMetric(Metric m) {
+  return m == Metric::kL2 ? faiss::METRIC_L2 : faiss::METRIC_INNER_PRODUCT;
+}
+
+std::string StripIdMap(std::string_view factory) {
+  for (std::string_view prefix : {"IDMap2,", "IDMap,"}) {
+    if (factory.substr(0, prefix.size()) == prefix) return std::string(factory.substr(prefix.size()));
+  }
+  return std::string(factory);
+}
+
+Result<VectorIndex::Kind> Classify(const faiss::Index* index, std::string_view factory) {
+  if (dynamic_cast<const faiss::IndexIVF*>(index)) return VectorIndex::Kind::kIvf;
+  if (dynamic_cast<const faiss::IndexHNSW*>(index)) return VectorIndex::Kind::kHnsw;
+  if (dynamic_cast<const faiss::IndexFlat*>(index)) return VectorIndex::Kind::kFlat;
+  // Flat scans must honour the slot filter (deletes, groups): FAISS 1.7.3's
+  // IndexPQ and IndexLSH cannot, the scalar quantizer can.
+  if (dynamic_cast<const faiss::IndexScalarQuantizer*>(index)) return VectorIndex::Kind::kFlatCodes;
+  if (dynamic_cast<const faiss::IndexPQ*>(index)) {
+    return Status::InvalidArgument("index '" + std::string(factory) +
+                                   "' cannot filter deleted entries; use 'IVF1," +
+                                   std::string(factory) + "' for a flat PQ scan");
+  }
+  return Status::InvalidArgument(
+      "index '" + std::string(factory) +
+      "' is not supported (supported: Flat, SQ8/SQ4/SQfp16, IVFn,<Flat|PQm|SQ8>, HNSWm[,<Flat|PQm|SQ8>])");
+}
+
+// Adapts the engine's SlotFilter to FAISS.
+struct FilterSelector final : faiss::IDSelector {
+  explicit FilterSelector(const SlotFilter* f) : filter(f) {}
+  bool is_member(faiss_idx id) const override { return filter->Contains(id); }
+  const SlotFilter* filter;
+};
+
+size_t PointsFor(size_t centroids) { return 39 * centroids; }
+
+constexpr int kDefaultEfSearch = 16;  // FAISS's default
+
+}  // namespace
+
+VectorIndex::VectorIndex(IndexSpec spec, std::unique_ptr<faiss::Index> index, Kind kind)
+    : spec_(std::move(spec)), index_(std::move(index)), kind_(kind) {}
+VectorIndex::~VectorIndex() = default;
+
+Result<std::unique_ptr<VectorIndex>> VectorIndex::Create(const IndexSpec& spec) {
+  if (spec.dim == 0 || spec.dim > kMaxDim) {
+    return Status::InvalidArgument("dimension must be in 1.." + std::to_string(kMaxDim) +
+                                   ", got " + std::to_string(spec.dim));
+  }
+  std::string factory = StripIdMap(spec.factory);
+  if (factory.find("IDMap") != std::string::npos) {
+    return Status::InvalidArgument("index '" + spec.factory + "': IDMap may only be a prefix");
+  }
+  std::unique_ptr<faiss::Index> index;
+  MNEMO_RETURN_IF_ERROR(Guard("index '" + spec.factory + "'", [&] {
+    index.reset(faiss::index_factory(int(spec.dim), factory.c_str(), FaissMetric(spec.metric)));
+  }));
+  MNEMO_ASSIGN_OR_RETURN(Kind kind, Classify(index.get(), spec.factory));
+  return std::unique_ptr<VectorIndex>(new VectorIndex(spec, std::move(index), kind));
+}
+
+Result<std::unique_ptr<VectorIndex>> VectorIndex::Deserialize(const IndexSpec& spec,
+                                                              std::string_view bytes) {
+  std::unique_ptr<faiss::Index> index;
+  Status st = Guard("cannot load index", [&] {
+    faiss::VectorIOReader reader;
+    reader.data.assign(bytes.begin(), bytes.end());
+    index.reset(faiss::read_index(&reader));
+  });
+  if (!st.ok()) return Status::Corruption(st.message());
+  if (index->d != int(spec.dim)) {
+    return Status::Corruption("stored index has dimension " + std::to_string(index->d) +
+                              ", expected " + std::to_string(spec.dim));
+  }
+  MNEMO_ASSIGN_OR_RETURN(Kind kind, Classify(index.get(), spec.factory));
+  return std::unique_ptr<VectorIndex>(new VectorIndex(spec, std::move(index), kind));
+}
+
+bool VectorIndex::is_trained() const { return index_->is_trained; }
+int64_t VectorIndex::size() const { return index_->ntotal; }
+
+size_t VectorIndex::min_training_vectors() const {
+  if (index_->is_trained) return 0;
+  size_t need = 1;
+  const faiss::ProductQuantizer* pq = nullptr;
+  if (auto* ivf = dynamic_cast<const faiss::IndexIVF*>(index_.get())) {
+    need = PointsFor(ivf->nlist);
+    if (auto* ivfpq = dynamic_cast<const faiss::IndexIVFPQ*>(ivf)) pq = &ivfpq->pq;
+  } else if (auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index_.get())) {
+    if (auto* spq = dynamic_cast<const faiss::IndexPQ*>(hnsw->storage)) pq = &spq->pq;
+  }
+  if (pq != nullptr) need = std::max(need, PointsFor(pq->ksub));
+  return need;
+}
+
+Status VectorIndex::Train(size_t n, const float* x) {
+  std::unique_ptr<float[]> buf;
+  const float* v = Prepare(n, x, &buf);
+  return Guard("training failed", [&] { index_->train(faiss_idx(n), v); });
+}
+
+size_t VectorIndex::code_size() const { return index_->sa_code_size(); }
+
+Status VectorIndex::Encode(size_t n, const float* x, uint8_t* codes) const {
+  if (!stores_codes()) return Status::Internal("index does not store codes");
+  std::unique_ptr<float[]> buf;
+  const float* v = Prepare(n, x, &buf);
+  return Guard("encoding failed", [&] { index_->sa_encode(faiss_idx(n), v, codes); });
+}
+
+Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t first_slot) {
+  if (codes != nullptr && stores_codes()) return AddCodes(n, codes, first_slot);
+  if (first_slot != index_->ntotal) {
+    return Status::Internal("slot " + std::to_string(first_slot) + " added at position " +
+                            std::to_string(index_->ntotal));
+  }
+  std::unique_ptr<float[]> buf;
+  const float* v = Prepare(n, x, &buf);
+  if (kind_ == Kind::kIvf) {
+    std::vector<faiss_idx> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = first_slot + faiss_idx(i);
+    return Guard("add failed", [&] { index_->add_with_ids(faiss_idx(n), v, ids.data()); });
+  }
+  return Guard("add failed", [&] { index_->add(faiss_idx(n), v); });
+}
+
+Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, int64_t first_slot) {
+  if (first_slot != index_->ntotal) {
+    return Status::Internal("slot " + std::to_string(first_slot) + " added at position " +
+                            std::to_string(index_->ntotal));
+  }
+  if (kind_ == Kind::kIvf) {
+    auto* ivf = static_cast<faiss::IndexIVF*>(index_.get());
+    std::vector<faiss_idx> ids(n);
+    for (size_t i = 0; i < n; ++i) ids[i] = first_slot + faiss_idx(i);
+    return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), codes, ids.data()); });
+  }
+  if (kind_ == Kind::kFlatCodes || kind_ == Kind::kFlat) {
+    auto* flat = static_cast<faiss::IndexFlatCodes*>(index_.get());
+    return Guard("add failed", [&] {
+      flat->codes.insert(flat->codes.end(), codes, codes + n * flat->code_size);
+      flat->ntotal += faiss_idx(n);
+    });
+  }
+  return Status::Internal("index does not take codes");
+}
+
+Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p,
+                           float* distances, int64_t* slots) const {
+  std::unique_ptr<float[]> buf;
+  const float* q = Prepare(n, queries, &buf);
+  FilterSelector selector(p.filter);
+  faiss::IDSelector* sel = p.filter != nullptr ? &selector : nullptr;
+  static_assert(sizeof(int64_t) == sizeof(faiss_idx));
+  if (kind_ == Kind::kHnsw) return SearchHnsw(n, q, p, distances, slots);
+  auto* labels = reinterpret_cast<faiss_idx*>(slots);
+  return Guard("search failed", [&] {
+    if (kind_ == Kind::kIvf) {
+      auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
+      faiss::SearchParametersIVF sp;
+      sp.sel = sel;
+      sp.nprobe = p.nprobe != 0 ? p.nprobe : ivf->nprobe;
+      index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
+    } else if (sel != nullptr) {
+      faiss::SearchParameters sp;
+      sp.sel = sel;
+      index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
+    } else {
+      index_->search(faiss_idx(n), q, p.k, distances, labels);
+    }
+  });
+}
+
+Status VectorIndex::SearchHnsw(size_t n, const float* q, const SearchParams& p,
+                               float* distances, int64_t* slots) const {
+  auto* hnsw = static_cast<faiss::IndexHNSW*>(index_.get());
+  const int ef = p.ef != 0 ? int(p.ef) : kDefaultEfSearch;
+  FilterSelector selector(p.filter);
+  faiss::SearchParametersHNSW sp;
+  sp.sel = p.filter != nullptr ? &selector : nullptr;
+  sp.efSearch = ef;
+  auto* labels = reinterpret_cast<faiss_idx*>(slots);
+  auto run = [&] {
+    return Guard("search failed", [&] {
+      index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
+    });
+  };
+  {
+    std::shared_lock<RwLock> lock(ef_mu_);
+    if (hnsw->hnsw.efSearch == ef) return run();
+  }
+  std::unique_lock<RwLock> lock(ef_mu_);
+  hnsw->hnsw.efSearch = ef;
+  return run();
+}
+
+Result<std::string> VectorIndex::Serialize() const {
+  faiss::VectorIOWriter writer;
+  MNEMO_RETURN_IF_ERROR(Guard("cannot serialize index", [&] { faiss::write_index(index_.get(), &writer); }));
+  return std::string(reinterpret_cast<const char*>(writer.data.data()), writer.data.size());
+}
+
+size_t VectorIndex::MemoryBytes() const {
+  switch (kind_) {
+    case Kind::kFlat:
+    case Kind::kFlatCodes:
+      return static_cast<const faiss::IndexFlatCodes*>(index_.get())->codes.size();
+    case Kind::kIvf: {
+      auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
+      return size_t(ivf->ntotal) * (ivf->code_size + sizeof(faiss_idx)) +
+             size_t(ivf->nlist) * ivf->d * sizeof(float);
+    }
+    case Kind::kHnsw: {
+      auto* h = static_cast<const faiss::IndexHNSW*>(index_.get());
+      return h->hnsw.neighbors.size() * sizeof(int32_t) +
+             size_t(h->ntotal) * h->storage->sa_code_size();
+    }
+  }
+  return 0;
+}
+
+const float* VectorIndex::Prepare(size_t n, const float* x,
+                                  std::unique_ptr<float[]>* buf) const {
+  if (spec_.metric != Metric::kCosine) return x;
+  const size_t d = spec_.dim;
+  buf->reset(new float[n * d]);
+  float* out = buf->get();
+  for (size_t i = 0; i < n; ++i) {
+    double norm = 0;
+    for (size_t j = 0; j < d; ++j) norm += double(x[i * d + j]) * x[i * d + j];
+    float inv = norm > 0 ? float(1.0 / std::sqrt(norm)) : 0.f;
+    for (size_t j = 0; j < d; ++j) out[i * d + j] = x[i * d + j] * inv;
+  }
+  return out;
+}
+
+}  // namespace mnemo::index

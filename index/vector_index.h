@@ -1,0 +1,113 @@
+// VectorIndex: one FAISS index built from a factory string, labelled by slots.
+//
+// A slot is a dense int64 label the engine assigns; the engine maps slots to
+// client ids, groups and liveness (engine/slot_table.h). Deleted slots stay in
+// the index and are hidden from searches by a SlotFilter until compaction.
+//
+// Codes: for quantized indexes (IVF*, PQ, SQ) Encode() returns the FAISS
+// standalone code of each vector (for IVF: list number + residual code). The
+// engine stores these codes, and AddCodes() puts them back into an index with
+// the same trained state without re-encoding, which is what makes recovery
+// cheap. Flat indexes store the raw vectors themselves and HNSW indexes keep a
+// graph that is snapshotted whole; for both, stores_codes() is false.
+//
+// Thread-safety: const methods may run concurrently with each other; a
+// non-const method needs exclusive access (the engine holds a
+// reader/writer lock). Errors from FAISS come back as Status, never thrown.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/rw_lock.h"
+#include "common/status.h"
+#include "index/index_spec.h"
+
+namespace faiss {
+struct Index;
+}
+
+namespace mnemo::index {
+
+// Decides which slots a search may return.
+class SlotFilter {
+ public:
+  virtual ~SlotFilter() = default;
+  virtual bool Contains(int64_t slot) const = 0;
+};
+
+struct SearchParams {
+  uint32_t k = 10;
+  // IVF: lists probed (0: the index's default, FAISS's nprobe = 1).
+  uint32_t nprobe = 0;
+  // HNSW: efSearch (0: FAISS's default, 16).
+  uint32_t ef = 0;
+  // Not owned; nullptr admits every slot.
+  const SlotFilter* filter = nullptr;
+};
+
+class VectorIndex {
+ public:
+  enum class Kind { kFlat, kFlatCodes, kIvf, kHnsw };
+
+  // An empty index from spec.factory; InvalidArgument when FAISS rejects the
+  // string or mnemo does not support the index type it builds.
+  static Result<std::unique_ptr<VectorIndex>> Create(const IndexSpec& spec);
+  // An index from Serialize() bytes of an index built with the same spec.
+  static Result<std::unique_ptr<VectorIndex>> Deserialize(const IndexSpec& spec,
+                                                          std::string_view bytes);
+  ~VectorIndex();
+
+  Kind kind() const { return kind_; }
+  const IndexSpec& spec() const { return spec_; }
+  bool is_trained() const;
+  // Vectors needed to train well (FAISS warns below 39 points per centroid).
+  size_t min_training_vectors() const;
+  // Vectors in the index, deleted slots included.
+  int64_t size() const;
+
+  Status Train(size_t n, const float* x);
+
+  bool stores_codes() const { return kind_ == Kind::kFlatCodes || kind_ == Kind::kIvf; }
+  // Bytes per code; meaningful when stores_codes().
+  size_t code_size() const;
+  // Encodes n vectors into n * code_size() bytes. Requires is_trained().
+  Status Encode(size_t n, const float* x, uint8_t* codes) const;
+
+  // Adds n vectors labelled first_slot .. first_slot + n - 1; first_slot must
+  // equal size() (slots are positions for Flat and HNSW). When codes is not
+  // null they are Encode()'s output for x and are used instead of encoding.
+  Status Add(size_t n, const float* x, const uint8_t* codes, int64_t first_slot);
+  // Adds codes made by Encode() with this trained state (no vectors needed).
+  Status AddCodes(size_t n, const uint8_t* codes, int64_t first_slot);
+
+  // distances and slots are n * params.k; missing results are slot -1.
+  Status Search(size_t n, const float* queries, const SearchParams& params,
+                float* distances, int64_t* slots) const;
+
+  // The whole index (trained state and contents) as bytes.
+  Result<std::string> Serialize() const;
+  // Approximate bytes of memory the index holds.
+  size_t MemoryBytes() const;
+
+ private:
+  VectorIndex(IndexSpec spec, std::unique_ptr<faiss::Index> index, Kind kind);
+  // x itself, or a normalized copy in *buf for the cosine metric.
+  const float* Prepare(size_t n, const float* x, std::unique_ptr<float[]>* buf) const;
+
+  Status SearchHnsw(size_t n, const float* q, const SearchParams& p, float* distances,
+                    int64_t* slots) const;
+
+  const IndexSpec spec_;
+  std::unique_ptr<faiss::Index> index_;
+  Kind kind_;
+  // FAISS 1.7.3 sizes the HNSW candidate queue from the index's own
+  // hnsw.efSearch and ignores SearchParametersHNSW::efSearch there, so a
+  // search must set the member: shared while it has the wanted value,
+  // exclusive to change it.
+  mutable RwLock ef_mu_;
+};
+
+}  // namespace mnemo::index

@@ -1,0 +1,57 @@
+#include "storage/keys.h"
+
+#include <cstring>
+
+namespace mnemo::storage {
+namespace {
+
+void PutBigEndian32(std::string* dst, uint32_t v) {
+  char b[4] = {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+  dst->append(b, 4);
+}
+
+void PutBigEndian64(std::string* dst, uint64_t v) {
+  PutBigEndian32(dst, uint32_t(v >> 32));
+  PutBigEndian32(dst, uint32_t(v));
+}
+
+}  // namespace
+
+std::string CollectionMetaKey(std::string_view name) {
+  std::string key(kCollectionMetaPrefix);
+  key.append(name);
+  return key;
+}
+
+std::string CollectionPrefix(CollectionId collection) {
+  std::string key;
+  PutBigEndian32(&key, collection);
+  return key;
+}
+
+std::string EntryKey(CollectionId collection, uint64_t id) {
+  std::string key;
+  key.reserve(12);
+  PutBigEndian32(&key, collection);
+  PutBigEndian64(&key, id);
+  return key;
+}
+
+uint64_t EntryIdFromKey(std::string_view key) {
+  uint64_t id = 0;
+  for (size_t i = 4; i < 12; ++i) id = (id << 8) | uint8_t(key[i]);
+  return id;
+}
+
+std::string IndexKey(CollectionId collection, std::string_view tag) {
+  std::string key = CollectionPrefix(collection);
+  key.append(tag);
+  return key;
+}
+
+void PutFixed32(std::string* dst, uint32_t v) { dst->append(reinterpret_cast<const char*>(&v), 4); }
+void PutFixed64(std::string* dst, uint64_t v) { dst->append(reinterpret_cast<const char*>(&v), 8); }
+uint32_t DecodeFixed32(const char* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
+uint64_t DecodeFixed64(const char* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
+
+}  // namespace mnemo::storage

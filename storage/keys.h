@@ -1,0 +1,42 @@
+// Key encoding for every column family, in one place.
+//
+// Integers are big-endian so that RocksDB's bytewise order equals numeric
+// order: all keys of one collection form one contiguous range
+// [CollectionPrefix(c), CollectionPrefix(c + 1)), which is what makes drop a
+// single DeleteRange and recovery a single scan.
+//
+//   meta:    "c/" name                 -> CollectionRecord (engine/records.h)
+//            "next_collection_id"      -> fixed64 little-endian
+//   entries: be32(collection) be64(id) -> EntryRecord
+//   codes:   be32(collection) be64(id) -> CodeRecord (index codes, derived)
+//   index:   be32(collection) tag      -> trained quantizer / graph snapshot
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace mnemo::storage {
+
+using CollectionId = uint32_t;
+
+std::string CollectionMetaKey(std::string_view name);
+inline constexpr std::string_view kCollectionMetaPrefix = "c/";
+inline constexpr std::string_view kNextCollectionIdKey = "next_collection_id";
+
+// be32(collection): the first bytes of every key of this collection.
+std::string CollectionPrefix(CollectionId collection);
+// be32(collection) be64(id).
+std::string EntryKey(CollectionId collection, uint64_t id);
+// The id of an EntryKey; `key` must be 12 bytes.
+uint64_t EntryIdFromKey(std::string_view key);
+// be32(collection) tag, for the index column family.
+std::string IndexKey(CollectionId collection, std::string_view tag);
+
+// Fixed-width little-endian helpers for values.
+void PutFixed32(std::string* dst, uint32_t v);
+void PutFixed64(std::string* dst, uint64_t v);
+uint32_t DecodeFixed32(const char* p);
+uint64_t DecodeFixed64(const char* p);
+
+}  // namespace mnemo::storage
