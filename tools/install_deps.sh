@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs everything mnemo needs to build and test: Debian 12 packages only.
+# Safe to run again; run as root (or with sudo available).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git
+  libfaiss-dev libopenblas-dev liblapack-dev          # index/: FAISS (static) + BLAS
+  librocksdb-dev                                      # storage/
+  libboost-dev libboost-system-dev                    # net/: Asio, Beast
+  libflatbuffers-dev flatbuffers-compiler             # net/: wire schema
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
+  libxxhash-dev libzstd-dev liblz4-dev libhdf5-dev
+  libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
+  python3 python3-numpy python3-flatbuffers python3-pytest
+)
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+echo "install_deps: ${#PACKAGES[@]} packages present"
