@@ -84,7 +84,8 @@ Status Collection::LoadInto(Loaded* out, bool allow_snapshot) {
   auto codes = use_codes ? store_->NewIterator(Cf::kCodes, RangeBegin(), RangeEnd()) : nullptr;
 
   std::vector<uint64_t> ids, groups, inserts;
-  std::vector<float> vectors;         // raw vectors (Flat/HNSW/staging)
+  const bool need_vectors = !use_codes || idx.codes_need_vectors();
+  std::vector<float> vectors;         // raw vectors, when adding needs them
   std::vector<uint8_t> chunk_codes;   // codes (quantized)
   std::vector<size_t> missing;        // rows of the chunk without a valid code
   std::vector<float> missing_vectors;
@@ -107,7 +108,8 @@ Status Collection::LoadInto(Loaded* out, bool allow_snapshot) {
         MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
         out->encoded += missing.size();
       }
-      MNEMO_RETURN_IF_ERROR(idx.AddCodes(n, chunk_codes.data(), first));
+      MNEMO_RETURN_IF_ERROR(idx.AddCodes(n, chunk_codes.data(),
+                                         need_vectors ? vectors.data() : nullptr, first));
     } else {
       MNEMO_RETURN_IF_ERROR(idx.Add(n, vectors.data(), nullptr, first));
     }
@@ -124,10 +126,11 @@ Status Collection::LoadInto(Loaded* out, bool allow_snapshot) {
     groups.push_back(e.group);
     inserts.push_back(e.insert);
     const char* raw = e.vector_bytes.data();
-    if (!use_codes) {
+    if (need_vectors) {
       vectors.resize(vectors.size() + d);
       std::memcpy(&vectors[vectors.size() - d], raw, e.vector_bytes.size());
-    } else {
+    }
+    if (use_codes) {
       // Both iterators walk the same key order: a merge join.
       while (codes->Valid() && codes->key() < key) codes->Next();
       chunk_codes.resize(chunk_codes.size() + cs);

@@ -11,6 +11,7 @@
 #include <faiss/IndexFlatCodes.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFFlat.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
 #include <faiss/IndexScalarQuantizer.h>
@@ -85,7 +86,10 @@ constexpr int kDefaultEfSearch = 16;  // FAISS's default
 }  // namespace
 
 VectorIndex::VectorIndex(IndexSpec spec, std::unique_ptr<faiss::Index> index, Kind kind)
-    : spec_(std::move(spec)), index_(std::move(index)), kind_(kind) {}
+    : spec_(std::move(spec)),
+      index_(std::move(index)),
+      kind_(kind),
+      split_codes_(dynamic_cast<const faiss::IndexIVFFlat*>(index_.get()) != nullptr) {}
 VectorIndex::~VectorIndex() = default;
 
 Result<std::unique_ptr<VectorIndex>> VectorIndex::Create(const IndexSpec& spec) {
@@ -145,17 +149,29 @@ Status VectorIndex::Train(size_t n, const float* x) {
   return Guard("training failed", [&] { index_->train(faiss_idx(n), v); });
 }
 
-size_t VectorIndex::code_size() const { return index_->sa_code_size(); }
+size_t VectorIndex::code_size() const {
+  if (split_codes_) return static_cast<const faiss::IndexIVF*>(index_.get())->coarse_code_size();
+  return index_->sa_code_size();
+}
 
 Status VectorIndex::Encode(size_t n, const float* x, uint8_t* codes) const {
   if (!stores_codes()) return Status::Internal("index does not store codes");
   std::unique_ptr<float[]> buf;
   const float* v = Prepare(n, x, &buf);
-  return Guard("encoding failed", [&] { index_->sa_encode(faiss_idx(n), v, codes); });
+  if (!split_codes_) {
+    return Guard("encoding failed", [&] { index_->sa_encode(faiss_idx(n), v, codes); });
+  }
+  auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
+  return Guard("encoding failed", [&] {
+    std::vector<faiss_idx> lists(n);
+    ivf->quantizer->assign(faiss_idx(n), v, lists.data());
+    const size_t cs = ivf->coarse_code_size();
+    for (size_t i = 0; i < n; ++i) ivf->encode_listno(lists[i], codes + i * cs);
+  });
 }
 
 Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t first_slot) {
-  if (codes != nullptr && stores_codes()) return AddCodes(n, codes, first_slot);
+  if (codes != nullptr && stores_codes()) return AddCodes(n, codes, x, first_slot);
   if (first_slot != index_->ntotal) {
     return Status::Internal("slot " + std::to_string(first_slot) + " added at position " +
                             std::to_string(index_->ntotal));
@@ -170,7 +186,8 @@ Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t 
   return Guard("add failed", [&] { index_->add(faiss_idx(n), v); });
 }
 
-Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, int64_t first_slot) {
+Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vectors,
+                             int64_t first_slot) {
   if (first_slot != index_->ntotal) {
     return Status::Internal("slot " + std::to_string(first_slot) + " added at position " +
                             std::to_string(index_->ntotal));
@@ -179,7 +196,20 @@ Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, int64_t first_slot)
     auto* ivf = static_cast<faiss::IndexIVF*>(index_.get());
     std::vector<faiss_idx> ids(n);
     for (size_t i = 0; i < n; ++i) ids[i] = first_slot + faiss_idx(i);
-    return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), codes, ids.data()); });
+    if (!split_codes_) {
+      return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), codes, ids.data()); });
+    }
+    if (vectors == nullptr) return Status::Internal("IVF-Flat codes need their vectors");
+    // Rebuild the full code: list number, then the (prepared) vector.
+    std::unique_ptr<float[]> buf;
+    const float* v = Prepare(n, vectors, &buf);
+    const size_t cs = ivf->coarse_code_size(), vs = size_t(ivf->d) * sizeof(float);
+    std::vector<uint8_t> full(n * (cs + vs));
+    for (size_t i = 0; i < n; ++i) {
+      std::memcpy(&full[i * (cs + vs)], codes + i * cs, cs);
+      std::memcpy(&full[i * (cs + vs) + cs], v + i * ivf->d, vs);
+    }
+    return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), full.data(), ids.data()); });
   }
   if (kind_ == Kind::kFlatCodes || kind_ == Kind::kFlat) {
     auto* flat = static_cast<faiss::IndexFlatCodes*>(index_.get());

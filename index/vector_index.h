@@ -71,17 +71,23 @@ class VectorIndex {
   Status Train(size_t n, const float* x);
 
   bool stores_codes() const { return kind_ == Kind::kFlatCodes || kind_ == Kind::kIvf; }
-  // Bytes per code; meaningful when stores_codes().
+  // Bytes per stored code; meaningful when stores_codes().
   size_t code_size() const;
   // Encodes n vectors into n * code_size() bytes. Requires is_trained().
   Status Encode(size_t n, const float* x, uint8_t* codes) const;
+  // IVF-Flat's code is the list number followed by the vector itself, so
+  // only the list number is stored, and AddCodes takes the vectors to rebuild
+  // the rest by copying (the costly part of encoding, the assignment, is
+  // kept). True when AddCodes needs `vectors`.
+  bool codes_need_vectors() const { return split_codes_; }
 
   // Adds n vectors labelled first_slot .. first_slot + n - 1; first_slot must
   // equal size() (slots are positions for Flat and HNSW). When codes is not
   // null they are Encode()'s output for x and are used instead of encoding.
   Status Add(size_t n, const float* x, const uint8_t* codes, int64_t first_slot);
-  // Adds codes made by Encode() with this trained state (no vectors needed).
-  Status AddCodes(size_t n, const uint8_t* codes, int64_t first_slot);
+  // Adds codes made by Encode() with this trained state; `vectors` (the raw
+  // n * dim floats) only when codes_need_vectors(), else may be null.
+  Status AddCodes(size_t n, const uint8_t* codes, const float* vectors, int64_t first_slot);
 
   // distances and slots are n * params.k; missing results are slot -1.
   Status Search(size_t n, const float* queries, const SearchParams& params,
@@ -103,6 +109,7 @@ class VectorIndex {
   const IndexSpec spec_;
   std::unique_ptr<faiss::Index> index_;
   Kind kind_;
+  bool split_codes_ = false;  // see codes_need_vectors()
   // FAISS 1.7.3 sizes the HNSW candidate queue from the index's own
   // hnsw.efSearch and ignores SearchParametersHNSW::efSearch there, so a
   // search must set the member: shared while it has the wanted value,

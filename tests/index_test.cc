@@ -44,20 +44,27 @@ TEST(VectorIndexTest, FactoryStringsAndKinds) {
 
 TEST(VectorIndexTest, StoredCodesRebuildTheSameIndexWithoutEncoding) {
   auto d = MakeClustered(4000, 20, 16, 20, 3);
-  auto a = Make("IVF16,PQ4", 16);
-  ASSERT_TRUE(a->Train(d.n(), d.base.data()).ok());
-  auto trained = std::move(a->Serialize()).value();
-  std::vector<uint8_t> codes(d.n() * a->code_size());
-  ASSERT_TRUE(a->Encode(d.n(), d.base.data(), codes.data()).ok());
-  ASSERT_TRUE(a->Add(d.n(), d.base.data(), nullptr, 0).ok());
+  for (auto [factory, metric] : {std::pair{"IVF16,PQ4", Metric::kL2},
+                                 std::pair{"IVF16,Flat", Metric::kL2},
+                                 std::pair{"IVF16,Flat", Metric::kCosine}}) {
+    IndexSpec spec{16, metric, factory};
+    auto a = std::move(VectorIndex::Create(spec)).value();
+    ASSERT_TRUE(a->Train(d.n(), d.base.data()).ok());
+    auto trained = std::move(a->Serialize()).value();
+    std::vector<uint8_t> codes(d.n() * a->code_size());
+    ASSERT_TRUE(a->Encode(d.n(), d.base.data(), codes.data()).ok());
+    ASSERT_TRUE(a->Add(d.n(), d.base.data(), nullptr, 0).ok());
 
-  auto b = std::move(VectorIndex::Deserialize({16, Metric::kL2, "IVF16,PQ4"}, trained)).value();
-  EXPECT_TRUE(b->is_trained());
-  ASSERT_TRUE(b->AddCodes(d.n(), codes.data(), 0).ok());
-  SearchParams p;
-  p.k = 10;
-  p.nprobe = 4;
-  EXPECT_EQ(SearchAll(*a, d.queries, 16, p), SearchAll(*b, d.queries, 16, p));
+    auto b = std::move(VectorIndex::Deserialize(spec, trained)).value();
+    EXPECT_TRUE(b->is_trained());
+    ASSERT_TRUE(b->AddCodes(d.n(), codes.data(), d.base.data(), 0).ok());
+    SearchParams p;
+    p.k = 10;
+    p.nprobe = 4;
+    EXPECT_EQ(SearchAll(*a, d.queries, 16, p), SearchAll(*b, d.queries, 16, p)) << factory;
+  }
+  // IVF-Flat stores only the list number: 1 byte for 16 lists, not 65.
+  EXPECT_EQ(Make("IVF16,Flat", 16)->code_size(), 1u);
 }
 
 TEST(VectorIndexTest, HnswSearchUsesTheRequestedEf) {
@@ -83,7 +90,9 @@ TEST(VectorIndexTest, HnswSearchUsesTheRequestedEf) {
     p.ef = uint32_t(ef);
     auto got = SearchAll(*idx, d.queries, 16, p);
     EXPECT_EQ(got, std::vector<int64_t>(labels.begin(), labels.end())) << "ef " << ef;
-    if (ef == 80) EXPECT_NE(got, previous) << "ef should change what is found";
+    if (ef == 80) {
+      EXPECT_NE(got, previous) << "ef should change what is found";
+    }
     previous = got;
   }
 }
@@ -97,7 +106,9 @@ TEST(VectorIndexTest, EveryKindHonoursTheSlotFilter) {
   auto d = MakeClustered(2000, 20, 8, 10, 5);
   for (std::string f : {"Flat", "SQ8", "IVF8,Flat", "IVF8,PQ2", "HNSW8"}) {
     auto idx = Make(f, 8);
-    if (!idx->is_trained()) ASSERT_TRUE(idx->Train(d.n(), d.base.data()).ok());
+    if (!idx->is_trained()) {
+      ASSERT_TRUE(idx->Train(d.n(), d.base.data()).ok());
+    }
     ASSERT_TRUE(idx->Add(d.n(), d.base.data(), nullptr, 0).ok());
     OddSlots odd;
     SearchParams p;
