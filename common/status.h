@@ -7,6 +7,7 @@
 //   kFailedPrecondition: fix the state first (e.g. train before search).
 //   kUnavailable, kResourceExhausted: retry later.
 //   kIOError, kCorruption, kInternal: the server is unhealthy.
+//   kUnimplemented: this server does not offer the operation.
 // Exceptions from libraries are caught at subsystem boundaries and turned
 // into a Status; none crosses a module boundary or the network.
 #pragma once
@@ -34,6 +35,7 @@ enum class StatusCode : uint8_t {
   kInternal = 10,
   kUnauthenticated = 11,
   kPermissionDenied = 12,
+  kUnimplemented = 13,
 };
 
 std::string_view StatusCodeName(StatusCode code);
@@ -55,6 +57,7 @@ class [[nodiscard]] Status {
   static Status IOError(std::string m) { return {StatusCode::kIOError, std::move(m)}; }
   static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+  static Status Unimplemented(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }
   StatusCode code() const { return code_; }

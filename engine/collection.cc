@@ -193,7 +193,7 @@ Result<uint64_t> Collection::Delete(std::span<const uint64_t> ids) {
   return uint64_t(present.size());
 }
 
-Result<SearchResult> Collection::Search(const SearchRequest& r) const {
+Status Collection::ValidateSearch(const SearchRequest& r) const {
   MNEMO_RETURN_IF_ERROR(CheckAlive());
   const uint32_t d = record_.spec.dim;
   if (r.queries.empty()) return Status::InvalidArgument("no queries given");
@@ -211,8 +211,12 @@ Result<SearchResult> Collection::Search(const SearchRequest& r) const {
     return Status::OutOfRange("k must be in 1.." + std::to_string(options_->max_k) + ", got " +
                               std::to_string(r.k));
   }
-  MNEMO_RETURN_IF_ERROR(ValidateVectors(r.queries, n, "query"));
+  return ValidateVectors(r.queries, n, "query");
+}
 
+Result<SearchResult> Collection::Search(const SearchRequest& r) const {
+  MNEMO_RETURN_IF_ERROR(ValidateSearch(r));
+  const size_t n = r.queries.size() / record_.spec.dim;
   SearchResult out;
   out.n = n;
   out.k = r.k;

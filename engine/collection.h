@@ -105,6 +105,9 @@ class Collection {
   // Removes the entries with these ids; returns how many existed.
   Result<uint64_t> Delete(std::span<const uint64_t> ids);
   Result<SearchResult> Search(const SearchRequest& request) const;
+  // The checks Search makes before searching: an OK here means Search fails
+  // only if the collection is dropped meanwhile or the index breaks.
+  Status ValidateSearch(const SearchRequest& request) const;
   // Trains a not-yet-trained index on the entries stored so far, instead of
   // waiting for train_size entries. FailedPrecondition if already trained.
   Status Train();

@@ -12,6 +12,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libxxhash-dev libzstd-dev liblz4-dev libhdf5-dev
   libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
+  clang libclang-rt-14-dev                            # the wire fuzzer (libFuzzer)
   python3 python3-numpy python3-flatbuffers python3-pytest
 )
 

@@ -1,0 +1,259 @@
+#include "net/client.h"
+
+#include <utility>  // before Boost 1.74 Asio, whose awaitable.hpp misses it in C++20
+#include <boost/asio.hpp>
+
+#include "net/protocol.h"
+#include "net/server.h"
+
+namespace mnemo::net {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using flatbuffers::FlatBufferBuilder;
+
+struct Client::Impl {
+  asio::io_context io;
+  tcp::socket socket{io};
+  std::string api_key;
+  uint64_t next_id = 1;
+
+  // Sends the request built by `body` and returns the verified reply.
+  template <typename BuildBody>
+  Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Call(wire::Request type,
+                                                                          BuildBody&& body,
+                                                                          size_t hint = 256);
+};
+
+namespace {
+
+Status Broken(const boost::system::error_code& ec) {
+  return Status::Unavailable("connection to mnemod failed: " + ec.message());
+}
+
+Status ErrorOf(const wire::ResponseFrame* f) {
+  if (f->response_type() == wire::Response::Error) {
+    auto* e = f->response_as_Error();
+    return Status(StatusCode(e->code()), e->message() ? e->message()->str() : "");
+  }
+  return Status::OK();
+}
+
+engine::CollectionStats StatsOf(const wire::CollectionInfo* i) {
+  engine::CollectionStats s;
+  auto str = [](const flatbuffers::String* x) { return x ? x->str() : std::string(); };
+  s.name = str(i->name());
+  s.dim = i->dim();
+  s.metric = str(i->metric());
+  s.index = str(i->index());
+  s.count = i->count();
+  s.deleted_slots = i->deleted_slots();
+  s.trained = i->trained();
+  s.train_size = i->train_size();
+  s.epoch = i->epoch();
+  s.index_memory_bytes = i->index_memory_bytes();
+  s.storage_bytes = i->storage_bytes();
+  return s;
+}
+
+template <typename T>
+Result<const T*> As(const wire::ResponseFrame* f, wire::Response want) {
+  MNEMO_RETURN_IF_ERROR(ErrorOf(f));
+  if (f->response_type() != want) return Status::Internal("unexpected reply type from server");
+  return static_cast<const T*>(f->response());
+}
+
+}  // namespace
+
+template <typename BuildBody>
+Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl::Call(
+    wire::Request type, BuildBody&& body, size_t hint) {
+  FlatBufferBuilder b(hint);
+  auto request = body(b);
+  auto key = api_key.empty() ? 0 : b.CreateString(api_key);
+  const uint64_t id = next_id++;
+  b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, id, key, type, request));
+  uint8_t prefix[kLengthPrefixBytes];
+  PutLength(prefix, b.GetSize());
+  boost::system::error_code ec;
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(prefix),
+                                            asio::buffer(b.GetBufferPointer(), b.GetSize())};
+  asio::write(socket, bufs, ec);
+  if (ec) return Broken(ec);
+  asio::read(socket, asio::buffer(prefix), ec);
+  if (ec) return Broken(ec);
+  std::vector<uint8_t> reply(GetLength(prefix));
+  asio::read(socket, asio::buffer(reply), ec);
+  if (ec) return Broken(ec);
+  MNEMO_ASSIGN_OR_RETURN(auto frame, VerifyResponse(std::string_view(
+                                         reinterpret_cast<const char*>(reply.data()), reply.size())));
+  if (frame->request_id() != id && frame->request_id() != 0) {
+    return Status::Internal("reply for request " + std::to_string(frame->request_id()) +
+                            ", expected " + std::to_string(id));
+  }
+  return std::make_pair(std::move(reply), frame);
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+Result<std::unique_ptr<Client>> Client::Connect(const std::string& address,
+                                                const std::string& api_key) {
+  std::string host;
+  uint16_t port;
+  MNEMO_RETURN_IF_ERROR(SplitHostPort(address, &host, &port));
+  auto impl = std::make_unique<Impl>();
+  impl->api_key = api_key;
+  boost::system::error_code ec;
+  tcp::resolver resolver(impl->io);
+  auto endpoints = resolver.resolve(host, std::to_string(port), ec);
+  if (ec) return Status::Unavailable("cannot resolve '" + host + "': " + ec.message());
+  asio::connect(impl->socket, endpoints, ec);
+  if (ec) return Status::Unavailable("cannot connect to " + address + ": " + ec.message());
+  impl->socket.set_option(tcp::no_delay(true), ec);
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Result<engine::CollectionStats> Client::CreateCollection(const engine::CollectionConfig& c) {
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::CreateCollection, [&](auto& b) {
+    return wire::CreateCreateCollectionDirect(b, c.name.c_str(), c.dim, c.metric.c_str(),
+                                              c.index.c_str(), c.capacity, c.evict.c_str(),
+                                              c.train_size).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::CollectionInfo>(r.second, wire::Response::CollectionInfo));
+  return StatsOf(info);
+}
+
+Status Client::DropCollection(std::string_view name) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::DropCollection, [&](auto& b) {
+    return wire::CreateDropCollectionDirect(b, n.c_str()).Union();
+  }));
+  return ErrorOf(r.second);
+}
+
+Result<std::vector<engine::CollectionStats>> Client::ListCollections() {
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::ListCollections, [&](auto& b) {
+    return wire::CreateListCollections(b).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto list, As<wire::CollectionList>(r.second, wire::Response::CollectionList));
+  std::vector<engine::CollectionStats> out;
+  if (list->collections()) {
+    for (const auto* i : *list->collections()) out.push_back(StatsOf(i));
+  }
+  return out;
+}
+
+Result<engine::CollectionStats> Client::Stats(std::string_view name) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::GetStats, [&](auto& b) {
+    return wire::CreateGetStatsDirect(b, n.c_str()).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::CollectionInfo>(r.second, wire::Response::CollectionInfo));
+  return StatsOf(info);
+}
+
+Status Client::Train(std::string_view name) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Train, [&](auto& b) {
+    return wire::CreateTrainDirect(b, n.c_str()).Union();
+  }));
+  return ErrorOf(r.second);
+}
+
+Result<uint64_t> Client::Upsert(std::string_view name, std::span<const uint64_t> ids,
+                                std::span<const float> vectors, std::span<const uint64_t> groups,
+                                std::span<const std::string_view> payloads) {
+  std::string n(name);
+  size_t hint = 128 + ids.size() * 16 + vectors.size() * 4;
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Upsert, [&](auto& b) {
+    std::vector<flatbuffers::Offset<wire::Payload>> ps;
+    for (auto p : payloads) {
+      ps.push_back(wire::CreatePayload(
+          b, b.CreateVector(reinterpret_cast<const uint8_t*>(p.data()), p.size())));
+    }
+    auto pv = payloads.empty() ? 0 : b.CreateVector(ps);
+    auto gv = groups.empty() ? 0 : b.CreateVector(groups.data(), groups.size());
+    auto vv = b.CreateVector(vectors.data(), vectors.size());
+    auto iv = b.CreateVector(ids.data(), ids.size());
+    return wire::CreateUpsert(b, b.CreateString(n), iv, vv, gv, pv).Union();
+  }, hint));
+  MNEMO_ASSIGN_OR_RETURN(auto ack, As<wire::Ack>(r.second, wire::Response::Ack));
+  return ack->count();
+}
+
+Result<engine::EntryList> Client::Get(std::string_view name, std::span<const uint64_t> ids) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Get, [&](auto& b) {
+    auto iv = b.CreateVector(ids.data(), ids.size());
+    return wire::CreateGet(b, b.CreateString(n), iv).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto e, As<wire::Entries>(r.second, wire::Response::Entries));
+  engine::EntryList out;
+  if (e->ids()) out.ids.assign(e->ids()->begin(), e->ids()->end());
+  if (e->vectors()) out.vectors.assign(e->vectors()->begin(), e->vectors()->end());
+  if (e->groups()) out.groups.assign(e->groups()->begin(), e->groups()->end());
+  if (e->payloads()) {
+    for (const auto* p : *e->payloads()) {
+      out.payloads.emplace_back(p->data() ? std::string(p->data()->begin(), p->data()->end())
+                                          : std::string());
+    }
+  }
+  return out;
+}
+
+Result<uint64_t> Client::Delete(std::string_view name, std::span<const uint64_t> ids) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Delete, [&](auto& b) {
+    auto iv = b.CreateVector(ids.data(), ids.size());
+    return wire::CreateDelete(b, b.CreateString(n), iv).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto ack, As<wire::Ack>(r.second, wire::Response::Ack));
+  return ack->count();
+}
+
+Result<engine::SearchResult> Client::Search(std::string_view name, std::span<const float> queries,
+                                            const SearchOptions& o) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Search, [&](auto& b) {
+    auto qv = b.CreateVector(queries.data(), queries.size());
+    return wire::CreateSearch(b, b.CreateString(n), qv, o.k, o.nprobe, o.ef, o.group.has_value(),
+                              o.group.value_or(0)).Union();
+  }, 128 + queries.size() * 4));
+  MNEMO_ASSIGN_OR_RETURN(auto s, As<wire::SearchResult>(r.second, wire::Response::SearchResult));
+  engine::SearchResult out;
+  out.n = s->n();
+  out.k = s->k();
+  if (s->distances()) out.distances.assign(s->distances()->begin(), s->distances()->end());
+  if (s->ids()) out.ids.assign(s->ids()->begin(), s->ids()->end());
+  return out;
+}
+
+Status Client::SendFrame(std::span<const uint8_t> frame) {
+  uint8_t prefix[kLengthPrefixBytes];
+  PutLength(prefix, uint32_t(frame.size()));
+  boost::system::error_code ec;
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(prefix),
+                                            asio::buffer(frame.data(), frame.size())};
+  asio::write(impl_->socket, bufs, ec);
+  return ec ? Broken(ec) : Status::OK();
+}
+
+Status Client::SendRaw(std::span<const uint8_t> bytes) {
+  boost::system::error_code ec;
+  asio::write(impl_->socket, asio::buffer(bytes.data(), bytes.size()), ec);
+  return ec ? Broken(ec) : Status::OK();
+}
+
+Result<std::vector<uint8_t>> Client::ReceiveFrame() {
+  uint8_t prefix[kLengthPrefixBytes];
+  boost::system::error_code ec;
+  asio::read(impl_->socket, asio::buffer(prefix), ec);
+  if (ec) return Broken(ec);
+  std::vector<uint8_t> reply(GetLength(prefix));
+  asio::read(impl_->socket, asio::buffer(reply), ec);
+  if (ec) return Broken(ec);
+  return reply;
+}
+
+}  // namespace mnemo::net

@@ -1,0 +1,62 @@
+// Client: a blocking C++ client for mnemod.
+//
+// One Client is one TCP connection and is not thread-safe: give each thread
+// its own. Server errors come back as the Status the server sent (same code
+// and message); a broken connection is kUnavailable, after which the client
+// must be reconnected.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include "common/status.h"
+#include "engine/engine.h"
+
+namespace mnemo::net {
+
+struct SearchOptions {
+  uint32_t k = 10;
+  uint32_t nprobe = 0;
+  uint32_t ef = 0;
+  std::optional<uint64_t> group;
+};
+
+class Client {
+ public:
+  static Result<std::unique_ptr<Client>> Connect(const std::string& address,
+                                                 const std::string& api_key = "");
+  ~Client();
+
+  Result<engine::CollectionStats> CreateCollection(const engine::CollectionConfig& config);
+  Status DropCollection(std::string_view name);
+  Result<std::vector<engine::CollectionStats>> ListCollections();
+  Result<engine::CollectionStats> Stats(std::string_view name);
+  Status Train(std::string_view name);
+  Result<uint64_t> Upsert(std::string_view name, std::span<const uint64_t> ids,
+                          std::span<const float> vectors, std::span<const uint64_t> groups = {},
+                          std::span<const std::string_view> payloads = {});
+  Result<engine::EntryList> Get(std::string_view name, std::span<const uint64_t> ids);
+  Result<uint64_t> Delete(std::string_view name, std::span<const uint64_t> ids);
+  Result<engine::SearchResult> Search(std::string_view name, std::span<const float> queries,
+                                      const SearchOptions& options = {});
+
+  // Raw access, for tests and pipelining: sends frame bytes with a length
+  // prefix; receives one reply frame's bytes.
+  Status SendFrame(std::span<const uint8_t> frame);
+  Status SendRaw(std::span<const uint8_t> bytes);  // no prefix added
+  Result<std::vector<uint8_t>> ReceiveFrame();
+
+ private:
+  struct Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mnemo::net

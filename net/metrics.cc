@@ -1,0 +1,125 @@
+#include "net/metrics.h"
+
+#include <cstdio>
+
+#include "net/protocol.h"
+
+namespace mnemo::net {
+namespace {
+
+template <size_t N>
+void Observe(std::array<std::atomic<uint64_t>, 16>& buckets, const std::array<double, N>& bounds,
+             double v) {
+  size_t i = 0;
+  while (i < N && v > bounds[i]) ++i;
+  buckets[i]++;
+}
+
+std::string Num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
+std::string Escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') { out += "\\n"; continue; }
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+void Metrics::RecordRequest(wire::Request type, bool error, double seconds) {
+  size_t op = size_t(type) < kOps ? size_t(type) : 0;
+  requests_[op]++;
+  if (error) errors_[op]++;
+  Observe(latency_[op].buckets, kLatencyBuckets, seconds);
+  latency_[op].count++;
+  latency_[op].sum_micros += uint64_t(seconds * 1e6);
+}
+
+void Metrics::RecordSearchBatch(size_t queries) {
+  Observe(batch_.buckets, kBatchBuckets, double(queries));
+  batch_.count++;
+  batch_.sum_micros += queries;  // a sum of queries here, not of time
+}
+
+std::string Metrics::Render(const engine::Engine& engine) const {
+  std::string out;
+  auto op_name = [](size_t op) {
+    return op == 0 ? std::string("malformed") : std::string(RequestName(wire::Request(op)));
+  };
+  out += "# HELP mnemo_requests_total Requests handled, by operation.\n";
+  out += "# TYPE mnemo_requests_total counter\n";
+  for (size_t op = 0; op < kOps; ++op) {
+    out += "mnemo_requests_total{op=\"" + op_name(op) + "\"} " + std::to_string(requests_[op]) + "\n";
+  }
+  out += "# HELP mnemo_request_errors_total Requests answered with an error, by operation.\n";
+  out += "# TYPE mnemo_request_errors_total counter\n";
+  for (size_t op = 0; op < kOps; ++op) {
+    out += "mnemo_request_errors_total{op=\"" + op_name(op) + "\"} " + std::to_string(errors_[op]) + "\n";
+  }
+  out += "# HELP mnemo_request_duration_seconds Time from a request's arrival to its reply.\n";
+  out += "# TYPE mnemo_request_duration_seconds histogram\n";
+  for (size_t op = 0; op < kOps; ++op) {
+    const Histogram& h = latency_[op];
+    if (h.count == 0) continue;
+    uint64_t cumulative = 0;
+    std::string label = "op=\"" + op_name(op) + "\"";
+    for (size_t i = 0; i < kLatencyBuckets.size(); ++i) {
+      cumulative += h.buckets[i];
+      out += "mnemo_request_duration_seconds_bucket{" + label + ",le=\"" + Num(kLatencyBuckets[i]) +
+             "\"} " + std::to_string(cumulative) + "\n";
+    }
+    cumulative += h.buckets[kLatencyBuckets.size()];
+    out += "mnemo_request_duration_seconds_bucket{" + label + ",le=\"+Inf\"} " +
+           std::to_string(cumulative) + "\n";
+    out += "mnemo_request_duration_seconds_sum{" + label + "} " + Num(double(h.sum_micros) / 1e6) + "\n";
+    out += "mnemo_request_duration_seconds_count{" + label + "} " + std::to_string(h.count) + "\n";
+  }
+  out += "# HELP mnemo_search_batch_queries Queries served by one FAISS search call.\n";
+  out += "# TYPE mnemo_search_batch_queries histogram\n";
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < kBatchBuckets.size(); ++i) {
+    cumulative += batch_.buckets[i];
+    out += "mnemo_search_batch_queries_bucket{le=\"" + Num(kBatchBuckets[i]) + "\"} " +
+           std::to_string(cumulative) + "\n";
+  }
+  cumulative += batch_.buckets[kBatchBuckets.size()];
+  out += "mnemo_search_batch_queries_bucket{le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  out += "mnemo_search_batch_queries_sum " + std::to_string(batch_.sum_micros) + "\n";
+  out += "mnemo_search_batch_queries_count " + std::to_string(batch_.count) + "\n";
+  out += "# HELP mnemo_connections_open Client connections open now.\n";
+  out += "# TYPE mnemo_connections_open gauge\n";
+  out += "mnemo_connections_open " + std::to_string(connections_open_) + "\n";
+  out += "# TYPE mnemo_connections_total counter\n";
+  out += "mnemo_connections_total " + std::to_string(connections_total_) + "\n";
+  out += "# TYPE mnemo_connections_rejected_total counter\n";
+  out += "mnemo_connections_rejected_total " + std::to_string(connections_rejected_) + "\n";
+
+  auto collections = engine.ListCollections();
+  out += "# HELP mnemo_collection_entries Live entries per collection.\n";
+  out += "# TYPE mnemo_collection_entries gauge\n";
+  for (const auto& c : collections) {
+    out += "mnemo_collection_entries{collection=\"" + Escape(c.name) + "\"} " + std::to_string(c.count) + "\n";
+  }
+  out += "# HELP mnemo_collection_storage_bytes Approximate bytes stored per collection.\n";
+  out += "# TYPE mnemo_collection_storage_bytes gauge\n";
+  for (const auto& c : collections) {
+    out += "mnemo_collection_storage_bytes{collection=\"" + Escape(c.name) + "\"} " +
+           std::to_string(c.storage_bytes) + "\n";
+  }
+  out += "# HELP mnemo_collection_index_memory_bytes Approximate index memory per collection.\n";
+  out += "# TYPE mnemo_collection_index_memory_bytes gauge\n";
+  for (const auto& c : collections) {
+    out += "mnemo_collection_index_memory_bytes{collection=\"" + Escape(c.name) + "\"} " +
+           std::to_string(c.index_memory_bytes) + "\n";
+  }
+  return out;
+}
+
+}  // namespace mnemo::net

@@ -1,0 +1,67 @@
+#include "net/protocol.h"
+
+#include <cstring>
+
+namespace mnemo::net {
+
+Result<const wire::RequestFrame*> VerifyRequest(std::string_view bytes) {
+  auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  flatbuffers::Verifier verifier(data, bytes.size(), kVerifierMaxDepth, kVerifierMaxTables);
+  if (!wire::VerifyRequestFrameBuffer(verifier)) {
+    return Status::InvalidArgument("malformed request frame (" + std::to_string(bytes.size()) +
+                                   " bytes failed verification)");
+  }
+  auto* frame = wire::GetRequestFrame(data);
+  if (frame->version() > kProtocolVersion) {
+    return Status::InvalidArgument("protocol version " + std::to_string(frame->version()) +
+                                   " is newer than this server's " +
+                                   std::to_string(kProtocolVersion));
+  }
+  return frame;
+}
+
+Result<const wire::ResponseFrame*> VerifyResponse(std::string_view bytes) {
+  auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  flatbuffers::Verifier verifier(data, bytes.size(), kVerifierMaxDepth, kVerifierMaxTables);
+  if (!verifier.VerifyBuffer<wire::ResponseFrame>(nullptr)) {
+    return Status::Corruption("malformed response frame");
+  }
+  return flatbuffers::GetRoot<wire::ResponseFrame>(data);
+}
+
+flatbuffers::DetachedBuffer ErrorResponse(uint64_t request_id, const Status& status) {
+  flatbuffers::FlatBufferBuilder b(128 + status.message().size());
+  auto err = wire::CreateErrorDirect(b, uint8_t(status.code()), status.message().c_str());
+  b.Finish(wire::CreateResponseFrame(b, kProtocolVersion, request_id, wire::Response::Error,
+                                     err.Union()));
+  return b.Release();
+}
+
+const char* RequestName(wire::Request type) {
+  switch (type) {
+    case wire::Request::CreateCollection: return "create_collection";
+    case wire::Request::DropCollection: return "drop_collection";
+    case wire::Request::ListCollections: return "list_collections";
+    case wire::Request::GetStats: return "stats";
+    case wire::Request::Train: return "train";
+    case wire::Request::Upsert: return "upsert";
+    case wire::Request::Get: return "get";
+    case wire::Request::Delete: return "delete";
+    case wire::Request::Search: return "search";
+    case wire::Request::CreateKvSpace: return "create_kv_space";
+    case wire::Request::DropKvSpace: return "drop_kv_space";
+    case wire::Request::PutKv: return "put_kv";
+    case wire::Request::GetKv: return "get_kv";
+    case wire::Request::MatchPrefix: return "match_prefix";
+    default: return "unknown";
+  }
+}
+
+void PutLength(uint8_t* dst, uint32_t length) { std::memcpy(dst, &length, 4); }
+uint32_t GetLength(const uint8_t* src) {
+  uint32_t v;
+  std::memcpy(&v, src, 4);
+  return v;
+}
+
+}  // namespace mnemo::net

@@ -1,0 +1,189 @@
+#include "net/request_handler.h"
+
+#include <chrono>
+#include <string_view>
+
+#include "net/protocol.h"
+
+namespace mnemo::net {
+namespace {
+
+using flatbuffers::FlatBufferBuilder;
+using flatbuffers::Offset;
+
+std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+
+template <typename T>
+std::span<const T> Span(const flatbuffers::Vector<T>* v) {
+  if (v == nullptr) return {};
+  return {v->data(), v->size()};
+}
+
+flatbuffers::DetachedBuffer Finish(FlatBufferBuilder& b, uint64_t request_id, wire::Response type,
+                                   Offset<void> body) {
+  b.Finish(wire::CreateResponseFrame(b, kProtocolVersion, request_id, type, body));
+  return b.Release();
+}
+
+flatbuffers::DetachedBuffer AckReply(uint64_t request_id, uint64_t count) {
+  FlatBufferBuilder b(64);
+  return Finish(b, request_id, wire::Response::Ack, wire::CreateAck(b, count).Union());
+}
+
+Offset<wire::CollectionInfo> Info(FlatBufferBuilder& b, const engine::CollectionStats& s) {
+  return wire::CreateCollectionInfoDirect(b, s.name.c_str(), s.dim, s.metric.c_str(),
+                                          s.index.c_str(), s.count, s.deleted_slots, s.trained,
+                                          s.train_size, s.epoch, s.index_memory_bytes,
+                                          s.storage_bytes);
+}
+
+flatbuffers::DetachedBuffer SearchReply(uint64_t request_id, const engine::SearchResult& r) {
+  FlatBufferBuilder b(64 + r.ids.size() * 12);
+  auto distances = b.CreateVector(r.distances);
+  auto ids = b.CreateVector(r.ids);
+  auto body = wire::CreateSearchResult(b, uint32_t(r.n), r.k, distances, ids);
+  return Finish(b, request_id, wire::Response::SearchResult, body.Union());
+}
+
+Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flatbuffers::String* name) {
+  if (name == nullptr) return Status::InvalidArgument("no collection name given");
+  return e.GetCollection(name->string_view());
+}
+
+// Synchronous operations: a reply or a Status.
+Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::RequestFrame& f) {
+  const uint64_t id = f.request_id();
+  switch (f.request_type()) {
+    case wire::Request::CreateCollection: {
+      auto* r = f.request_as_CreateCollection();
+      engine::CollectionConfig c{Str(r->name()), r->dim(), r->metric() ? r->metric()->str() : "l2",
+                                 r->index() ? r->index()->str() : "Flat", r->capacity(),
+                                 Str(r->evict()), r->train_size()};
+      MNEMO_ASSIGN_OR_RETURN(auto created, e.CreateCollection(c));
+      FlatBufferBuilder b(256);
+      return Finish(b, id, wire::Response::CollectionInfo, Info(b, created->Stats()).Union());
+    }
+    case wire::Request::DropCollection: {
+      auto* r = f.request_as_DropCollection();
+      MNEMO_RETURN_IF_ERROR(e.DropCollection(Str(r->name())));
+      return AckReply(id, 1);
+    }
+    case wire::Request::ListCollections: {
+      FlatBufferBuilder b(1024);
+      std::vector<Offset<wire::CollectionInfo>> infos;
+      for (const auto& s : e.ListCollections()) infos.push_back(Info(b, s));
+      auto body = wire::CreateCollectionListDirect(b, &infos);
+      return Finish(b, id, wire::Response::CollectionList, body.Union());
+    }
+    case wire::Request::GetStats: {
+      MNEMO_ASSIGN_OR_RETURN(auto c, Lookup(e, f.request_as_GetStats()->name()));
+      FlatBufferBuilder b(256);
+      return Finish(b, id, wire::Response::CollectionInfo, Info(b, c->Stats()).Union());
+    }
+    case wire::Request::Train: {
+      MNEMO_ASSIGN_OR_RETURN(auto c, Lookup(e, f.request_as_Train()->name()));
+      MNEMO_RETURN_IF_ERROR(c->Train());
+      return AckReply(id, 1);
+    }
+    case wire::Request::Upsert: {
+      auto* r = f.request_as_Upsert();
+      MNEMO_ASSIGN_OR_RETURN(auto c, Lookup(e, r->collection()));
+      std::vector<std::string_view> payloads;
+      if (r->payloads()) {
+        payloads.reserve(r->payloads()->size());
+        for (const auto* p : *r->payloads()) {
+          auto* data = p->data();
+          payloads.emplace_back(data ? reinterpret_cast<const char*>(data->data()) : "",
+                                data ? data->size() : 0);
+        }
+      }
+      engine::EntryBatch batch{Span(r->ids()), Span(r->vectors()), Span(r->groups()), payloads};
+      MNEMO_RETURN_IF_ERROR(c->Upsert(batch));
+      return AckReply(id, batch.ids.size());
+    }
+    case wire::Request::Get: {
+      auto* r = f.request_as_Get();
+      MNEMO_ASSIGN_OR_RETURN(auto c, Lookup(e, r->collection()));
+      MNEMO_ASSIGN_OR_RETURN(engine::EntryList list, c->Get(Span(r->ids())));
+      FlatBufferBuilder b(256 + list.vectors.size() * 4);
+      std::vector<Offset<wire::Payload>> payloads;
+      for (const auto& p : list.payloads) {
+        payloads.push_back(wire::CreatePayload(
+            b, b.CreateVector(reinterpret_cast<const uint8_t*>(p.data()), p.size())));
+      }
+      auto body = wire::CreateEntriesDirect(b, &list.ids, &list.vectors, &list.groups, &payloads);
+      return Finish(b, id, wire::Response::Entries, body.Union());
+    }
+    case wire::Request::Delete: {
+      auto* r = f.request_as_Delete();
+      MNEMO_ASSIGN_OR_RETURN(auto c, Lookup(e, r->collection()));
+      MNEMO_ASSIGN_OR_RETURN(uint64_t n, c->Delete(Span(r->ids())));
+      return AckReply(id, n);
+    }
+    case wire::Request::CreateKvSpace:
+    case wire::Request::DropKvSpace:
+    case wire::Request::PutKv:
+    case wire::Request::GetKv:
+    case wire::Request::MatchPrefix:
+      return Status::Unimplemented(std::string(RequestName(f.request_type())) +
+                                   ": KV spaces are not served by this version");
+    default:
+      return Status::InvalidArgument("unknown operation " +
+                                     std::to_string(int(f.request_type())));
+  }
+}
+
+}  // namespace
+
+void RequestHandler::Handle(Frame frame, Done done) {
+  const auto start = std::chrono::steady_clock::now();
+  auto finish = [this, start, done = std::move(done)](wire::Request type,
+                                                      flatbuffers::DetachedBuffer reply,
+                                                      bool error) {
+    metrics_->RecordRequest(
+        type, error, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    done(std::move(reply));
+  };
+  auto verified = VerifyRequest(
+      std::string_view(reinterpret_cast<const char*>(frame->data()), frame->size()));
+  if (!verified.ok()) {
+    finish(wire::Request::NONE, ErrorResponse(0, verified.status()), true);
+    return;
+  }
+  const wire::RequestFrame& f = **verified;
+  const uint64_t id = f.request_id();
+  const wire::Request type = f.request_type();
+
+  if (type == wire::Request::Search) {
+    auto* r = f.request_as_Search();
+    auto c = Lookup(*engine_, r->collection());
+    engine::SearchRequest req;
+    req.queries = Span(r->queries());
+    req.k = r->k();
+    req.nprobe = r->nprobe();
+    req.ef = r->ef();
+    if (r->has_group()) req.group = r->group();
+    Status st = c.ok() ? (*c)->ValidateSearch(req) : c.status();
+    if (!st.ok()) {
+      finish(type, ErrorResponse(id, st), true);
+      return;
+    }
+    // `frame` owns the query floats until the batch has run.
+    batcher_->Submit(*c, req, [frame, id, finish](Result<engine::SearchResult> result) {
+      if (!result.ok()) {
+        finish(wire::Request::Search, ErrorResponse(id, result.status()), true);
+      } else {
+        finish(wire::Request::Search, SearchReply(id, *result), false);
+      }
+    });
+    return;
+  }
+  auto reply = Execute(*engine_, f);
+  if (!reply.ok()) {
+    finish(type, ErrorResponse(id, reply.status()), true);
+  } else {
+    finish(type, std::move(reply).value(), false);
+  }
+}
+
+}  // namespace mnemo::net

@@ -1,0 +1,42 @@
+// RequestHandler: executes one request frame against the engine and builds
+// its reply. It knows nothing of sockets: the server, the fuzzer and tests
+// all drive it the same way.
+//
+// Thread-safe; Handle may be called from many threads at once. Every failure
+// (a frame that does not verify, an unknown operation, bad arguments, an
+// engine error) becomes an Error reply; nothing throws.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include "engine/engine.h"
+#include "net/metrics.h"
+#include "net/search_batcher.h"
+
+namespace mnemo::net {
+
+class RequestHandler {
+ public:
+  using Frame = std::shared_ptr<const std::vector<uint8_t>>;
+  using Done = std::function<void(flatbuffers::DetachedBuffer reply)>;
+
+  // Not owned; all must outlive the handler.
+  RequestHandler(engine::Engine* engine, SearchBatcher* batcher, Metrics* metrics)
+      : engine_(engine), batcher_(batcher), metrics_(metrics) {}
+
+  // Handles one frame (without its length prefix). Calls `done` exactly
+  // once, on this thread or, for batched searches, another; `frame` is kept
+  // alive until then.
+  void Handle(Frame frame, Done done);
+
+ private:
+  engine::Engine* const engine_;
+  SearchBatcher* const batcher_;
+  Metrics* const metrics_;
+};
+
+}  // namespace mnemo::net

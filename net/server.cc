@@ -1,0 +1,366 @@
+#include "net/server.h"
+
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <utility>  // before Boost 1.74 Asio, whose awaitable.hpp misses it in C++20
+#include <boost/asio.hpp>
+#include <spdlog/spdlog.h>
+
+#include "net/request_handler.h"
+
+namespace mnemo::net {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
+    return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
+  }
+  *host = address.substr(0, colon);
+  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
+    *host = host->substr(1, host->size() - 2);
+  }
+  try {
+    int p = std::stoi(address.substr(colon + 1));
+    if (p < 0 || p > 65535) throw std::out_of_range("port");
+    *port = uint16_t(p);
+  } catch (const std::exception&) {
+    return Status::InvalidArgument("address '" + address + "' has no valid port");
+  }
+  return Status::OK();
+}
+
+class Connection;
+
+class Server::Impl {
+ public:
+  Impl(engine::Engine* engine, Metrics* metrics, ServerOptions options)
+      : options_(std::move(options)),
+        metrics_(metrics),
+        batcher_(options_.batching, metrics),
+        handler_(engine, &batcher_, metrics),
+        pool_(options_.worker_threads ? options_.worker_threads
+                                      : std::max(1u, std::thread::hardware_concurrency())),
+        acceptor_(io_) {}
+
+  Status Start();
+  void Stop();
+  void Wait();
+  std::string address() const { return address_; }
+
+  // Called by connections.
+  void Forget(Connection* c);
+  const ServerOptions& options() const { return options_; }
+  RequestHandler& handler() { return handler_; }
+  asio::thread_pool& pool() { return pool_; }
+  Metrics& metrics() { return *metrics_; }
+  asio::io_context& io() { return io_; }
+
+ private:
+  void Accept();
+
+  const ServerOptions options_;
+  Metrics* const metrics_;
+  SearchBatcher batcher_;
+  RequestHandler handler_;
+  asio::io_context io_;
+  asio::thread_pool pool_;
+  tcp::acceptor acceptor_;
+  std::vector<std::thread> threads_;
+  std::string address_;
+  std::atomic<bool> stopping_{false};
+  std::mutex mu_;
+  std::set<std::shared_ptr<Connection>> connections_;  // guarded by mu_
+};
+
+// One client connection. Owns itself through shared_from_this; all its
+// members are touched only on its strand.
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Server::Impl* server, tcp::socket socket)
+      : server_(server),
+        strand_(asio::make_strand(server->io())),
+        socket_(std::move(socket)),
+        idle_(strand_) {}
+
+  void Start() {
+    asio::dispatch(strand_, [self = shared_from_this()] {
+      self->ArmIdleTimer();
+      self->ReadHeader();
+    });
+  }
+
+  // Stop reading; close once every request read so far is answered.
+  void Shutdown() {
+    asio::dispatch(strand_, [self = shared_from_this()] {
+      self->closing_ = true;
+      self->MaybeClose();
+    });
+  }
+
+  // An error reply, then close: for connections refused at accept.
+  void RejectAndClose(const Status& status) {
+    asio::dispatch(strand_, [self = shared_from_this(), status] {
+      self->closing_ = true;
+      self->Enqueue()->reply = ErrorResponse(0, status);
+      self->slots_.back().ready = true;
+      self->Flush();
+    });
+  }
+
+ private:
+  struct Slot {
+    bool ready = false;
+    flatbuffers::DetachedBuffer reply;
+    uint8_t prefix[kLengthPrefixBytes];
+  };
+
+  Slot* Enqueue() {
+    slots_.emplace_back();
+    return &slots_.back();
+  }
+
+  void ArmIdleTimer() {
+    idle_.expires_after(server_->options().idle_timeout);
+    idle_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec) return;  // re-armed or cancelled
+      if (self->slots_.empty() && !self->writing_) {
+        spdlog::debug("closing idle connection");
+        self->Close();
+      } else {
+        self->ArmIdleTimer();
+      }
+    });
+  }
+
+  void ReadHeader() {
+    if (closing_ || slots_.size() >= server_->options().max_inflight) {
+      read_paused_ = !closing_;
+      return;
+    }
+    reading_ = true;
+    asio::async_read(socket_, asio::buffer(header_),
+                     asio::bind_executor(strand_, [self = shared_from_this()](
+                                                      const boost::system::error_code& ec, size_t) {
+                       self->reading_ = false;
+                       if (ec) return self->OnReadEnd(ec);
+                       if (self->closing_) return self->MaybeClose();  // stopping
+                       self->OnHeader();
+                     }));
+  }
+
+  void OnHeader() {
+    const uint32_t length = GetLength(header_);
+    if (length > server_->options().max_frame_bytes || length == 0) {
+      Slot* slot = Enqueue();
+      slot->reply = ErrorResponse(
+          0, Status::InvalidArgument("frame of " + std::to_string(length) +
+                                     " bytes is outside 1.." +
+                                     std::to_string(server_->options().max_frame_bytes) +
+                                     "; closing the connection"));
+      slot->ready = true;
+      closing_ = true;
+      server_->metrics().RecordRequest(wire::Request::NONE, true, 0);
+      Flush();
+      return;
+    }
+    auto body = std::make_shared<std::vector<uint8_t>>(length);
+    reading_ = true;
+    asio::async_read(socket_, asio::buffer(*body),
+                     asio::bind_executor(strand_, [self = shared_from_this(), body](
+                                                      const boost::system::error_code& ec, size_t) {
+                       self->reading_ = false;
+                       if (ec) return self->OnReadEnd(ec);
+                       if (self->closing_) return self->MaybeClose();  // stopping
+                       self->Dispatch(body);
+                       self->ArmIdleTimer();
+                       self->ReadHeader();
+                     }));
+  }
+
+  void Dispatch(std::shared_ptr<std::vector<uint8_t>> body) {
+    Slot* slot = Enqueue();
+    // Keeps io_context::run alive until the reply is posted back.
+    auto work = asio::make_work_guard(server_->io());
+    asio::post(server_->pool(), [self = shared_from_this(), slot, body, work]() mutable {
+      self->server_->handler().Handle(
+          body, [self, slot, work](flatbuffers::DetachedBuffer reply) mutable {
+            asio::post(self->strand_, [self, slot, reply = std::move(reply), work]() mutable {
+              slot->reply = std::move(reply);
+              slot->ready = true;
+              self->Flush();
+            });
+          });
+    });
+  }
+
+  // Writes the answered prefix of the slot queue, in order.
+  void Flush() {
+    if (writing_ || slots_.empty() || !slots_.front().ready) return MaybeClose();
+    Slot& s = slots_.front();
+    PutLength(s.prefix, uint32_t(s.reply.size()));
+    writing_ = true;
+    std::array<asio::const_buffer, 2> bufs = {asio::buffer(s.prefix),
+                                              asio::buffer(s.reply.data(), s.reply.size())};
+    asio::async_write(socket_, bufs,
+                      asio::bind_executor(strand_, [self = shared_from_this()](
+                                                       const boost::system::error_code& ec, size_t) {
+                        self->writing_ = false;
+                        self->slots_.pop_front();  // std::deque keeps other slots in place
+                        if (ec) {
+                          self->write_failed_ = true;
+                          self->closing_ = true;
+                        }
+                        if (self->read_paused_ && !self->closing_) {
+                          self->read_paused_ = false;
+                          self->ReadHeader();
+                        }
+                        self->Flush();
+                      }));
+  }
+
+  void OnReadEnd(const boost::system::error_code& ec) {
+    if (ec != asio::error::eof && ec != asio::error::operation_aborted &&
+        ec != asio::error::connection_reset) {
+      spdlog::debug("read ended: {}", ec.message());
+    }
+    closing_ = true;
+    MaybeClose();
+  }
+
+  void MaybeClose() {
+    if (!closing_) return;
+    // Answers still owed are written first, unless the peer is gone.
+    bool owed = !slots_.empty() && !write_failed_;
+    if (owed || writing_) return;
+    if (!slots_.empty()) {
+      // Write failed: drop ready replies; pending ones will find the socket
+      // closed and are dropped in Flush.
+      while (!slots_.empty() && slots_.front().ready) slots_.pop_front();
+      if (!slots_.empty()) return;
+    }
+    Close();
+  }
+
+  void Close() {
+    if (closed_) return;
+    closed_ = true;
+    boost::system::error_code ignored;
+    idle_.cancel();
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    server_->Forget(this);
+  }
+
+  Server::Impl* const server_;
+  asio::strand<asio::io_context::executor_type> strand_;
+  tcp::socket socket_;
+  asio::steady_timer idle_;
+  uint8_t header_[kLengthPrefixBytes];
+  std::deque<Slot> slots_;
+  bool reading_ = false, writing_ = false, read_paused_ = false;
+  bool closing_ = false, closed_ = false, write_failed_ = false;
+};
+
+Status Server::Impl::Start() {
+  std::string host;
+  uint16_t port;
+  MNEMO_RETURN_IF_ERROR(SplitHostPort(options_.listen, &host, &port));
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return Status::InvalidArgument("cannot parse address '" + host + "': " + ec.message());
+  tcp::endpoint endpoint(addr, port);
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::IOError("cannot listen on " + options_.listen + ": " + ec.message());
+  auto bound = acceptor_.local_endpoint();
+  address_ = bound.address().to_string() + ":" + std::to_string(bound.port());
+  Accept();
+  for (size_t i = 0; i < std::max<size_t>(1, options_.io_threads); ++i) {
+    threads_.emplace_back([this] { io_.run(); });
+  }
+  return Status::OK();
+}
+
+void Server::Impl::Accept() {
+  acceptor_.async_accept(asio::make_strand(io_), [this](const boost::system::error_code& ec,
+                                                        tcp::socket socket) {
+    if (ec) {
+      if (ec != asio::error::operation_aborted) spdlog::warn("accept failed: {}", ec.message());
+      if (!stopping_ && acceptor_.is_open()) Accept();
+      return;
+    }
+    boost::system::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto c = std::make_shared<Connection>(this, std::move(socket));
+    bool reject;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      reject = connections_.size() >= options_.max_connections;
+      connections_.insert(c);
+    }
+    if (reject) {
+      metrics_->ConnectionRejected();
+      metrics_->ConnectionOpened();
+      c->RejectAndClose(Status::ResourceExhausted(
+          "too many connections (limit " + std::to_string(options_.max_connections) + ")"));
+    } else {
+      metrics_->ConnectionOpened();
+      c->Start();
+    }
+    if (!stopping_) Accept();
+  });
+}
+
+void Server::Impl::Forget(Connection* c) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto it = connections_.begin(); it != connections_.end(); ++it) {
+    if (it->get() == c) {
+      connections_.erase(it);
+      metrics_->ConnectionClosed();
+      return;
+    }
+  }
+}
+
+void Server::Impl::Stop() {
+  if (stopping_.exchange(true)) return;
+  asio::post(io_, [this] {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    std::vector<std::shared_ptr<Connection>> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      all.assign(connections_.begin(), connections_.end());
+    }
+    for (auto& c : all) c->Shutdown();
+  });
+}
+
+void Server::Impl::Wait() {
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  pool_.join();
+}
+
+Server::Server(engine::Engine* engine, Metrics* metrics, ServerOptions options)
+    : impl_(std::make_unique<Impl>(engine, metrics, std::move(options))) {}
+Server::~Server() {
+  Stop();
+  Wait();
+}
+Status Server::Start() { return impl_->Start(); }
+std::string Server::address() const { return impl_->address(); }
+void Server::Stop() { impl_->Stop(); }
+void Server::Wait() { impl_->Wait(); }
+
+}  // namespace mnemo::net

@@ -1,0 +1,67 @@
+// Server: mnemo's wire protocol over TCP (Boost.Asio).
+//
+// Threading: one io_context run by `io_threads` threads does all socket I/O;
+// each connection's handlers run on its own strand, so a connection needs no
+// locks. Requests execute on a separate compute pool (`worker_threads`), never
+// on I/O threads, and post their replies back to the connection's strand.
+//
+// A connection reads frames continuously (clients may pipeline) up to
+// `max_inflight` unanswered requests, and writes replies strictly in request
+// order. A frame whose length prefix exceeds max_frame_bytes gets an error
+// reply and the connection is closed (the stream cannot be resynchronized);
+// a frame that fails verification gets an error reply and the connection
+// goes on. Connections idle for idle_timeout are closed.
+//
+// Stop() stops accepting, lets every request already read finish and be
+// answered, then closes the connections; Wait() returns once all threads
+// are done. Thread-safe.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "engine/engine.h"
+#include "net/metrics.h"
+#include "net/protocol.h"
+#include "net/search_batcher.h"
+
+namespace mnemo::net {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:7070";  // port 0 picks a free port
+  size_t io_threads = 2;
+  size_t worker_threads = 0;  // 0: one per core
+  uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  size_t max_connections = 1024;
+  size_t max_inflight = 256;  // unanswered requests per connection
+  std::chrono::seconds idle_timeout{300};
+  SearchBatcher::Options batching;
+};
+
+// "host:port" into its parts; InvalidArgument when malformed.
+Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
+
+class Server {
+ public:
+  // engine and metrics are not owned and must outlive the server.
+  Server(engine::Engine* engine, Metrics* metrics, ServerOptions options);
+  ~Server();
+
+  // Binds and starts serving; IOError when the address cannot be bound.
+  Status Start();
+  // The address actually bound ("127.0.0.1:34567").
+  std::string address() const;
+  void Stop();
+  void Wait();
+
+ private:
+  friend class Connection;
+  class Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Connection;
+
+}  // namespace mnemo::net

@@ -1,0 +1,311 @@
+// A real mnemod on loopback, driven through the C++ client and raw frames.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cmath>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "net/client.h"
+#include "net/protocol.h"
+#include "tests/daemon_process.h"
+#include "tests/test_util.h"
+
+namespace mnemo::net {
+namespace {
+
+using mnemo::testing::DaemonProcess;
+using mnemo::testing::HttpGet;
+using mnemo::testing::Iota;
+using mnemo::testing::MakeClustered;
+using mnemo::testing::TempDir;
+
+std::unique_ptr<Client> Connect(const DaemonProcess& d) {
+  auto c = Client::Connect(d.address());
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return std::move(c).value();
+}
+
+engine::CollectionConfig Config(const std::string& name, uint32_t dim,
+                                const std::string& index = "Flat") {
+  engine::CollectionConfig c;
+  c.name = name;
+  c.dim = dim;
+  c.index = index;
+  return c;
+}
+
+TEST(DaemonTest, EveryOperationThroughTheCppClient) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto c = Connect(d);
+  auto info = c->CreateCollection(Config("docs", 3));
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->dim, 3u);
+  EXPECT_EQ(c->CreateCollection(Config("docs", 3)).status().code(), StatusCode::kAlreadyExists);
+
+  std::vector<uint64_t> ids = {1, 2, 3};
+  std::vector<float> v = {0, 0, 0, 1, 1, 1, 5, 5, 5};
+  std::vector<uint64_t> groups = {7, 8, 7};
+  std::vector<std::string_view> payloads = {"one", "two", "three"};
+  auto n = c->Upsert("docs", ids, v, groups, payloads);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 3u);
+
+  std::vector<uint64_t> want = {3, 9, 1};
+  auto e = c->Get("docs", want);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->ids, (std::vector<uint64_t>{3, 1}));
+  EXPECT_EQ(e->vectors, (std::vector<float>{5, 5, 5, 0, 0, 0}));
+  EXPECT_EQ(e->groups, (std::vector<uint64_t>{7, 7}));
+  EXPECT_EQ(e->payloads, (std::vector<std::string>{"three", "one"}));
+
+  std::vector<float> q = {0.9f, 0.9f, 0.9f};
+  auto r = c->Search("docs", q, {.k = 2});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->ids, (std::vector<int64_t>{2, 1}));
+  EXPECT_NEAR(r->distances[0], 3 * 0.01f, 1e-5);
+  r = c->Search("docs", q, {.k = 5, .group = 7});
+  EXPECT_EQ(r->ids, (std::vector<int64_t>{1, 3, -1, -1, -1}));
+
+  std::vector<uint64_t> del = {2, 42};
+  EXPECT_EQ(*c->Delete("docs", del), 1u);
+  auto stats = c->Stats("docs");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->count, 2u);
+  EXPECT_EQ(c->ListCollections()->size(), 1u);
+
+  ASSERT_TRUE(c->CreateCollection(Config("ivf", 4, "IVF2,Flat")).ok());
+  std::vector<float> four(40);
+  for (size_t i = 0; i < four.size(); ++i) four[i] = float(i % 7);
+  ASSERT_TRUE(c->Upsert("ivf", Iota(10), four).ok());
+  EXPECT_TRUE(c->Train("ivf").ok());
+  EXPECT_TRUE(c->Stats("ivf")->trained);
+
+  EXPECT_TRUE(c->DropCollection("docs").ok());
+  EXPECT_EQ(c->Stats("docs").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(c->Search("docs", q).status().code(), StatusCode::kNotFound);
+}
+
+TEST(DaemonTest, ErrorsCarryTheServersCodeAndMessage) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto c = Connect(d);
+  ASSERT_TRUE(c->CreateCollection(Config("m", 4)).ok());
+  std::vector<uint64_t> ids = {1};
+  std::vector<float> wrong(5, 1.f);
+  Status st = c->Upsert("m", ids, wrong).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("dimension 5 does not match collection 'm' (4)"), std::string::npos);
+  std::vector<float> nan = {1, NAN, 1, 1};
+  EXPECT_NE(c->Upsert("m", ids, nan).status().message().find("NaN"), std::string::npos);
+  std::vector<float> q(4, 1.f);
+  EXPECT_EQ(c->Search("m", q, {.k = 0}).status().code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(c->Stats("m")->count, 0u);
+}
+
+TEST(DaemonTest, PipelinedRequestsAreAnsweredInOrder) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto c = Connect(d);
+  ASSERT_TRUE(c->CreateCollection(Config("p", 2)).ok());
+  std::vector<float> v(200);
+  for (size_t i = 0; i < 200; ++i) v[i] = float(i / 2);
+  ASSERT_TRUE(c->Upsert("p", Iota(100), v).ok());
+  // 50 searches and stats requests sent back to back, then all replies read.
+  for (uint64_t id = 1; id <= 50; ++id) {
+    flatbuffers::FlatBufferBuilder b;
+    std::vector<float> q = {float(id), float(id)};
+    auto body = id % 5 == 0
+                    ? wire::CreateGetStatsDirect(b, "p").Union()
+                    : wire::CreateSearchDirect(b, "p", &q, 1).Union();
+    b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, id, 0,
+                                      id % 5 == 0 ? wire::Request::GetStats : wire::Request::Search,
+                                      body));
+    ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
+  }
+  for (uint64_t id = 1; id <= 50; ++id) {
+    auto bytes = c->ReceiveFrame();
+    ASSERT_TRUE(bytes.ok());
+    auto f = VerifyResponse({reinterpret_cast<const char*>(bytes->data()), bytes->size()});
+    ASSERT_TRUE(f.ok());
+    EXPECT_EQ((*f)->request_id(), id);
+    if (id % 5 != 0) {
+      EXPECT_EQ((*f)->response_as_SearchResult()->ids()->Get(0), int64_t(id));
+    }
+  }
+}
+
+// Each case runs on its own connection; afterwards another client still
+// reads every entry written before.
+TEST(DaemonTest, BadInputOnTheWireNeverTakesTheDaemonDown) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto good = Connect(d);
+  ASSERT_TRUE(good->CreateCollection(Config("safe", 4)).ok());
+  std::vector<float> v(40, 0.5f);
+  ASSERT_TRUE(good->Upsert("safe", Iota(10), v).ok());
+
+  auto expect_error_reply = [&](Client& c, const std::string& needle) {
+    auto bytes = c.ReceiveFrame();
+    ASSERT_TRUE(bytes.ok()) << bytes.status().ToString();
+    auto f = VerifyResponse({reinterpret_cast<const char*>(bytes->data()), bytes->size()});
+    ASSERT_TRUE(f.ok());
+    ASSERT_EQ((*f)->response_type(), wire::Response::Error);
+    EXPECT_NE((*f)->response_as_Error()->message()->str().find(needle), std::string::npos)
+        << (*f)->response_as_Error()->message()->str();
+  };
+
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20; ++round) {  // random bytes in a well-formed frame
+    auto c = Connect(d);
+    std::vector<uint8_t> junk(1 + rng() % 300);
+    for (auto& x : junk) x = uint8_t(rng());
+    ASSERT_TRUE(c->SendFrame(junk).ok());
+    expect_error_reply(*c, "malformed request frame");
+  }
+  {  // random bytes with no framing at all, then hang up
+    auto c = Connect(d);
+    std::vector<uint8_t> junk(5000);
+    for (auto& x : junk) x = uint8_t(rng());
+    (void)c->SendRaw(junk);
+  }
+  {  // a truncated frame: the prefix promises more than ever arrives
+    auto c = Connect(d);
+    std::vector<uint8_t> partial = {100, 0, 0, 0, 1, 2, 3};
+    ASSERT_TRUE(c->SendRaw(partial).ok());
+  }
+  {  // a 4 GiB length prefix: an error, then the connection is closed
+    auto c = Connect(d);
+    std::vector<uint8_t> huge = {0xff, 0xff, 0xff, 0xff};
+    ASSERT_TRUE(c->SendRaw(huge).ok());
+    expect_error_reply(*c, "outside 1..");
+    EXPECT_FALSE(c->ReceiveFrame().ok());  // closed
+  }
+  {  // an unknown operation
+    auto c = Connect(d);
+    flatbuffers::FlatBufferBuilder b;
+    auto body = wire::CreateListCollections(b).Union();
+    b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, 5, 0, wire::Request(200), body));
+    ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
+    expect_error_reply(*c, "unknown operation 200");
+  }
+  {  // a reserved operation
+    auto c = Connect(d);
+    flatbuffers::FlatBufferBuilder b;
+    auto body = wire::CreateMatchPrefixDirect(b, "kv").Union();
+    b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, 6, 0, wire::Request::MatchPrefix, body));
+    ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
+    expect_error_reply(*c, "not served by this version");
+  }
+  {  // wrong dimension and NaN in valid frames, on a connection that goes on
+    auto c = Connect(d);
+    std::vector<uint64_t> ids = {100};
+    std::vector<float> five(5, 1.f), nan = {1, 1, NAN, 1};
+    EXPECT_EQ(c->Upsert("safe", ids, five).status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(c->Upsert("safe", ids, nan).status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(c->Stats("safe")->count, 10u);
+  }
+  auto after = Connect(d);
+  auto e = after->Get("safe", Iota(10));
+  ASSERT_TRUE(e.ok()) << e.status().ToString();
+  EXPECT_EQ(e->ids.size(), 10u);
+  EXPECT_EQ(good->Stats("safe")->count, 10u);  // the first connection is fine too
+  EXPECT_TRUE(d.running());
+}
+
+TEST(DaemonTest, SigkillDuringWriteLoadLosesNothingAcknowledged) {
+  TempDir dir;
+  std::vector<uint64_t> acked;
+  std::mutex mu;
+  {
+    DaemonProcess d(dir.path());
+    ASSERT_TRUE(Connect(d)->CreateCollection(Config("w", 8, "HNSW16")).ok());
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> writers;
+    for (int t = 0; t < 3; ++t) {
+      writers.emplace_back([&, t] {
+        auto c = Client::Connect(d.address());
+        if (!c.ok()) return;
+        for (uint64_t b = 0; !stop; ++b) {
+          auto ids = Iota(50, (uint64_t(t) << 32) + b * 50);
+          std::vector<float> v(50 * 8, float(b % 13));
+          if (!(*c)->Upsert("w", ids, v).ok()) return;  // the daemon died
+          std::lock_guard<std::mutex> lock(mu);
+          acked.insert(acked.end(), ids.begin(), ids.end());
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(700));
+    d.Signal(SIGKILL);
+    stop = true;
+    for (auto& w : writers) w.join();
+  }
+  ASSERT_FALSE(acked.empty());
+  DaemonProcess restarted(dir.path());
+  auto c = Connect(restarted);
+  for (size_t at = 0; at < acked.size(); at += 10000) {
+    std::span<const uint64_t> part(acked.data() + at, std::min<size_t>(10000, acked.size() - at));
+    auto e = c->Get("w", part);
+    ASSERT_TRUE(e.ok());
+    ASSERT_EQ(e->ids.size(), part.size());
+  }
+  std::printf("%zu acknowledged entries all present after SIGKILL\n", acked.size());
+}
+
+TEST(DaemonTest, SigtermStopsCleanlyAndAdminPortAnswers) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto c = Connect(d);
+  ASSERT_TRUE(c->CreateCollection(Config("h", 2)).ok());
+  std::vector<float> v = {1, 2};
+  std::vector<uint64_t> ids = {1};
+  ASSERT_TRUE(c->Upsert("h", ids, v).ok());
+  ASSERT_TRUE(c->Search("h", v).ok());
+  EXPECT_EQ(HttpGet(d.http_address(), "/healthz"), "200 ok\n");
+  std::string metrics = HttpGet(d.http_address(), "/metrics");
+  EXPECT_EQ(metrics.substr(0, 4), "200 ");
+  EXPECT_NE(metrics.find("mnemo_requests_total{op=\"upsert\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("mnemo_collection_entries{collection=\"h\"} 1"), std::string::npos);
+  EXPECT_NE(metrics.find("mnemo_request_duration_seconds_bucket{op=\"search\",le=\"+Inf\"} 1"),
+            std::string::npos);
+  EXPECT_EQ(HttpGet(d.http_address(), "/nope").substr(0, 3), "404");
+  int status = d.Signal(SIGTERM);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  DaemonProcess again(dir.path());
+  EXPECT_EQ(Connect(again)->Stats("h")->count, 1u);
+}
+
+TEST(DaemonTest, ConcurrentSingleQueriesGetTheirOwnAnswers) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto data = MakeClustered(5000, 400, 16, 20, 9);
+  auto truth = mnemo::testing::BruteForce(data, 5);
+  auto setup = Connect(d);
+  ASSERT_TRUE(setup->CreateCollection(Config("b", 16)).ok());
+  ASSERT_TRUE(setup->Upsert("b", Iota(5000), data.base).ok());
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 8; ++t) {
+    clients.emplace_back([&, t] {
+      auto c = Client::Connect(d.address());
+      for (size_t q = size_t(t); q < data.q(); q += 8) {
+        auto r = (*c)->Search("b", std::span(data.queries).subspan(q * 16, 16), {.k = 5});
+        if (!r.ok() || r->ids != std::vector<int64_t>(truth.begin() + q * 5, truth.begin() + q * 5 + 5)) {
+          wrong++;
+        }
+      }
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(wrong.load(), 0);
+  std::string metrics = HttpGet(d.http_address(), "/metrics");
+  EXPECT_NE(metrics.find("mnemo_search_batch_queries_sum 400"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace mnemo::net

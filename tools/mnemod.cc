@@ -1,0 +1,167 @@
+// mnemod: the mnemo daemon. Serves the engine in --data-dir over the wire
+// protocol (--listen) and an HTTP admin port (--http).
+//
+// Settings come from flags, or from a TOML file given with --config (flags
+// win). SIGTERM and SIGINT stop it cleanly: it stops accepting, answers
+// every request already read, then closes the store. On start it prints
+//   mnemod listening on HOST:PORT (admin http HOST:PORT)
+// on stdout once it serves, which scripts and tests wait for.
+#include <CLI/CLI.hpp>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <toml++/toml.h>
+
+#include <cstdio>
+
+#include "engine/engine.h"
+#include "net/admin_http.h"
+#include "net/metrics.h"
+#include "net/server.h"
+
+namespace {
+
+struct Settings {
+  std::string data_dir;
+  std::string listen = "127.0.0.1:7070";
+  std::string http = "127.0.0.1:7071";
+  bool sync_writes = false;
+  std::string auth_file;
+  std::string log_level = "info";
+  mnemo::net::ServerOptions server;
+  int64_t idle_timeout_s = 300;
+  int64_t batch_window_us = 0;
+};
+
+// Values from the TOML file, for the settings not given as flags.
+mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings* s) {
+  toml::table t;
+  try {
+    t = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return mnemo::Status::InvalidArgument("config '" + path + "': " + std::string(e.description()));
+  }
+  auto set = [&](const char* key, const char* flag, auto* field) {
+    using T = std::remove_pointer_t<decltype(field)>;
+    if (app.count(flag) > 0) return;
+    if (auto v = t[key].value<T>()) *field = *v;
+  };
+  set("data_dir", "--data-dir", &s->data_dir);
+  set("listen", "--listen", &s->listen);
+  set("http", "--http", &s->http);
+  set("sync_writes", "--sync-writes", &s->sync_writes);
+  set("auth_file", "--auth-file", &s->auth_file);
+  set("log_level", "--log-level", &s->log_level);
+  set("idle_timeout_s", "--idle-timeout-s", &s->idle_timeout_s);
+  set("batch_window_us", "--batch-window-us", &s->batch_window_us);
+  int64_t v;
+  auto set_size = [&](const char* key, const char* flag, size_t* field) {
+    if (app.count(flag) == 0 && t[key].value<int64_t>()) {
+      v = *t[key].value<int64_t>();
+      *field = size_t(v);
+    }
+  };
+  set_size("io_threads", "--io-threads", &s->server.io_threads);
+  set_size("worker_threads", "--worker-threads", &s->server.worker_threads);
+  set_size("max_connections", "--max-connections", &s->server.max_connections);
+  set_size("batch_max_queries", "--batch-max-queries", &s->server.batching.max_queries);
+  if (app.count("--max-frame-bytes") == 0 && t["max_frame_bytes"].value<int64_t>()) {
+    s->server.max_frame_bytes = uint32_t(*t["max_frame_bytes"].value<int64_t>());
+  }
+  return mnemo::Status::OK();
+}
+
+int Main(int argc, char** argv) {
+  Settings s;
+  std::string config;
+  CLI::App app{"mnemod: the mnemo memory daemon"};
+  app.add_option("--data-dir", s.data_dir, "store directory");
+  app.add_option("--listen", s.listen, "wire protocol address")->capture_default_str();
+  app.add_option("--http", s.http, "admin HTTP address (healthz, metrics)")->capture_default_str();
+  app.add_flag("--sync-writes", s.sync_writes, "sync the write-ahead log before each ack");
+  app.add_option("--auth-file", s.auth_file, "API keys (not supported yet)");
+  app.add_option("--config", config, "TOML file with any of these settings");
+  app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O")->capture_default_str();
+  app.add_option("--worker-threads", s.server.worker_threads, "threads executing requests (0: one per core)");
+  app.add_option("--max-connections", s.server.max_connections, "open connections at most")->capture_default_str();
+  app.add_option("--max-frame-bytes", s.server.max_frame_bytes, "largest request frame")->capture_default_str();
+  app.add_option("--idle-timeout-s", s.idle_timeout_s, "close connections idle this long")->capture_default_str();
+  app.add_option("--batch-window-us", s.batch_window_us, "wait this long to gather a search batch")->capture_default_str();
+  app.add_option("--batch-max-queries", s.server.batching.max_queries, "queries per search batch at most")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!config.empty()) {
+    auto st = ApplyConfig(config, app, &s);
+    if (!st.ok()) {
+      std::fprintf(stderr, "mnemod: %s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
+  spdlog::set_level(spdlog::level::from_str(s.log_level));
+  if (s.data_dir.empty()) {
+    std::fprintf(stderr, "mnemod: --data-dir is required\n");
+    return 2;
+  }
+  if (!s.auth_file.empty()) {
+    std::fprintf(stderr, "mnemod: --auth-file is not supported by this version yet\n");
+    return 2;
+  }
+  s.server.listen = s.listen;
+  s.server.idle_timeout = std::chrono::seconds(s.idle_timeout_s);
+  s.server.batching.window = std::chrono::microseconds(s.batch_window_us);
+
+  // Block the stop signals in every thread; the main thread waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  mnemo::engine::EngineOptions eo;
+  eo.data_dir = s.data_dir;
+  eo.sync_writes = s.sync_writes;
+  auto engine = mnemo::engine::Engine::Open(eo);
+  if (!engine.ok()) {
+    spdlog::error("cannot open the store: {}", engine.status().ToString());
+    return 1;
+  }
+  mnemo::net::Metrics metrics;
+  mnemo::net::Server server(engine->get(), &metrics, s.server);
+  if (auto st = server.Start(); !st.ok()) {
+    spdlog::error("{}", st.ToString());
+    return 1;
+  }
+  mnemo::net::AdminHttp admin(engine->get(), &metrics);
+  if (auto st = admin.Start(s.http); !st.ok()) {
+    spdlog::error("{}", st.ToString());
+    server.Stop();
+    server.Wait();
+    return 1;
+  }
+  std::printf("mnemod listening on %s (admin http %s)\n", server.address().c_str(),
+              admin.address().c_str());
+  std::fflush(stdout);
+  spdlog::info("serving {} collections from {}", (*engine)->ListCollections().size(), s.data_dir);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("signal {}: stopping", sig);
+  admin.SetStopping();
+  server.Stop();
+  server.Wait();
+  admin.Stop();
+  if (auto st = (*engine)->Close(); !st.ok()) {
+    spdlog::error("closing the store: {}", st.ToString());
+    return 1;
+  }
+  spdlog::info("stopped cleanly");
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return Main(argc, argv); }
