@@ -1,0 +1,17 @@
+"""mnemo: an external-memory database for language models.
+
+``Client`` talks to a ``mnemod`` daemon; errors raise ``mnemo.Error``
+subclasses carrying the server's message.
+"""
+from mnemo.client import Client, CollectionStats, Entries
+from mnemo.errors import (AlreadyExists, Corruption, Error, FailedPrecondition, Internal,
+                          InvalidArgument, NotFound, OutOfRange, PermissionDenied,
+                          ResourceExhausted, StorageError, Unauthenticated, Unavailable,
+                          Unimplemented)
+
+__all__ = [
+    "Client", "CollectionStats", "Entries", "Error", "AlreadyExists", "Corruption",
+    "FailedPrecondition", "Internal", "InvalidArgument", "NotFound", "OutOfRange",
+    "PermissionDenied", "ResourceExhausted", "StorageError", "Unauthenticated", "Unavailable",
+    "Unimplemented",
+]

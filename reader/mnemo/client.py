@@ -1,0 +1,311 @@
+"""The network client for mnemod.
+
+Wire format: a little-endian uint32 length, then one FlatBuffer
+(``net/mnemo.fbs``). A ``Client`` is one TCP connection; it is not safe to
+share between threads (make one per thread).
+"""
+import dataclasses
+import logging
+import socket
+import struct
+import threading
+from typing import List, Optional
+
+import flatbuffers
+import numpy as np
+
+from mnemo import errors
+from mnemo.wire import (Ack, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
+                        Delete, DropCollection, DropKvSpace, Entries as WireEntries, Error as
+                        WireError, Get, GetKv, GetStats, ListCollections, MatchPrefix, Payload,
+                        PutKv, Request, RequestFrame, Response, ResponseFrame, Search,
+                        SearchResult, Train, Upsert)
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+_LEN = struct.Struct("<I")
+_MAX_REPLY = 1 << 31
+
+
+@dataclasses.dataclass
+class CollectionStats:
+    """What ``Client.stats`` and ``Client.list`` report for a collection."""
+    name: str
+    dim: int
+    metric: str
+    index: str
+    count: int              # live entries
+    deleted_slots: int      # replaced or deleted, awaiting compaction
+    trained: bool           # False while an index gathers training data
+    train_size: int
+    epoch: int
+    index_memory_bytes: int
+    storage_bytes: int
+
+
+@dataclasses.dataclass
+class Entries:
+    """Entries returned by ``Client.get``: only the ids that exist."""
+    ids: np.ndarray          # uint64[m]
+    vectors: np.ndarray      # float32[m, dim]
+    groups: np.ndarray       # uint64[m]
+    payloads: List[bytes]    # m
+
+
+def _table(b, module, **fields):
+    """Builds one table from a generated module; values are scalars or
+    offsets made beforehand (FlatBuffers forbids nesting)."""
+    module.Start(b)
+    for name, value in fields.items():
+        if value is not None:
+            getattr(module, "Add" + name)(b, value)
+    return module.End(b)
+
+
+def _string(b, s):
+    return None if s is None else b.CreateString(s)
+
+
+def _u64(b, values):
+    return b.CreateNumpyVector(np.ascontiguousarray(values, dtype=np.uint64).ravel())
+
+
+def _bytes_vector(b, data):
+    return b.CreateNumpyVector(np.frombuffer(bytes(data), dtype=np.uint8))
+
+
+def _stats(info) -> CollectionStats:
+    def s(v):
+        return v.decode() if v is not None else ""
+    return CollectionStats(s(info.Name()), info.Dim(), s(info.Metric()), s(info.Index()),
+                           info.Count(), info.DeletedSlots(), bool(info.Trained()),
+                           info.TrainSize(), info.Epoch(), info.IndexMemoryBytes(),
+                           info.StorageBytes())
+
+
+class Client:
+    """A connection to mnemod.
+
+    >>> c = Client("127.0.0.1:7070")
+    >>> c.create_collection("docs", dim=128, index="IVF1024,PQ16")
+    >>> c.upsert("docs", ids, vectors)          # uint64[n], float32[n, 128]
+    >>> D, I = c.search("docs", queries, k=10)  # float32[q, 10], int64[q, 10]
+    """
+
+    def __init__(self, address: str = "127.0.0.1:7070", api_key: Optional[str] = None,
+                 timeout: Optional[float] = None):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit():
+            raise errors.InvalidArgument(f"address {address!r} is not HOST:PORT")
+        self.address = address
+        self.api_key = api_key
+        self._next_id = 1
+        self._lock = threading.Lock()  # guards misuse across threads, not a pool
+        try:
+            self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+        except OSError as e:
+            raise errors.Unavailable(f"cannot connect to {address}: {e}") from None
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def close(self):
+        self._sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- transport -------------------------------------------------------
+
+    def _call(self, request_type, build, size_hint=256):
+        """Sends one request built by ``build(builder) -> offset`` and returns
+        the reply's ResponseFrame; raises the server's error."""
+        b = flatbuffers.Builder(size_hint)
+        body = build(b)
+        key = _string(b, self.api_key)
+        with self._lock:
+            rid = self._next_id
+            self._next_id += 1
+            frame = _table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=rid,
+                           ApiKey=key, RequestType=request_type, Request=body)
+            b.Finish(frame)
+            data = b.Output()
+            try:
+                self._sock.sendall(_LEN.pack(len(data)) + data)
+                (length,) = _LEN.unpack(self._recv_exact(4))
+                if length > _MAX_REPLY:
+                    raise errors.Internal(f"reply of {length} bytes is implausible")
+                reply = self._recv_exact(length)
+            except OSError as e:
+                raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
+        f = ResponseFrame.ResponseFrame.GetRootAs(reply, 0)
+        if f.ResponseType() == Response.Response.Error:
+            err = WireError.Error()
+            err.Init(f.Response().Bytes, f.Response().Pos)
+            raise errors.from_code(err.Code(), (err.Message() or b"").decode())
+        return f
+
+    def _recv_exact(self, n):
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self._sock.recv_into(view[got:], n - got)
+            if k == 0:
+                raise errors.Unavailable(f"mnemod at {self.address} closed the connection")
+            got += k
+        return bytes(buf)
+
+    @staticmethod
+    def _body(f, cls, expected):
+        if f.ResponseType() != expected:
+            raise errors.Internal(f"unexpected reply type {f.ResponseType()}")
+        t = cls()
+        t.Init(f.Response().Bytes, f.Response().Pos)
+        return t
+
+    # --- collections -----------------------------------------------------
+
+    def create_collection(self, name: str, dim: int, metric: str = "l2", index: str = "Flat",
+                          capacity: Optional[int] = None, evict: Optional[str] = None,
+                          train_size: Optional[int] = None) -> CollectionStats:
+        def build(b):
+            return _table(b, CreateCollection, Name=_string(b, name), Dim=int(dim),
+                          Metric=_string(b, metric), Index=_string(b, index),
+                          Capacity=int(capacity or 0), Evict=_string(b, evict or ""),
+                          TrainSize=int(train_size or 0))
+        f = self._call(Request.Request.CreateCollection, build)
+        return _stats(self._body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))
+
+    def drop(self, name: str) -> None:
+        self._call(Request.Request.DropCollection,
+                   lambda b: _table(b, DropCollection, Name=_string(b, name)))
+
+    def list(self) -> List[CollectionStats]:
+        f = self._call(Request.Request.ListCollections, lambda b: _table(b, ListCollections))
+        lst = self._body(f, CollectionList.CollectionList, Response.Response.CollectionList)
+        return [_stats(lst.Collections(i)) for i in range(lst.CollectionsLength())]
+
+    def stats(self, name: str) -> CollectionStats:
+        f = self._call(Request.Request.GetStats,
+                       lambda b: _table(b, GetStats, Name=_string(b, name)))
+        return _stats(self._body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))
+
+    def train(self, name: str) -> None:
+        self._call(Request.Request.Train, lambda b: _table(b, Train, Name=_string(b, name)))
+
+    def upsert(self, name: str, ids, vectors, groups=None, payloads=None) -> int:
+        """Inserts or replaces entries. ids: uint64[n]; vectors: float32[n, dim];
+        groups: uint64[n] or None; payloads: n bytes/str or None. Returns n once
+        the batch is durable (in the daemon's write-ahead log)."""
+        ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors.reshape(len(ids), -1) if len(ids) else vectors.reshape(0, 0)
+        if groups is not None and len(groups) != len(ids):
+            raise errors.InvalidArgument(f"{len(groups)} groups for {len(ids)} ids")
+        if payloads is not None and len(payloads) != len(ids):
+            raise errors.InvalidArgument(f"{len(payloads)} payloads for {len(ids)} ids")
+
+        def build(b):
+            pv = None
+            if payloads is not None:
+                offs = []
+                for p in payloads:
+                    data = p.encode() if isinstance(p, str) else bytes(p)
+                    offs.append(_table(b, Payload, Data=_bytes_vector(b, data)))
+                Upsert.StartPayloadsVector(b, len(offs))
+                for o in reversed(offs):
+                    b.PrependUOffsetTRelative(o)
+                pv = b.EndVector()
+            gv = _u64(b, groups) if groups is not None else None
+            vv = b.CreateNumpyVector(vectors.ravel())
+            iv = _u64(b, ids)
+            return _table(b, Upsert, Collection=_string(b, name), Ids=iv, Vectors=vv,
+                          Groups=gv, Payloads=pv)
+        f = self._call(Request.Request.Upsert, build, 1024 + vectors.nbytes + ids.nbytes * 2)
+        return self._body(f, Ack.Ack, Response.Response.Ack).Count()
+
+    def get(self, name: str, ids) -> Entries:
+        ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
+        f = self._call(Request.Request.Get,
+                       lambda b: _table(b, Get, Collection=_string(b, name), Ids=_u64(b, ids)))
+        e = self._body(f, WireEntries.Entries, Response.Response.Entries)
+        found = e.IdsAsNumpy() if e.IdsLength() else np.zeros(0, np.uint64)
+        m = len(found)
+        vectors = e.VectorsAsNumpy() if e.VectorsLength() else np.zeros(0, np.float32)
+        groups = e.GroupsAsNumpy() if e.GroupsLength() else np.zeros(0, np.uint64)
+        payloads = []
+        for i in range(e.PayloadsLength()):
+            p = e.Payloads(i)
+            payloads.append(p.DataAsNumpy().tobytes() if p.DataLength() else b"")
+        return Entries(np.array(found, dtype=np.uint64),
+                       np.array(vectors, dtype=np.float32).reshape(m, -1) if m else
+                       np.zeros((0, 0), np.float32),
+                       np.array(groups, dtype=np.uint64), payloads)
+
+    def delete(self, name: str, ids) -> int:
+        ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
+        f = self._call(Request.Request.Delete,
+                       lambda b: _table(b, Delete, Collection=_string(b, name), Ids=_u64(b, ids)))
+        return self._body(f, Ack.Ack, Response.Response.Ack).Count()
+
+    def search(self, name: str, queries, k: int = 10, nprobe: Optional[int] = None,
+               ef: Optional[int] = None, group: Optional[int] = None):
+        """Returns (D, I): float32[q, k] distances (squared L2 for l2, inner
+        products for ip and cosine) and int64[q, k] ids, -1 where fewer than
+        k entries qualified."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        rows = 1 if q.ndim == 1 else q.shape[0]
+
+        def build(b):
+            qv = b.CreateNumpyVector(q.ravel())
+            return _table(b, Search, Collection=_string(b, name), Queries=qv, K=int(k),
+                          Nprobe=int(nprobe or 0), Ef=int(ef or 0),
+                          HasGroup=group is not None, Group=int(group or 0))
+        f = self._call(Request.Request.Search, build, 256 + q.nbytes)
+        r = self._body(f, SearchResult.SearchResult, Response.Response.SearchResult)
+        n, kk = r.N(), r.K()
+        if n * kk == 0:
+            return np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64)
+        return (np.array(r.DistancesAsNumpy(), dtype=np.float32).reshape(n, kk),
+                np.array(r.IdsAsNumpy(), dtype=np.int64).reshape(n, kk))
+
+    # --- KV segments (served from issue 4 on) ------------------------------
+
+    def create_kv_space(self, name: str, layers: int, kv_heads: int, head_dim: int,
+                        dtype: str = "f16", chunk_tokens: int = 256, codec: str = "raw") -> None:
+        self._call(Request.Request.CreateKvSpace, lambda b: _table(
+            b, CreateKvSpace, Name=_string(b, name), Layers=layers, KvHeads=kv_heads,
+            HeadDim=head_dim, Dtype=_string(b, dtype), ChunkTokens=chunk_tokens,
+            Codec=_string(b, codec)))
+
+    def drop_kv_space(self, name: str) -> None:
+        self._call(Request.Request.DropKvSpace,
+                   lambda b: _table(b, DropKvSpace, Name=_string(b, name)))
+
+    def put_kv(self, space: str, chunk_hash: bytes, keys, values) -> None:
+        k = np.ascontiguousarray(keys)
+        v = np.ascontiguousarray(values)
+        self._call(Request.Request.PutKv, lambda b: _table(
+            b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
+            Keys=b.CreateNumpyVector(k.view(np.uint8).ravel()),
+            Values=b.CreateNumpyVector(v.view(np.uint8).ravel())), 256 + k.nbytes + v.nbytes)
+
+    def get_kv(self, space: str, chunk_hash: bytes, layers=None):
+        def build(b):
+            lv = None
+            if layers is not None:
+                lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+            return _table(b, GetKv, Space=_string(b, space),
+                          ChunkHash=_bytes_vector(b, chunk_hash), Layers=lv)
+        self._call(Request.Request.GetKv, build)
+        raise errors.Internal("unexpected reply to get_kv")
+
+    def match_prefix(self, space: str, chunk_hashes) -> int:
+        joined = b"".join(bytes(h) for h in chunk_hashes)
+        self._call(Request.Request.MatchPrefix, lambda b: _table(
+            b, MatchPrefix, Space=_string(b, space), ChunkHashes=_bytes_vector(b, joined)))
+        raise errors.Internal("unexpected reply to match_prefix")

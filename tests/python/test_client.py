@@ -1,0 +1,129 @@
+"""The Python client against a real mnemod on loopback."""
+import filecmp
+import pathlib
+import shutil
+import signal
+import subprocess
+import threading
+import urllib.request
+
+import numpy as np
+import pytest
+
+import mnemo
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_every_collection_operation(daemon):
+    c = mnemo.Client(daemon.address)
+    info = c.create_collection("docs", dim=4, metric="l2", index="Flat")
+    assert (info.name, info.dim, info.count) == ("docs", 4, 0)
+    ids = np.array([10, 20, 30], dtype=np.uint64)
+    vecs = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert c.upsert("docs", ids, vecs, groups=[1, 2, 1], payloads=[b"a", "bee", b""]) == 3
+
+    e = c.get("docs", [30, 99, 10])
+    np.testing.assert_array_equal(e.ids, [30, 10])
+    assert e.ids.dtype == np.uint64
+    np.testing.assert_array_equal(e.vectors, vecs[[2, 0]])
+    np.testing.assert_array_equal(e.groups, [1, 1])
+    assert e.payloads == [b"", b"a"]
+
+    D, I = c.search("docs", vecs[1:2] + 0.1, k=2)
+    assert D.dtype == np.float32 and I.dtype == np.int64 and I.shape == (1, 2)
+    assert list(I[0]) == [20, 30]  # 0.1, then 3.9, then 4.1 per coordinate away
+    assert D[0, 0] == pytest.approx(4 * 0.01, rel=1e-4)
+    D, I = c.search("docs", vecs, k=3, group=1)
+    assert list(I[1]) == [10, 30, -1]
+
+    assert c.delete("docs", [20, 21]) == 1
+    assert c.stats("docs").count == 2
+    assert [s.name for s in c.list()] == ["docs"]
+    c.drop("docs")
+    with pytest.raises(mnemo.NotFound, match="no collection named 'docs'"):
+        c.stats("docs")
+
+
+def test_quantized_collection_trains_and_searches(daemon):
+    c = mnemo.Client(daemon.address)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 16)).astype(np.float32)
+    c.create_collection("ivf", dim=16, index="IVF16,PQ4", train_size=500)
+    c.upsert("ivf", np.arange(2000), x)
+    s = c.stats("ivf")
+    assert s.trained and s.count == 2000 and s.epoch == 1
+    _, I = c.search("ivf", x[:20], k=10, nprobe=16)
+    assert np.mean([i in row for i, row in enumerate(I)]) > 0.8
+
+
+def test_errors_are_typed_and_carry_the_message(daemon):
+    c = mnemo.Client(daemon.address)
+    c.create_collection("m", dim=4)
+    with pytest.raises(mnemo.AlreadyExists):
+        c.create_collection("m", dim=4)
+    with pytest.raises(mnemo.InvalidArgument, match=r"dimension 5 does not match collection 'm' \(4\)"):
+        c.upsert("m", [1], np.ones((1, 5), np.float32))
+    with pytest.raises(mnemo.InvalidArgument, match="NaN"):
+        c.upsert("m", [1], np.array([[1, np.nan, 1, 1]], np.float32))
+    with pytest.raises(mnemo.OutOfRange, match="k must be in"):
+        c.search("m", np.ones(4, np.float32), k=0)
+    with pytest.raises(mnemo.InvalidArgument, match="appears more than once"):
+        c.upsert("m", [1, 1], np.ones((2, 4), np.float32))
+    with pytest.raises(mnemo.Unimplemented):
+        c.match_prefix("space", [b"\0" * 32])
+    assert isinstance(mnemo.NotFound("x"), mnemo.Error)
+    assert c.stats("m").count == 0
+    with pytest.raises(mnemo.Unavailable):
+        mnemo.Client("127.0.0.1:1")
+
+
+def test_threads_with_their_own_clients_get_their_own_answers(daemon):
+    c = mnemo.Client(daemon.address)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    c.create_collection("t", dim=8)
+    c.upsert("t", np.arange(3000), x)
+    failures = []
+
+    def worker(offset):
+        cc = mnemo.Client(daemon.address)
+        for i in range(offset, 3000, 250):
+            _, I = cc.search("t", x[i], k=1)
+            if I[0, 0] != i:
+                failures.append(i)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_writes_survive_restart_and_admin_port_serves(daemon_factory, tmp_path):
+    d = daemon_factory(tmp_path / "store")
+    c = mnemo.Client(d.address)
+    c.create_collection("r", dim=2, index="HNSW8")
+    c.upsert("r", np.arange(100), np.random.default_rng(2).normal(size=(100, 2)))
+    with urllib.request.urlopen(f"http://{d.http}/healthz") as r:
+        assert r.status == 200
+    with urllib.request.urlopen(f"http://{d.http}/metrics") as r:
+        text = r.read().decode()
+    assert 'mnemo_requests_total{op="upsert"} 1' in text
+    assert d.stop(signal.SIGTERM) == 0
+    d2 = daemon_factory(tmp_path / "store")
+    assert mnemo.Client(d2.address).stats("r").count == 100
+
+
+def test_generated_wire_code_matches_the_schema(tmp_path):
+    flatc = shutil.which("flatc")
+    assert flatc, "flatc is installed by tools/install_deps.sh"
+    subprocess.run([flatc, "--python", "-o", str(tmp_path), str(ROOT / "net" / "mnemo.fbs")],
+                   check=True)
+    fresh = tmp_path / "mnemo" / "wire"
+    kept = ROOT / "reader" / "mnemo" / "wire"
+    names = sorted(p.name for p in fresh.glob("*.py"))
+    assert names == sorted(p.name for p in kept.glob("*.py"))
+    _, mismatch, errors = filecmp.cmpfiles(fresh, kept, names, shallow=False)
+    assert not mismatch and not errors, f"regenerate reader/mnemo/wire: {mismatch}"
