@@ -153,6 +153,14 @@ void RequestHandler::Handle(Frame frame, Done done) {
   const wire::RequestFrame& f = **verified;
   const uint64_t id = f.request_id();
   const wire::Request type = f.request_type();
+  // The verifier accepts a union whose value is absent; every operation
+  // below needs its body. (Found by tests/fuzz/frame_fuzzer.)
+  if (f.request() == nullptr) {
+    finish(type, ErrorResponse(id, Status::InvalidArgument(
+                                       std::string("request '") + RequestName(type) +
+                                       "' has no body")), true);
+    return;
+  }
 
   if (type == wire::Request::Search) {
     auto* r = f.request_as_Search();

@@ -193,6 +193,13 @@ TEST(DaemonTest, BadInputOnTheWireNeverTakesTheDaemonDown) {
     ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
     expect_error_reply(*c, "unknown operation 200");
   }
+  {  // an operation without its body (found by the fuzzer)
+    auto c = Connect(d);
+    flatbuffers::FlatBufferBuilder b;
+    b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, 4, 0, wire::Request::DropCollection, 0));
+    ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
+    expect_error_reply(*c, "request 'drop_collection' has no body");
+  }
   {  // a reserved operation
     auto c = Connect(d);
     flatbuffers::FlatBufferBuilder b;
