@@ -21,6 +21,7 @@
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <omp.h>
 
 namespace mnemo::index {
 namespace {
@@ -221,8 +222,35 @@ Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vector
   return Status::Internal("index does not take codes");
 }
 
+namespace {
+
+// FAISS parallelises a search over its queries; for a handful of queries the
+// OpenMP team costs more than it gives (and its spinning threads take the
+// cores from the server's), so such calls run on the calling thread alone.
+// (Flat scans are the exception: FAISS splits one query over the data.)
+class SmallSearchThreads {
+ public:
+  SmallSearchThreads(size_t n, VectorIndex::Kind kind)
+      : saved_(n < kMinParallelQueries && (kind == VectorIndex::Kind::kIvf ||
+                                           kind == VectorIndex::Kind::kHnsw)
+                   ? omp_get_max_threads()
+                   : 0) {
+    if (saved_ != 0) omp_set_num_threads(1);
+  }
+  ~SmallSearchThreads() {
+    if (saved_ != 0) omp_set_num_threads(saved_);
+  }
+
+ private:
+  static constexpr size_t kMinParallelQueries = 4;
+  const int saved_;
+};
+
+}  // namespace
+
 Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p,
                            float* distances, int64_t* slots) const {
+  SmallSearchThreads threads(n, kind_);
   std::unique_ptr<float[]> buf;
   const float* q = Prepare(n, queries, &buf);
   FilterSelector selector(p.filter);

@@ -8,6 +8,8 @@
 namespace mnemo::net {
 namespace {
 
+constexpr size_t kInlineSearchMaxBytes = 16 << 10;
+
 using flatbuffers::FlatBufferBuilder;
 using flatbuffers::Offset;
 
@@ -134,6 +136,14 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
 }
 
 }  // namespace
+
+bool RequestHandler::IsSearch(const std::vector<uint8_t>& frame) {
+  // Large frames (many queries, or not searches at all) are not worth it.
+  if (frame.size() > kInlineSearchMaxBytes) return false;
+  flatbuffers::Verifier v(frame.data(), frame.size(), kVerifierMaxDepth, kVerifierMaxTables);
+  if (!v.VerifyBuffer<wire::RequestFrame>(nullptr)) return false;
+  return wire::GetRequestFrame(frame.data())->request_type() == wire::Request::Search;
+}
 
 void RequestHandler::Handle(Frame frame, Done done) {
   const auto start = std::chrono::steady_clock::now();

@@ -33,6 +33,10 @@ class RequestHandler {
   // alive until then.
   void Handle(Frame frame, Done done);
 
+  // Whether `frame` is a small search (at most 16 KiB): the server runs
+  // those on the I/O thread.
+  static bool IsSearch(const std::vector<uint8_t>& frame);
+
  private:
   engine::Engine* const engine_;
   SearchBatcher* const batcher_;
