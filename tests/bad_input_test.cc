@@ -139,11 +139,7 @@ TEST_P(BadInputTest, EmptyIdListsForGetAndDelete) {
 
 INSTANTIATE_TEST_SUITE_P(Indexes, BadInputTest,
                          ::testing::Values("Flat", "IVF2,Flat", "HNSW8"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& ch : s) if (!isalnum(ch)) ch = '_';
-                           return s;
-                         });
+                         mnemo::testing::FactoryName());
 
 }  // namespace
 }  // namespace mnemo::engine

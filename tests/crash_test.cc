@@ -113,11 +113,7 @@ TEST_P(CrashTest, EveryAcknowledgedBatchSurvivesSigkill) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Indexes, CrashTest, ::testing::Values("Flat", "IVF16,Flat", "HNSW16"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& ch : s) if (!isalnum(ch)) ch = '_';
-                           return s;
-                         });
+                         mnemo::testing::FactoryName());
 
 }  // namespace
 }  // namespace mnemo::engine

@@ -130,11 +130,7 @@ TEST_P(PersistenceTest, LostCodesAndSnapshotsAreRebuiltFromEntries) {
 INSTANTIATE_TEST_SUITE_P(Indexes, PersistenceTest,
                          ::testing::Values("Flat", "IVF16,PQ4", "IVF16,Flat", "HNSW16", "SQ8",
                                            "IVF1,PQ4"),
-                         [](const auto& info) {
-                           std::string s = info.param;
-                           for (char& ch : s) if (!isalnum(ch)) ch = '_';
-                           return s;
-                         });
+                         mnemo::testing::FactoryName());
 
 }  // namespace
 }  // namespace mnemo::engine

@@ -2,6 +2,7 @@
 // clustered data, brute-force ground truth and recall.
 #pragma once
 
+#include <cctype>
 #include <cstdint>
 #include <filesystem>
 #include <random>
@@ -46,5 +47,17 @@ double RecallAtK(const std::vector<int64_t>& found, const std::vector<int64_t>& 
 std::vector<uint64_t> Iota(size_t n, uint64_t start = 0);
 
 engine::EngineOptions OptionsFor(const std::string& dir);
+
+// A GoogleTest name for a string parameter ("IVF16,PQ4" -> "IVF16_PQ4").
+struct FactoryName {
+  template <typename Info>
+  std::string operator()(const Info& info) const {
+    std::string s = info.param;
+    for (char& ch : s) {
+      if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+    }
+    return s;
+  }
+};
 
 }  // namespace mnemo::testing

@@ -127,3 +127,12 @@ def test_generated_wire_code_matches_the_schema(tmp_path):
     assert names == sorted(p.name for p in kept.glob("*.py"))
     _, mismatch, errors = filecmp.cmpfiles(fresh, kept, names, shallow=False)
     assert not mismatch and not errors, f"regenerate reader/mnemo/wire: {mismatch}"
+
+
+def test_quickstart_script_imports_and_queries(daemon):
+    p = subprocess.run(["/usr/bin/python3", str(ROOT / "tools" / "quickstart.py"), "--addr",
+                        daemon.address, "--n", "3000"], capture_output=True, text=True,
+                       env={"PYTHONPATH": str(ROOT / "reader"), "OPENBLAS_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    assert "imported 3000 generated vectors" in p.stdout
+    assert "recall@10 over 100 queries" in p.stdout
