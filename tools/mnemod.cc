@@ -8,6 +8,7 @@
 // on stdout once it serves, which scripts and tests wait for.
 #include <CLI/CLI.hpp>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <toml++/toml.h>
 
@@ -100,6 +101,8 @@ int Main(int argc, char** argv) {
       return 2;
     }
   }
+  // Logs go to stderr; stdout carries only the "listening" line.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("mnemod"));
   spdlog::set_level(spdlog::level::from_str(s.log_level));
   if (s.data_dir.empty()) {
     std::fprintf(stderr, "mnemod: --data-dir is required\n");
