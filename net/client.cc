@@ -2,6 +2,7 @@
 
 #include <utility>  // before Boost 1.74 Asio, whose awaitable.hpp misses it in C++20
 #include <boost/asio.hpp>
+#include <cstring>
 
 #include "net/protocol.h"
 #include "net/server.h"
@@ -17,6 +18,12 @@ struct Client::Impl {
   tcp::socket socket{io};
   std::string api_key;
   uint64_t next_id = 1;
+  // Bytes received and not yet returned: one read usually brings a reply's
+  // prefix and body together, saving a syscall per request.
+  std::vector<uint8_t> rbuf = std::vector<uint8_t>(64 << 10);
+  size_t rfilled = 0;
+
+  Result<std::vector<uint8_t>> ReadFrame();
 
   // Sends the request built by `body` and returns the verified reply.
   template <typename BuildBody>
@@ -80,11 +87,7 @@ Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl
                                             asio::buffer(b.GetBufferPointer(), b.GetSize())};
   asio::write(socket, bufs, ec);
   if (ec) return Broken(ec);
-  asio::read(socket, asio::buffer(prefix), ec);
-  if (ec) return Broken(ec);
-  std::vector<uint8_t> reply(GetLength(prefix));
-  asio::read(socket, asio::buffer(reply), ec);
-  if (ec) return Broken(ec);
+  MNEMO_ASSIGN_OR_RETURN(std::vector<uint8_t> reply, ReadFrame());
   MNEMO_ASSIGN_OR_RETURN(auto frame, VerifyResponse(std::string_view(
                                          reinterpret_cast<const char*>(reply.data()), reply.size())));
   if (frame->request_id() != id && frame->request_id() != 0) {
@@ -92,6 +95,25 @@ Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl
                             ", expected " + std::to_string(id));
   }
   return std::make_pair(std::move(reply), frame);
+}
+
+Result<std::vector<uint8_t>> Client::Impl::ReadFrame() {
+  boost::system::error_code ec;
+  auto fill_to = [&](size_t want) -> Status {
+    if (rbuf.size() < want) rbuf.resize(want);
+    while (rfilled < want) {
+      rfilled += socket.read_some(asio::buffer(rbuf.data() + rfilled, rbuf.size() - rfilled), ec);
+      if (ec) return Broken(ec);
+    }
+    return Status::OK();
+  };
+  MNEMO_RETURN_IF_ERROR(fill_to(kLengthPrefixBytes));
+  const size_t total = kLengthPrefixBytes + GetLength(rbuf.data());
+  MNEMO_RETURN_IF_ERROR(fill_to(total));
+  std::vector<uint8_t> frame(rbuf.begin() + kLengthPrefixBytes, rbuf.begin() + total);
+  std::memmove(rbuf.data(), rbuf.data() + total, rfilled - total);
+  rfilled -= total;
+  return frame;
 }
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -245,15 +267,6 @@ Status Client::SendRaw(std::span<const uint8_t> bytes) {
   return ec ? Broken(ec) : Status::OK();
 }
 
-Result<std::vector<uint8_t>> Client::ReceiveFrame() {
-  uint8_t prefix[kLengthPrefixBytes];
-  boost::system::error_code ec;
-  asio::read(impl_->socket, asio::buffer(prefix), ec);
-  if (ec) return Broken(ec);
-  std::vector<uint8_t> reply(GetLength(prefix));
-  asio::read(impl_->socket, asio::buffer(reply), ec);
-  if (ec) return Broken(ec);
-  return reply;
-}
+Result<std::vector<uint8_t>> Client::ReceiveFrame() { return impl_->ReadFrame(); }
 
 }  // namespace mnemo::net
