@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_deps.sh
-bash tools/build.sh mnemod mnemo-local
+bash tools/build.sh mnemod mnemo
 export OPENBLAS_NUM_THREADS=1
 mkdir -p data
 pidfile=data/mnemod.pid

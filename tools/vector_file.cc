@@ -1,15 +1,46 @@
 #include "tools/vector_file.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
+#include <cmath>
 #include <cstring>
+#include <regex>
+
+#include <nlohmann/json.hpp>
 
 namespace mnemo::tools {
 namespace {
 
-size_t ValueBytes(VecFormat f) { return f == VecFormat::kBvecs ? 1 : 4; }
-
 bool EndsWith(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t(h >> 15) << 31;
+  const int exp = (h >> 10) & 0x1f;
+  const uint32_t mant = h & 0x3ff;
+  float v;
+  if (exp == 0) {
+    v = std::ldexp(float(mant), -24);  // subnormal
+  } else if (exp == 31) {
+    v = mant ? NAN : INFINITY;
+  } else {
+    v = std::ldexp(float(mant | 0x400), exp - 25);
+  }
+  return sign ? -v : v;
+}
+
+uint64_t FileSize(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 ? uint64_t(st.st_size) : 0;
+}
+
+bool ReadLine(std::FILE* f, std::string* line) {
+  line->clear();
+  int c;
+  while ((c = std::fgetc(f)) != EOF && c != '\n') line->push_back(char(c));
+  return c != EOF || !line->empty();
 }
 
 }  // namespace
@@ -17,19 +48,22 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 Result<VecFormat> FormatFor(const std::string& path, const std::string& name) {
   std::string n = name;
   if (n.empty()) {
-    for (const char* ext : {"fvecs", "bvecs", "ivecs"}) {
+    for (const char* ext : {"fvecs", "bvecs", "ivecs", "npy", "jsonl"}) {
       if (EndsWith(path, std::string(".") + ext)) n = ext;
     }
   }
   if (n == "fvecs") return VecFormat::kFvecs;
   if (n == "bvecs") return VecFormat::kBvecs;
   if (n == "ivecs") return VecFormat::kIvecs;
+  if (n == "npy") return VecFormat::kNpy;
+  if (n == "jsonl") return VecFormat::kJsonl;
   if (n.empty()) return Status::InvalidArgument("cannot tell the format of '" + path + "'; give --format");
-  return Status::InvalidArgument("unsupported format '" + n + "' (expected fvecs, bvecs or ivecs)");
+  return Status::InvalidArgument("unsupported format '" + n +
+                                 "' (expected fvecs, bvecs, ivecs, npy or jsonl)");
 }
 
-VecReader::VecReader(std::FILE* f, VecFormat format, uint32_t dim, std::string path)
-    : f_(f), format_(format), dim_(dim), path_(std::move(path)) {}
+VecReader::VecReader(std::FILE* f, VecFormat format, std::string path)
+    : f_(f), format_(format), path_(std::move(path)) {}
 
 VecReader::~VecReader() {
   if (f_) std::fclose(f_);
@@ -38,49 +72,167 @@ VecReader::~VecReader() {
 Result<std::unique_ptr<VecReader>> VecReader::Open(const std::string& path, VecFormat format) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return Status::NotFound("cannot open '" + path + "': " + std::strerror(errno));
-  int32_t dim = 0;
-  size_t got = std::fread(&dim, 1, 4, f);
-  if (got != 4 || dim <= 0 || dim > 65536) {
-    std::fclose(f);
-    return Status::InvalidArgument("'" + path + "' does not start with a valid dimension");
+  std::unique_ptr<VecReader> r(new VecReader(f, format, path));
+  if (format == VecFormat::kNpy) {
+    MNEMO_RETURN_IF_ERROR(r->ParseNpyHeader());
+  } else if (format == VecFormat::kJsonl) {
+    MNEMO_RETURN_IF_ERROR(r->ParseJsonlFirst());
+  } else {
+    int32_t dim = 0;
+    if (std::fread(&dim, 1, 4, f) != 4 || dim <= 0 || dim > 65536) {
+      return Status::InvalidArgument("'" + path + "' does not start with a valid dimension");
+    }
+    std::rewind(f);
+    r->dim_ = uint32_t(dim);
+    const size_t record = 4 + size_t(dim) * (format == VecFormat::kBvecs ? 1 : 4);
+    r->rows_hint_ = FileSize(path) / record;
   }
-  std::rewind(f);
-  return std::unique_ptr<VecReader>(new VecReader(f, format, uint32_t(dim), path));
+  return r;
 }
 
-Result<size_t> VecReader::Read(size_t max_rows, std::vector<float>* out) {
-  const size_t vb = ValueBytes(format_);
-  std::vector<uint8_t> raw(size_t(dim_) * vb);
-  size_t rows = 0;
-  for (; rows < max_rows; ++rows, ++row_) {
-    int32_t dim = 0;
-    size_t got = std::fread(&dim, 1, 4, f_);
-    if (got == 0 && std::feof(f_)) break;
-    if (got != 4) return Status::InvalidArgument(path_ + ": record " + std::to_string(row_) + " is truncated");
-    if (uint32_t(dim) != dim_) {
-      return Status::InvalidArgument(path_ + ": record " + std::to_string(row_) + " has dimension " +
-                                     std::to_string(dim) + ", the file's first has " +
-                                     std::to_string(dim_));
+// "\x93NUMPY", version, header length, then a Python dict literal.
+Status VecReader::ParseNpyHeader() {
+  char magic[8];
+  if (std::fread(magic, 1, 8, f_) != 8 || std::memcmp(magic, "\x93NUMPY", 6) != 0) {
+    return Status::InvalidArgument("'" + path_ + "' is not a .npy file");
+  }
+  uint32_t header_len = 0;
+  if (magic[6] == 1) {
+    uint16_t n;
+    if (std::fread(&n, 1, 2, f_) != 2) return Status::InvalidArgument("'" + path_ + "': truncated header");
+    header_len = n;
+  } else if (std::fread(&header_len, 1, 4, f_) != 4) {
+    return Status::InvalidArgument("'" + path_ + "': truncated header");
+  }
+  std::string header(header_len, '\0');
+  if (std::fread(header.data(), 1, header_len, f_) != header_len) {
+    return Status::InvalidArgument("'" + path_ + "': truncated header");
+  }
+  std::smatch m;
+  if (!std::regex_search(header, m, std::regex("'descr':\\s*'([<|=]?)([fF])(\\d)'"))) {
+    return Status::InvalidArgument("'" + path_ + "': only float32 and float16 arrays are supported");
+  }
+  if (m[3] == "4") npy_half_ = false;
+  else if (m[3] == "2") npy_half_ = true;
+  else return Status::InvalidArgument("'" + path_ + "': only float32 and float16 arrays are supported");
+  if (header.find("'fortran_order': True") != std::string::npos) {
+    return Status::InvalidArgument("'" + path_ + "': Fortran-order arrays are not supported");
+  }
+  if (!std::regex_search(header, m, std::regex("'shape':\\s*\\((\\d+),\\s*(\\d+)\\)"))) {
+    return Status::InvalidArgument("'" + path_ + "': expected a 2-D array (rows, dim)");
+  }
+  rows_hint_ = std::stoull(m[1]);
+  dim_ = uint32_t(std::stoul(m[2]));
+  if (dim_ == 0) return Status::InvalidArgument("'" + path_ + "': dimension 0");
+  return Status::OK();
+}
+
+Status VecReader::ParseJsonlFirst() {
+  if (!ReadLine(f_, &line_)) return Status::InvalidArgument("'" + path_ + "' is empty");
+  have_line_ = true;
+  try {
+    auto j = nlohmann::json::parse(line_);
+    if (!j.contains("vector") || !j["vector"].is_array() || j["vector"].empty()) {
+      return Status::InvalidArgument(path_ + ": line 1 has no \"vector\" array");
     }
-    if (std::fread(raw.data(), 1, raw.size(), f_) != raw.size()) {
-      return Status::InvalidArgument(path_ + ": record " + std::to_string(row_) + " is truncated");
-    }
-    size_t at = out->size();
-    out->resize(at + dim_);
-    float* dst = out->data() + at;
-    if (format_ == VecFormat::kFvecs) {
-      std::memcpy(dst, raw.data(), raw.size());
-    } else if (format_ == VecFormat::kBvecs) {
-      for (uint32_t j = 0; j < dim_; ++j) dst[j] = float(raw[j]);
-    } else {
-      for (uint32_t j = 0; j < dim_; ++j) {
-        int32_t v;
-        std::memcpy(&v, &raw[j * 4], 4);
-        dst[j] = float(v);
+    dim_ = uint32_t(j["vector"].size());
+  } catch (const nlohmann::json::exception& e) {
+    return Status::InvalidArgument(path_ + ": line 1 is not JSON: " + e.what());
+  }
+  return Status::OK();
+}
+
+Result<bool> VecReader::ReadRow(VecBatch* out) {
+  const std::string where = path_ + ": record " + std::to_string(row_);
+  if (format_ == VecFormat::kJsonl) {
+    if (!have_line_ && !ReadLine(f_, &line_)) return false;
+    have_line_ = false;
+    if (line_.empty()) return ReadRow(out);  // blank lines are allowed
+    try {
+      auto j = nlohmann::json::parse(line_);
+      const auto& v = j.at("vector");
+      if (!v.is_array() || v.size() != dim_) {
+        return Status::InvalidArgument(where + " has dimension " + std::to_string(v.size()) +
+                                       ", the first has " + std::to_string(dim_));
       }
+      if (!j.contains("id")) return Status::InvalidArgument(where + " has no \"id\"");
+      out->ids.push_back(j["id"].get<uint64_t>());
+      out->groups.push_back(j.value("group", uint64_t(0)));
+      out->payloads.push_back(j.value("text", std::string()));
+      for (const auto& x : v) out->vectors.push_back(x.get<float>());
+    } catch (const nlohmann::json::exception& e) {
+      return Status::InvalidArgument(where + " is not a valid record: " + e.what());
+    }
+    return true;
+  }
+  if (format_ == VecFormat::kNpy) {
+    const size_t bytes = size_t(dim_) * (npy_half_ ? 2 : 4);
+    std::vector<uint8_t> raw(bytes);
+    size_t got = std::fread(raw.data(), 1, bytes, f_);
+    if (got == 0) return false;
+    if (got != bytes) return Status::InvalidArgument(where + " is truncated");
+    size_t at = out->vectors.size();
+    out->vectors.resize(at + dim_);
+    if (npy_half_) {
+      for (uint32_t j = 0; j < dim_; ++j) {
+        uint16_t h;
+        std::memcpy(&h, &raw[j * 2], 2);
+        out->vectors[at + j] = HalfToFloat(h);
+      }
+    } else {
+      std::memcpy(&out->vectors[at], raw.data(), bytes);
+    }
+    return true;
+  }
+  int32_t dim = 0;
+  size_t got = std::fread(&dim, 1, 4, f_);
+  if (got == 0 && std::feof(f_)) return false;
+  if (got != 4) return Status::InvalidArgument(where + " is truncated");
+  if (uint32_t(dim) != dim_) {
+    return Status::InvalidArgument(where + " has dimension " + std::to_string(dim) +
+                                   ", the file's first has " + std::to_string(dim_));
+  }
+  const size_t vb = format_ == VecFormat::kBvecs ? 1 : 4;
+  std::vector<uint8_t> raw(size_t(dim_) * vb);
+  if (std::fread(raw.data(), 1, raw.size(), f_) != raw.size()) {
+    return Status::InvalidArgument(where + " is truncated");
+  }
+  size_t at = out->vectors.size();
+  out->vectors.resize(at + dim_);
+  float* dst = out->vectors.data() + at;
+  if (format_ == VecFormat::kFvecs) {
+    std::memcpy(dst, raw.data(), raw.size());
+  } else if (format_ == VecFormat::kBvecs) {
+    for (uint32_t j = 0; j < dim_; ++j) dst[j] = float(raw[j]);
+  } else {
+    for (uint32_t j = 0; j < dim_; ++j) {
+      int32_t v;
+      std::memcpy(&v, &raw[j * 4], 4);
+      dst[j] = float(v);
     }
   }
+  return true;
+}
+
+Result<size_t> VecReader::Read(size_t max_rows, VecBatch* out) {
+  size_t rows = 0;
+  for (; rows < max_rows; ++rows) {
+    MNEMO_ASSIGN_OR_RETURN(bool more, ReadRow(out));
+    if (!more) break;
+    ++row_;
+  }
   return rows;
+}
+
+Status VecReader::Skip(uint64_t rows) {
+  VecBatch scratch;
+  while (rows > 0) {
+    scratch.clear();
+    MNEMO_ASSIGN_OR_RETURN(size_t n, Read(std::min<uint64_t>(rows, 4096), &scratch));
+    if (n == 0) break;
+    rows -= n;
+  }
+  return Status::OK();
 }
 
 Status WriteIvecs(const std::string& path, const std::vector<int64_t>& ids, size_t rows,

@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "reader"))
 @pytest.fixture(scope="session")
 def build_dir():
     path = pathlib.Path(os.environ.get("MNEMO_BUILD_DIR", ROOT / "build"))
-    tool = path / "tools" / "mnemo-local"
+    tool = path / "tools" / "mnemo"
     assert tool.exists(), f"{tool} is missing: build first (tools/test.sh does)"
     return path
 

@@ -1,0 +1,131 @@
+"""The mnemo command-line tool against a real mnemod: files written by numpy
+or by hand, imported, searched, checked against numpy's brute force; bad
+input fails with one clear message, a non-zero exit, and nothing partial."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+
+def write_fvecs(path, x):
+    x = np.asarray(x, dtype=np.float32)
+    rows = np.hstack([np.full((len(x), 1), x.shape[1], dtype=np.int32).view(np.float32), x])
+    rows.tofile(path)
+
+
+def write_ivecs(path, x):
+    x = np.asarray(x, dtype=np.int32)
+    np.hstack([np.full((len(x), 1), x.shape[1], dtype=np.int32), x]).tofile(path)
+
+
+def read_ivecs(path):
+    raw = np.fromfile(path, dtype=np.int32)
+    return raw.reshape(-1, raw[0] + 1)[:, 1:]
+
+
+@pytest.fixture
+def tool(build_dir, daemon):
+    exe = str(build_dir / "tools" / "mnemo")
+
+    def run(*args, check=True):
+        p = subprocess.run([exe, "--addr", daemon.address, *map(str, args)],
+                           capture_output=True, text=True)
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p
+
+    return run
+
+
+def clustered(n, dim, seed):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(32, dim)).astype(np.float32) * 3
+    return centres[rng.integers(0, 32, n)] + rng.normal(size=(n, dim)).astype(np.float32)
+
+
+def brute_force(base, queries, k):
+    d2 = ((queries[:, None, :] - base[None, :, :]) ** 2).sum(-1)
+    return np.argsort(d2, axis=1)[:, :k]
+
+
+def test_import_then_search_matches_numpy_brute_force(tool, tmp_path):
+    base, queries = clustered(5000, 32, 1), clustered(50, 32, 2)
+    write_fvecs(tmp_path / "base.fvecs", base)
+    write_fvecs(tmp_path / "q.fvecs", queries)
+    tool("create", "docs", "--dim", 32)
+    assert "imported 5000 entries" in tool("import", "docs", tmp_path / "base.fvecs",
+                                           "--batch", 700).stdout
+    tool("search", "docs", tmp_path / "q.fvecs", "--k", 5, "--out", tmp_path / "ids.ivecs")
+    np.testing.assert_array_equal(read_ivecs(tmp_path / "ids.ivecs"),
+                                  brute_force(base, queries, 5))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_npy_import_reads_the_same_vectors(tool, tmp_path, dtype):
+    x = clustered(300, 8, 3).astype(dtype)
+    np.save(tmp_path / "x.npy", x)
+    tool("create", "n", "--dim", 8)
+    tool("import", "n", tmp_path / "x.npy", "--start-id", 1000)
+    got = tool("get", "n", 1000, 1299).stdout.splitlines()
+    assert [line.split()[0] for line in got] == ["1000", "1299"]
+    last = [float(v) for v in got[1].split("[")[1].rstrip("]").split(",")]
+    np.testing.assert_array_equal(np.array(last, np.float32), x[299].astype(np.float32))
+
+
+def test_jsonl_carries_ids_groups_and_text(tool, tmp_path):
+    with open(tmp_path / "c.jsonl", "w") as f:
+        for i in range(20):
+            f.write(json.dumps({"id": 100 + i, "vector": [i, 0, 0], "group": i % 2,
+                                "text": f"chunk {i}"}) + "\n")
+    tool("create", "j", "--dim", 3)
+    tool("import", "j", tmp_path / "c.jsonl")
+    got = tool("get", "j", 105).stdout
+    assert got.startswith("105 group=1 payload=7 bytes vector=[5, 0, 0]")
+    write_fvecs(tmp_path / "q.fvecs", np.array([[0, 0, 0]], np.float32))
+    out = tool("search", "j", tmp_path / "q.fvecs", "--k", 2, "--group", 1).stdout
+    assert [t.split(":")[0] for t in out.split()] == ["101", "103"]
+
+
+def test_bench_prints_recall_qps_and_latency(tool, tmp_path):
+    base, queries = clustered(2000, 16, 4), clustered(40, 16, 5)
+    write_fvecs(tmp_path / "b.fvecs", base)
+    write_fvecs(tmp_path / "q.fvecs", queries)
+    write_ivecs(tmp_path / "gt.ivecs", brute_force(base, queries, 10))
+    tool("create", "b", "--dim", 16)
+    tool("import", "b", tmp_path / "b.fvecs")
+    out = tool("bench", "b", tmp_path / "q.fvecs", "--gt", tmp_path / "gt.ivecs",
+               "--clients", 4, "--seconds", 1).stdout
+    assert out.startswith("recall@10 1.0000  qps ")
+    assert " p50 " in out and " p99 " in out
+
+
+def test_truncated_file_fails_cleanly(tool, tmp_path):
+    write_fvecs(tmp_path / "b.fvecs", clustered(100, 8, 4))
+    with open(tmp_path / "b.fvecs", "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "b.fvecs") - 3)
+    tool("create", "t", "--dim", 8)
+    p = tool("import", "t", tmp_path / "b.fvecs", "--batch", 1000, check=False)
+    assert p.returncode == 1
+    assert "record 99 is truncated" in p.stderr
+    assert "count=0" in tool("stats", "t").stdout  # one batch: nothing partial
+
+
+def test_wrong_dimension_and_unknown_names_fail(tool, tmp_path):
+    write_fvecs(tmp_path / "b.fvecs", clustered(10, 8, 5))
+    tool("create", "w", "--dim", 16)
+    p = tool("import", "w", tmp_path / "b.fvecs", check=False)
+    assert p.returncode == 1 and "has dimension 8, collection 'w' has 16" in p.stderr
+    p = tool("stats", "nope", check=False)
+    assert p.returncode == 1 and "no collection named 'nope'" in p.stderr
+    p = tool("import", "w", tmp_path / "missing.fvecs", check=False)
+    assert p.returncode == 1 and "cannot open" in p.stderr
+    assert tool("frobnicate", check=False).returncode == 2
+    assert "count=0" in tool("stats", "w").stdout
+
+
+def test_unreachable_daemon_is_a_clear_error(build_dir):
+    p = subprocess.run([str(build_dir / "tools" / "mnemo"), "--addr", "127.0.0.1:1", "list"],
+                       capture_output=True, text=True)
+    assert p.returncode == 1 and "Unavailable: cannot connect to 127.0.0.1:1" in p.stderr

@@ -1,0 +1,332 @@
+// mnemo: the command-line tool for a running mnemod.
+//
+//   mnemo [--addr HOST:PORT] [--api-key KEY] COMMAND ...
+//   create NAME --dim D [--metric l2|ip|cosine] [--index SPEC] [--train-size N]
+//   import NAME FILE [--format fvecs|bvecs|ivecs|npy|jsonl] [--start-id N] [--batch N]
+//   search NAME QUERY_FILE [--k 10] [--nprobe N] [--ef N] [--group G] [--out FILE.ivecs]
+//   get NAME ID...   delete NAME ID...   list   stats [NAME]   drop NAME   train NAME
+//   bench NAME QUERY_FILE --gt GT.ivecs [--clients N] [--seconds S] [--k 10] [--nprobe N] [--ef N]
+//
+// Exit codes: 0 success, 1 the operation failed (the server's or the file's
+// message is printed), 2 bad usage.
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_set>
+
+#include "net/client.h"
+#include "tools/vector_file.h"
+
+namespace mnemo::tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int Fail(const Status& st) {
+  std::fprintf(stderr, "error: %s\n", st.ToString().c_str());
+  return 1;
+}
+
+// Progress on a terminal: one line redrawn; otherwise a line every 5 s.
+class Progress {
+ public:
+  explicit Progress(uint64_t total) : total_(total), tty_(isatty(STDERR_FILENO)) {}
+  void Update(uint64_t done) {
+    auto now = Clock::now();
+    if (now - last_ < (tty_ ? std::chrono::milliseconds(200) : std::chrono::seconds(5))) return;
+    last_ = now;
+    double secs = Seconds();
+    double rate = secs > 0 ? double(done) / secs : 0;
+    double left = rate > 0 && total_ > done ? double(total_ - done) / rate : 0;
+    std::fprintf(stderr, "%s%llu/%llu entries  %.0f/s  %.0fs left%s", tty_ ? "\r" : "",
+                 (unsigned long long)done, (unsigned long long)total_, rate, left,
+                 tty_ ? "   " : "\n");
+  }
+  double Seconds() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
+  void Done() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  uint64_t total_;
+  bool tty_;
+  Clock::time_point start_ = Clock::now();
+  Clock::time_point last_ = Clock::now();
+};
+
+void PrintStats(const engine::CollectionStats& s) {
+  std::printf("%s: dim=%u metric=%s index=%s count=%llu trained=%s storage_bytes=%llu "
+              "index_memory_bytes=%llu\n",
+              s.name.c_str(), s.dim, s.metric.c_str(), s.index.c_str(),
+              (unsigned long long)s.count, s.trained ? "yes" : "no",
+              (unsigned long long)s.storage_bytes, (unsigned long long)s.index_memory_bytes);
+}
+
+Result<std::unique_ptr<VecReader>> OpenFile(const std::string& file, const std::string& format) {
+  MNEMO_ASSIGN_OR_RETURN(VecFormat f, FormatFor(file, format));
+  return VecReader::Open(file, f);
+}
+
+int Import(net::Client& c, const std::string& name, const std::string& file,
+           const std::string& format, uint64_t start_id, size_t batch) {
+  auto stats = c.Stats(name);
+  if (!stats.ok()) return Fail(stats.status());
+  auto reader = OpenFile(file, format);
+  if (!reader.ok()) return Fail(reader.status());
+  if ((*reader)->dim() != stats->dim) {
+    return Fail(Status::InvalidArgument("'" + file + "' has dimension " +
+                                        std::to_string((*reader)->dim()) + ", collection '" +
+                                        name + "' has " + std::to_string(stats->dim)));
+  }
+  Progress progress((*reader)->rows_hint());
+  VecBatch rows;
+  uint64_t done = 0;
+  for (;;) {
+    rows.clear();
+    auto n = (*reader)->Read(batch, &rows);
+    if (!n.ok()) {
+      return Fail(Status(n.status().code(), n.status().message() + " (" + std::to_string(done) +
+                                                " entries imported before it)"));
+    }
+    if (*n == 0) break;
+    std::vector<uint64_t> ids = rows.ids;
+    if (ids.empty()) {
+      ids.resize(*n);
+      for (size_t i = 0; i < *n; ++i) ids[i] = start_id + done + i;
+    }
+    std::vector<std::string_view> payloads(rows.payloads.begin(), rows.payloads.end());
+    auto up = c.Upsert(name, ids, rows.vectors, rows.groups, payloads);
+    if (!up.ok()) return Fail(up.status());
+    done += *n;
+    progress.Update(done);
+  }
+  progress.Done();
+  double secs = progress.Seconds();
+  std::printf("imported %llu entries into '%s' in %.2fs (%.0f/s)\n", (unsigned long long)done,
+              name.c_str(), secs, secs > 0 ? double(done) / secs : 0.0);
+  return 0;
+}
+
+Result<std::vector<float>> ReadAll(const std::string& file, const std::string& format,
+                                   uint32_t* dim) {
+  MNEMO_ASSIGN_OR_RETURN(auto reader, OpenFile(file, format));
+  VecBatch all;
+  MNEMO_RETURN_IF_ERROR(reader->Read(SIZE_MAX, &all).status());
+  *dim = reader->dim();
+  return std::move(all.vectors);
+}
+
+// N clients send single queries round robin for S seconds.
+int Bench(const std::string& addr, const std::string& key, const std::string& name,
+          const std::string& file, const std::string& format, const std::string& gt_file,
+          size_t clients, double seconds, const net::SearchOptions& o) {
+  uint32_t dim = 0, gt_k = 0;
+  auto queries = ReadAll(file, format, &dim);
+  if (!queries.ok()) return Fail(queries.status());
+  auto gt = ReadAll(gt_file, "ivecs", &gt_k);
+  if (!gt.ok()) return Fail(gt.status());
+  const size_t nq = queries->size() / dim;
+  if (gt->size() / gt_k < nq || gt_k < o.k) {
+    return Fail(Status::InvalidArgument("ground truth has " + std::to_string(gt->size() / gt_k) +
+                                        " rows of " + std::to_string(gt_k) + " for " +
+                                        std::to_string(nq) + " queries and k=" +
+                                        std::to_string(o.k)));
+  }
+  std::vector<std::vector<int64_t>> found(nq);
+  std::mutex mu;
+  std::vector<double> latencies;
+  std::atomic<uint64_t> done{0};
+  std::atomic<bool> failed{false};
+  auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < clients; ++t) {
+    threads.emplace_back([&, t] {
+      auto c = net::Client::Connect(addr, key);
+      if (!c.ok()) { failed = true; return; }
+      std::vector<double> mine;
+      for (size_t i = t; Clock::now() < deadline && !failed; i += clients) {
+        size_t q = i % nq;
+        auto s = Clock::now();
+        auto r = (*c)->Search(name, std::span(*queries).subspan(q * dim, dim), o);
+        mine.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
+        if (!r.ok()) {
+          std::fprintf(stderr, "error: %s\n", r.status().ToString().c_str());
+          failed = true;
+          return;
+        }
+        if (i < nq) found[q] = r->ids;
+        done++;
+      }
+      std::lock_guard<std::mutex> lock(mu);
+      latencies.insert(latencies.end(), mine.begin(), mine.end());
+    });
+  }
+  for (auto& t : threads) t.join();
+  if (failed) return 1;
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  double hits = 0, asked = 0;
+  for (size_t q = 0; q < nq; ++q) {
+    if (found[q].empty()) continue;
+    std::unordered_set<int64_t> truth;
+    for (uint32_t j = 0; j < o.k; ++j) truth.insert(int64_t((*gt)[q * gt_k + j]));
+    for (int64_t id : found[q]) hits += truth.count(id);
+    asked += o.k;
+  }
+  std::sort(latencies.begin(), latencies.end());
+  auto pct = [&](double p) { return latencies.empty() ? 0.0 : latencies[size_t(p * (latencies.size() - 1))]; };
+  std::printf("recall@%u %.4f  qps %.0f  p50 %.0fus  p99 %.0fus  (%llu queries, %zu clients, %.1fs)\n",
+              o.k, asked > 0 ? hits / asked : 0.0, double(done) / secs, pct(0.5), pct(0.99),
+              (unsigned long long)done.load(), clients, secs);
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"mnemo: command-line tool for a mnemod daemon"};
+  app.require_subcommand(1);
+  std::string addr = "127.0.0.1:7070", api_key;
+  app.add_option("--addr", addr, "daemon address")->capture_default_str();
+  app.add_option("--api-key", api_key, "API key");
+
+  std::string name, file, format, metric = "l2", index = "Flat", out, evict, gt;
+  uint32_t dim = 0, k = 10, nprobe = 0, ef = 0;
+  uint64_t start_id = 0, capacity = 0, train_size = 0;
+  std::optional<uint64_t> group;
+  size_t batch = 10000, clients = 1;
+  double seconds = 10;
+  std::vector<uint64_t> ids;
+
+  auto* create = app.add_subcommand("create", "create a collection");
+  create->add_option("name", name)->required();
+  create->add_option("--dim", dim, "dimension")->required();
+  create->add_option("--metric", metric, "l2, ip or cosine")->capture_default_str();
+  create->add_option("--index", index, "FAISS factory string")->capture_default_str();
+  create->add_option("--capacity", capacity, "maximum entries");
+  create->add_option("--evict", evict, "fifo or lru");
+  create->add_option("--train-size", train_size, "entries gathered before training");
+
+  auto* import = app.add_subcommand("import", "import vectors from a file");
+  import->add_option("name", name)->required();
+  import->add_option("file", file)->required();
+  import->add_option("--format", format, "fvecs, bvecs, ivecs, npy or jsonl (default: the extension)");
+  import->add_option("--start-id", start_id, "id of the first row")->capture_default_str();
+  import->add_option("--batch", batch, "entries per write")->capture_default_str();
+
+  auto search_options = [&](CLI::App* cmd) {
+    cmd->add_option("name", name)->required();
+    cmd->add_option("query_file", file)->required();
+    cmd->add_option("--format", format, "query file format");
+    cmd->add_option("--k", k, "neighbours per query")->capture_default_str();
+    cmd->add_option("--nprobe", nprobe, "IVF lists to probe");
+    cmd->add_option("--ef", ef, "HNSW efSearch");
+  };
+  auto* search = app.add_subcommand("search", "search with the queries in a file");
+  search_options(search);
+  search->add_option("--group", group, "only entries of this group");
+  search->add_option("--out", out, "write result ids as ivecs");
+  auto* bench = app.add_subcommand("bench", "recall, QPS and latency of concurrent clients");
+  search_options(bench);
+  bench->add_option("--gt", gt, "ground truth ivecs")->required();
+  bench->add_option("--clients", clients, "concurrent clients")->capture_default_str();
+  bench->add_option("--seconds", seconds, "duration")->capture_default_str();
+
+  auto* get = app.add_subcommand("get", "print entries");
+  get->add_option("name", name)->required();
+  get->add_option("ids", ids)->required();
+  auto* del = app.add_subcommand("delete", "delete entries");
+  del->add_option("name", name)->required();
+  del->add_option("ids", ids)->required();
+  auto* list = app.add_subcommand("list", "list collections");
+  auto* stats = app.add_subcommand("stats", "show statistics");
+  stats->add_option("name", name);
+  auto* drop = app.add_subcommand("drop", "drop a collection");
+  drop->add_option("name", name)->required();
+  auto* train = app.add_subcommand("train", "train an index on the entries stored so far");
+  train->add_option("name", name)->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+  const net::SearchOptions so{.k = k, .nprobe = nprobe, .ef = ef, .group = group};
+  if (*bench) return Bench(addr, api_key, name, file, format, gt, clients, seconds, so);
+
+  auto connected = net::Client::Connect(addr, api_key);
+  if (!connected.ok()) return Fail(connected.status());
+  net::Client& c = **connected;
+
+  if (*create) {
+    engine::CollectionConfig cc{name, dim, metric, index, capacity, evict, train_size};
+    auto r = c.CreateCollection(cc);
+    if (!r.ok()) return Fail(r.status());
+    std::printf("created '%s' (dim %u, %s, %s)\n", name.c_str(), dim, metric.c_str(), index.c_str());
+  } else if (*import) {
+    return Import(c, name, file, format, start_id, batch);
+  } else if (*search) {
+    uint32_t qdim = 0;
+    auto q = ReadAll(file, format, &qdim);
+    if (!q.ok()) return Fail(q.status());
+    auto r = c.Search(name, *q, so);
+    if (!r.ok()) return Fail(r.status());
+    if (!out.empty()) {
+      Status st = WriteIvecs(out, r->ids, r->n, r->k);
+      if (!st.ok()) return Fail(st);
+      std::printf("wrote %zu x %u ids to %s\n", r->n, r->k, out.c_str());
+    } else {
+      for (size_t i = 0; i < r->n; ++i) {
+        for (uint32_t j = 0; j < r->k; ++j) {
+          std::printf("%lld:%g%c", (long long)r->ids[i * r->k + j], r->distances[i * r->k + j],
+                      j + 1 == r->k ? '\n' : ' ');
+        }
+      }
+    }
+  } else if (*get) {
+    auto s = c.Stats(name);
+    if (!s.ok()) return Fail(s.status());
+    auto e = c.Get(name, ids);
+    if (!e.ok()) return Fail(e.status());
+    for (size_t i = 0; i < e->ids.size(); ++i) {
+      std::printf("%llu group=%llu payload=%zu bytes vector=[", (unsigned long long)e->ids[i],
+                  (unsigned long long)e->groups[i], e->payloads[i].size());
+      for (uint32_t j = 0; j < s->dim; ++j) {
+        std::printf("%s%.9g", j ? ", " : "", e->vectors[i * s->dim + j]);
+      }
+      std::printf("]\n");
+    }
+  } else if (*del) {
+    auto n = c.Delete(name, ids);
+    if (!n.ok()) return Fail(n.status());
+    std::printf("deleted %llu entries\n", (unsigned long long)*n);
+  } else if (*list || (*stats && name.empty())) {
+    auto all = c.ListCollections();
+    if (!all.ok()) return Fail(all.status());
+    for (const auto& s : *all) PrintStats(s);
+  } else if (*stats) {
+    auto s = c.Stats(name);
+    if (!s.ok()) return Fail(s.status());
+    PrintStats(*s);
+  } else if (*drop) {
+    Status st = c.DropCollection(name);
+    if (!st.ok()) return Fail(st);
+    std::printf("dropped '%s'\n", name.c_str());
+  } else if (*train) {
+    Status st = c.Train(name);
+    if (!st.ok()) return Fail(st);
+    std::printf("trained '%s'\n", name.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace mnemo::tools
+
+int main(int argc, char** argv) { return mnemo::tools::Main(argc, argv); }
