@@ -148,12 +148,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       return;
     }
     if (buffer_.size() - filled_ < kReadChunk) buffer_.resize(filled_ + kReadChunk);
-    reading_ = true;
     socket_.async_read_some(
         asio::buffer(buffer_.data() + filled_, buffer_.size() - filled_),
         asio::bind_executor(strand_, [self = shared_from_this()](
                                          const boost::system::error_code& ec, size_t n) {
-          self->reading_ = false;
           if (ec) return self->OnReadEnd(ec);
           if (self->closing_) return self->MaybeClose();  // stopping
           self->filled_ += n;
@@ -295,7 +293,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<uint8_t> buffer_;  // bytes read, not yet dispatched
   size_t filled_ = 0;
   std::deque<Slot> slots_;
-  bool reading_ = false, writing_ = false, read_paused_ = false;
+  bool writing_ = false, read_paused_ = false;
   bool closing_ = false, closed_ = false, write_failed_ = false;
 };
 
