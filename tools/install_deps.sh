@@ -13,7 +13,7 @@ PACKAGES=(
   libxxhash-dev libzstd-dev liblz4-dev libhdf5-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
   clang libclang-rt-14-dev                            # the wire fuzzer (libFuzzer)
-  python3 python3-numpy python3-flatbuffers python3-pytest
+  python3 python3-numpy python3-flatbuffers python3-pytest python3-h5py
 )
 
 SUDO=""

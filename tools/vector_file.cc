@@ -7,6 +7,7 @@
 #include <cstring>
 #include <regex>
 
+#include <hdf5.h>
 #include <nlohmann/json.hpp>
 
 namespace mnemo::tools {
@@ -48,32 +49,91 @@ bool ReadLine(std::FILE* f, std::string* line) {
 Result<VecFormat> FormatFor(const std::string& path, const std::string& name) {
   std::string n = name;
   if (n.empty()) {
-    for (const char* ext : {"fvecs", "bvecs", "ivecs", "npy", "jsonl"}) {
+    for (const char* ext : {"fvecs", "bvecs", "ivecs", "npy", "jsonl", "hdf5"}) {
       if (EndsWith(path, std::string(".") + ext)) n = ext;
     }
+    if (EndsWith(path, ".h5")) n = "hdf5";
   }
   if (n == "fvecs") return VecFormat::kFvecs;
   if (n == "bvecs") return VecFormat::kBvecs;
   if (n == "ivecs") return VecFormat::kIvecs;
   if (n == "npy") return VecFormat::kNpy;
   if (n == "jsonl") return VecFormat::kJsonl;
+  if (n == "hdf5") return VecFormat::kHdf5;
   if (n.empty()) return Status::InvalidArgument("cannot tell the format of '" + path + "'; give --format");
   return Status::InvalidArgument("unsupported format '" + n +
-                                 "' (expected fvecs, bvecs, ivecs, npy or jsonl)");
+                                 "' (expected fvecs, bvecs, ivecs, npy, jsonl or hdf5)");
 }
 
 VecReader::VecReader(std::FILE* f, VecFormat format, std::string path)
     : f_(f), format_(format), path_(std::move(path)) {}
 
+struct VecReader::Hdf5 {
+  hid_t file = -1, dataset = -1, space = -1;
+  ~Hdf5() {
+    if (space >= 0) H5Sclose(space);
+    if (dataset >= 0) H5Dclose(dataset);
+    if (file >= 0) H5Fclose(file);
+  }
+};
+
 VecReader::~VecReader() {
   if (f_) std::fclose(f_);
+}
+
+Status VecReader::OpenHdf5() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors come back as Status
+  h5_ = std::make_unique<Hdf5>();
+  h5_->file = H5Fopen(path_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (h5_->file < 0) return Status::InvalidArgument("'" + path_ + "' is not an HDF5 file");
+  h5_->dataset = H5Dopen2(h5_->file, "train", H5P_DEFAULT);
+  if (h5_->dataset < 0) {
+    return Status::InvalidArgument("'" + path_ + "' has no dataset 'train' (ann-benchmarks layout)");
+  }
+  h5_->space = H5Dget_space(h5_->dataset);
+  hsize_t dims[2] = {0, 0};
+  if (H5Sget_simple_extent_ndims(h5_->space) != 2 ||
+      H5Sget_simple_extent_dims(h5_->space, dims, nullptr) != 2 || dims[1] == 0) {
+    return Status::InvalidArgument("'" + path_ + "': dataset 'train' is not a 2-D array");
+  }
+  hid_t type = H5Dget_type(h5_->dataset);
+  H5T_class_t cls = H5Tget_class(type);
+  H5Tclose(type);
+  if (cls != H5T_FLOAT && cls != H5T_INTEGER) {
+    return Status::InvalidArgument("'" + path_ + "': dataset 'train' is not numeric");
+  }
+  rows_hint_ = dims[0];
+  dim_ = uint32_t(dims[1]);
+  return Status::OK();
+}
+
+Result<size_t> VecReader::ReadHdf5(size_t max_rows, VecBatch* out) {
+  const size_t n = size_t(std::min<uint64_t>(max_rows, rows_hint_ - row_));
+  if (n == 0) return size_t(0);
+  hsize_t start[2] = {row_, 0}, count[2] = {n, dim_};
+  H5Sselect_hyperslab(h5_->space, H5S_SELECT_SET, start, nullptr, count, nullptr);
+  hid_t memspace = H5Screate_simple(2, count, nullptr);
+  const size_t at = out->vectors.size();
+  out->vectors.resize(at + n * dim_);
+  herr_t st = H5Dread(h5_->dataset, H5T_NATIVE_FLOAT, memspace, h5_->space, H5P_DEFAULT,
+                      out->vectors.data() + at);
+  H5Sclose(memspace);
+  if (st < 0) {
+    out->vectors.resize(at);
+    return Status::InvalidArgument(path_ + ": cannot read rows " + std::to_string(row_) + ".." +
+                                   std::to_string(row_ + n - 1) + " of 'train'");
+  }
+  row_ += n;
+  return n;
 }
 
 Result<std::unique_ptr<VecReader>> VecReader::Open(const std::string& path, VecFormat format) {
   std::FILE* f = std::fopen(path.c_str(), "rb");
   if (!f) return Status::NotFound("cannot open '" + path + "': " + std::strerror(errno));
   std::unique_ptr<VecReader> r(new VecReader(f, format, path));
-  if (format == VecFormat::kNpy) {
+  if (format == VecFormat::kHdf5) {
+    MNEMO_RETURN_IF_ERROR(r->OpenHdf5());
+  } else if (format == VecFormat::kNpy) {
     MNEMO_RETURN_IF_ERROR(r->ParseNpyHeader());
   } else if (format == VecFormat::kJsonl) {
     MNEMO_RETURN_IF_ERROR(r->ParseJsonlFirst());
@@ -215,6 +275,7 @@ Result<bool> VecReader::ReadRow(VecBatch* out) {
 }
 
 Result<size_t> VecReader::Read(size_t max_rows, VecBatch* out) {
+  if (format_ == VecFormat::kHdf5) return ReadHdf5(max_rows, out);
   size_t rows = 0;
   for (; rows < max_rows; ++rows) {
     MNEMO_ASSIGN_OR_RETURN(bool more, ReadRow(out));

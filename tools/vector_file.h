@@ -5,6 +5,8 @@
 //   npy: a 2-D C-order array of little-endian float32 or float16.
 //   jsonl: one object per line: {"id": 7, "vector": [...], "group": 3,
 //     "text": "..."}; id, group and text are optional.
+//   hdf5: the ann-benchmarks layout: a 2-D dataset "train" (any float or
+//     integer type, converted to float32 by libhdf5), read in row slabs.
 #pragma once
 
 #include <cstdint>
@@ -17,7 +19,7 @@
 
 namespace mnemo::tools {
 
-enum class VecFormat { kFvecs, kBvecs, kIvecs, kNpy, kJsonl };
+enum class VecFormat { kFvecs, kBvecs, kIvecs, kNpy, kJsonl, kHdf5 };
 
 // The format named by `name` ("fvecs", ...) or by the file's extension.
 Result<VecFormat> FormatFor(const std::string& path, const std::string& name);
@@ -62,6 +64,10 @@ class VecReader {
   uint64_t row_ = 0;
   std::string line_;  // jsonl: the first line, read to learn the dimension
   bool have_line_ = false;
+  struct Hdf5;  // hdf5: open file, dataset and dataspace
+  std::unique_ptr<Hdf5> h5_;
+  Status OpenHdf5();
+  Result<size_t> ReadHdf5(size_t max_rows, VecBatch* out);
 };
 
 // Writes rows of int64 ids as ivecs (ids must fit in int32; -1 stays -1).

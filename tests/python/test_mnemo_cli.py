@@ -129,3 +129,22 @@ def test_unreachable_daemon_is_a_clear_error(build_dir):
     p = subprocess.run([str(build_dir / "tools" / "mnemo"), "--addr", "127.0.0.1:1", "list"],
                        capture_output=True, text=True)
     assert p.returncode == 1 and "Unavailable: cannot connect to 127.0.0.1:1" in p.stderr
+
+
+def test_hdf5_ann_benchmarks_layout(tool, tmp_path):
+    import h5py  # installed by tools/install_deps.sh; missing means a broken setup
+    base, queries = clustered(1000, 12, 6), clustered(20, 12, 7)
+    with h5py.File(tmp_path / "ann.hdf5", "w") as f:
+        f["train"] = base.astype(np.float64)   # any float type is converted
+        f["test"] = queries
+    tool("create", "h", "--dim", 12)
+    assert "imported 1000 entries" in tool("import", "h", tmp_path / "ann.hdf5",
+                                           "--batch", 300).stdout
+    write_fvecs(tmp_path / "q.fvecs", queries)
+    tool("search", "h", tmp_path / "q.fvecs", "--k", 3, "--out", tmp_path / "ids.ivecs")
+    np.testing.assert_array_equal(read_ivecs(tmp_path / "ids.ivecs"),
+                                  brute_force(base, queries, 3))
+    with h5py.File(tmp_path / "bad.hdf5", "w") as f:
+        f["vectors"] = base
+    p = tool("import", "h", tmp_path / "bad.hdf5", check=False)
+    assert p.returncode == 1 and "has no dataset 'train'" in p.stderr
