@@ -285,17 +285,6 @@ Result<size_t> VecReader::Read(size_t max_rows, VecBatch* out) {
   return rows;
 }
 
-Status VecReader::Skip(uint64_t rows) {
-  VecBatch scratch;
-  while (rows > 0) {
-    scratch.clear();
-    MNEMO_ASSIGN_OR_RETURN(size_t n, Read(std::min<uint64_t>(rows, 4096), &scratch));
-    if (n == 0) break;
-    rows -= n;
-  }
-  return Status::OK();
-}
-
 Status WriteIvecs(const std::string& path, const std::vector<int64_t>& ids, size_t rows,
                   size_t cols) {
   std::FILE* f = std::fopen(path.c_str(), "wb");

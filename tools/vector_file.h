@@ -41,13 +41,10 @@ class VecReader {
   uint32_t dim() const { return dim_; }
   // Rows in the file when the format tells without reading it (0 if not).
   uint64_t rows_hint() const { return rows_hint_; }
-  bool has_ids() const { return format_ == VecFormat::kJsonl; }
   // Appends up to max_rows rows to *out; returns how many were read (0 at
   // the end). A truncated last record or a record of another dimension is an
   // InvalidArgument error naming the row.
   Result<size_t> Read(size_t max_rows, VecBatch* out);
-  // Skips `rows` rows (for resuming).
-  Status Skip(uint64_t rows);
 
  private:
   VecReader(std::FILE* f, VecFormat format, std::string path);
