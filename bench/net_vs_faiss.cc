@@ -1,17 +1,29 @@
-// The daemon's network path against FAISS used in-process, on the same data
-// and index, measured side by side in one run:
+// mnemod's network path against FAISS used in-process, on the same data and
+// index, measured side by side in one run:
 //   (a) QPS of --clients concurrent clients each sending single queries over
-//       loopback, divided by FAISS's QPS searching all queries as one batch;
+//       loopback to a real mnemod process, divided by FAISS's QPS searching
+//       all queries as one batch in this process with the same cores;
 //   (b) one client's p50 single-query latency over loopback minus FAISS's p50
 //       single-query time in-process.
-// The server is mnemo's own (net/server.h) on 127.0.0.1, in this process.
+//
+// Cores. The ratio is about the server: how much of FAISS's batched
+// throughput mnemod keeps once queries arrive one by one over TCP. So by
+// default mnemod and the in-process FAISS get the same cores (--server-cpus,
+// the first half of this machine's) and the client threads get the rest
+// (--client-cpus), as they would on the model hosts that send the queries.
+// --shared puts everything on every core instead; then the clients' own
+// syscalls come out of FAISS's budget, and the ratio says so.
 //
 // Usage: net_vs_faiss [--n 100000] [--dim 128] [--queries 2000] [--clients 32]
 //        [--index "Flat;IVF1024,Flat;HNSW32"] [--nprobe 16] [--ef 64]
+//        [--server-cpus LIST --client-cpus LIST | --shared] [--mnemod-flags "..."]
 #include <CLI/CLI.hpp>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/index_factory.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <atomic>
@@ -20,10 +32,9 @@
 #include <sstream>
 #include <thread>
 
-#include "engine/engine.h"
+#include "common/cpu_set.h"
 #include "net/client.h"
-#include "net/metrics.h"
-#include "net/server.h"
+#include "tests/daemon_process.h"
 #include "tests/test_util.h"
 
 using namespace mnemo;
@@ -42,123 +53,204 @@ struct Config {
   size_t n = 100000, dim = 128, queries = 2000, clients = 32;
   uint32_t k = 10, nprobe = 16, ef = 64;
   std::string indexes = "Flat;IVF1024,Flat;HNSW32";
+  std::string server_cpus, client_cpus, mnemod_flags;
+  bool shared = false;
+  int rounds = 5;
 };
 
-int Run(const Config& cfg) {
-  auto data = testing::MakeClustered(cfg.n, cfg.queries, uint32_t(cfg.dim), 1000, 11);
-  const size_t d = cfg.dim;
-  std::printf("data: %zu x %zu, %zu queries, k=%u, %zu clients, %u cores\n", cfg.n, d,
-              cfg.queries, cfg.k, cfg.clients, std::thread::hardware_concurrency());
-  std::printf("%-14s | %9s %9s %9s %6s %6s | %9s %9s %7s | %5s\n", "index", "faiss_all",
-              "faiss_32", "net_qps", "(a)", "(a)_32", "faiss_p50", "net_p50", "(b)_us", "batch");
-  std::printf("  faiss_all: one batch of all queries; faiss_32: batches of --clients queries;\n"
-              "  (a) = net_qps / faiss_all, (a)_32 = net_qps / faiss_32; (b) = net_p50 - faiss_p50 (us);\n"
-              "  batch: queries per FAISS call the server made during (a)\n");
-  std::stringstream list(cfg.indexes);
-  for (std::string factory; std::getline(list, factory, ';');) {
-    testing::TempDir dir;
-    auto eng = std::move(engine::Engine::Open(testing::OptionsFor(dir.path()))).value();
-    engine::CollectionConfig cc;
-    cc.name = "bench";
-    cc.dim = uint32_t(d);
-    cc.index = factory;
-    cc.train_size = cfg.n;
-    auto c = std::move(eng->CreateCollection(cc)).value();
-    for (size_t at = 0; at < cfg.n; at += 50000) {
-      size_t m = std::min<size_t>(50000, cfg.n - at);
-      auto ids = testing::Iota(m, at);
-      if (!c->Upsert({ids, std::span(data.base).subspan(at * d, m * d)}).ok()) return 1;
-    }
-    std::unique_ptr<faiss::Index> direct(faiss::index_factory(int(d), factory.c_str()));
-    if (!direct->is_trained) direct->train(faiss::Index::idx_t(cfg.n), data.base.data());
-    direct->add(faiss::Index::idx_t(cfg.n), data.base.data());
-    if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(direct.get())) ivf->nprobe = cfg.nprobe;
-    if (auto* h = dynamic_cast<faiss::IndexHNSW*>(direct.get())) h->hnsw.efSearch = int(cfg.ef);
+std::string CpuList(const std::vector<int>& cpus) {
+  std::string s;
+  for (int c : cpus) s += (s.empty() ? "" : ",") + std::to_string(c);
+  return s;
+}
 
-    std::vector<float> dist(cfg.queries * cfg.k);
-    std::vector<faiss::Index::idx_t> labels(cfg.queries * cfg.k);
-    // (b) in-process first, before any server thread exists.
-    const size_t single = std::min<size_t>(cfg.queries, 1000);
-    std::vector<double> faiss_us, net_us;
-    for (size_t q = 0; q < single; ++q) {
+// Average queries per FAISS call, from mnemod's /metrics.
+std::pair<double, double> BatchCounters(const std::string& http) {
+  std::string text = testing::HttpGet(http, "/metrics");
+  auto value = [&](const std::string& name) {
+    auto at = text.find("\n" + name + " ");
+    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + name.size() + 2));
+  };
+  return {value("mnemo_search_batch_queries_sum"), value("mnemo_search_batch_queries_count")};
+}
+
+struct Row {
+  double faiss_qps = 0, faiss_32_qps = 0, net_qps = 0, faiss_p50 = 0, net_p50 = 0, batch = 0;
+};
+
+double Median(std::vector<double> v) { return P50(std::move(v)); }
+
+std::unique_ptr<faiss::Index> BuildFaiss(const Config& cfg, const std::string& factory,
+                                         const testing::Dataset& data) {
+  std::unique_ptr<faiss::Index> index(faiss::index_factory(int(cfg.dim), factory.c_str()));
+  if (!index->is_trained) index->train(faiss::Index::idx_t(cfg.n), data.base.data());
+  index->add(faiss::Index::idx_t(cfg.n), data.base.data());
+  if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(index.get())) ivf->nprobe = cfg.nprobe;
+  if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index.get())) h->hnsw.efSearch = int(cfg.ef);
+  return index;
+}
+
+// Loads the data into the daemon through the wire; false, having said why, on failure.
+bool Load(const Config& cfg, const std::string& factory, const testing::Dataset& data,
+          const std::string& address) {
+  auto loader = net::Client::Connect(address);
+  if (!loader.ok()) return std::fprintf(stderr, "%s\n", loader.status().ToString().c_str()), false;
+  engine::CollectionConfig cc;
+  cc.name = "bench";
+  cc.dim = uint32_t(cfg.dim);
+  cc.index = factory;
+  cc.train_size = cfg.n;  // train on every row, as the in-process FAISS does
+  if (auto s = (*loader)->CreateCollection(cc); !s.ok())
+    return std::fprintf(stderr, "%s\n", s.status().ToString().c_str()), false;
+  for (size_t at = 0; at < cfg.n; at += 10000) {
+    size_t m = std::min<size_t>(10000, cfg.n - at);
+    auto ids = testing::Iota(m, at);
+    auto s = (*loader)->Upsert("bench", ids, std::span(data.base).subspan(at * cfg.dim, m * cfg.dim));
+    if (!s.ok()) return std::fprintf(stderr, "%s\n", s.status().ToString().c_str()), false;
+  }
+  return true;
+}
+
+// One round of (a) over the network: every client sends its share of the
+// queries one by one. Returns the QPS, or 0 when a search failed.
+double NetRound(const Config& cfg, const testing::Dataset& data, const std::string& address,
+                const std::vector<int>& client_cpus) {
+  const size_t d = cfg.dim;
+  const net::SearchOptions opts{.k = cfg.k, .nprobe = cfg.nprobe, .ef = cfg.ef};
+  std::atomic<size_t> failed{0};
+  std::vector<std::unique_ptr<net::Client>> clients;
+  for (size_t t = 0; t < cfg.clients; ++t) {
+    auto c = net::Client::Connect(address);
+    if (!c.ok()) return 0;
+    clients.push_back(std::move(*c));
+  }
+  auto t0 = Clock::now();
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < cfg.clients; ++t) {
+    threads.emplace_back([&, t] {
+      if (!client_cpus.empty() && !PinThisThread(client_cpus).ok()) failed++;
+      for (size_t q = t; q < cfg.queries; q += cfg.clients) {
+        if (!clients[t]->Search("bench", std::span(data.queries).subspan(q * d, d), opts).ok())
+          failed++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  const double qps = double(cfg.queries) / (Micros(Clock::now() - t0) / 1e6);
+  return failed ? 0 : qps;
+}
+
+// Builds FAISS here and the same index in a fresh mnemod, then measures them
+// in alternation: --rounds rounds of (a), and (b) query by query, so that
+// drift on a noisy machine hits both sides alike. Medians are reported.
+bool Measure(const Config& cfg, const std::string& factory, const testing::Dataset& data,
+             const std::vector<int>& client_cpus, Row* row) {
+  const size_t d = cfg.dim;
+  auto index = BuildFaiss(cfg, factory, data);
+  testing::TempDir dir;
+  testing::DaemonProcess daemon(dir.path() + "/data", cfg.mnemod_flags);
+  if (!Load(cfg, factory, data, daemon.address())) return false;
+
+  std::vector<float> dist(cfg.queries * cfg.k);
+  std::vector<faiss::Index::idx_t> labels(cfg.queries * cfg.k);
+  std::vector<double> faiss_all, faiss_32, net;
+  const auto before = BatchCounters(daemon.http_address());
+  for (int r = 0; r < cfg.rounds; ++r) {
+    auto t0 = Clock::now();
+    index->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
+                  labels.data());
+    faiss_all.push_back(double(cfg.queries) / (Micros(Clock::now() - t0) / 1e6));
+    t0 = Clock::now();
+    for (size_t at = 0; at < cfg.queries; at += cfg.clients) {
+      size_t m = std::min(cfg.clients, cfg.queries - at);
+      index->search(faiss::Index::idx_t(m), &data.queries[at * d], cfg.k, dist.data(),
+                    labels.data());
+    }
+    faiss_32.push_back(double(cfg.queries) / (Micros(Clock::now() - t0) / 1e6));
+    net.push_back(NetRound(cfg, data, daemon.address(), client_cpus));
+    if (net.back() == 0) return std::fprintf(stderr, "searches over the network failed\n"), false;
+  }
+  const auto after = BatchCounters(daemon.http_address());
+  row->faiss_qps = Median(faiss_all);
+  row->faiss_32_qps = Median(faiss_32);
+  row->net_qps = Median(net);
+  row->batch = (after.first - before.first) / std::max(1.0, after.second - before.second);
+
+  // (b): blocks of single queries, in-process on this thread and over the
+  // network from a client thread, alternating.
+  std::vector<double> faiss_us, net_us;
+  auto client = net::Client::Connect(daemon.address());
+  if (!client.ok()) return std::fprintf(stderr, "cannot connect\n"), false;
+  const net::SearchOptions opts{.k = cfg.k, .nprobe = cfg.nprobe, .ef = cfg.ef};
+  const size_t singles = std::min<size_t>(cfg.queries, 1000), block = 50;
+  bool ok = true;
+  for (size_t at = 0; ok && at < singles; at += block) {
+    const size_t end = std::min(singles, at + block);
+    for (size_t q = at; q < end; ++q) {
       auto s = Clock::now();
-      direct->search(1, &data.queries[q * d], cfg.k, dist.data(), labels.data());
+      index->search(1, &data.queries[q * d], cfg.k, dist.data(), labels.data());
       faiss_us.push_back(Micros(Clock::now() - s));
     }
-    // (a) FAISS: all queries as one batch, and in batches of `clients`
-    // queries, the most that many single-query clients can offer at once.
-    double faiss_batch_s = 1e9, faiss_clients_s = 1e9;
-    for (int r = 0; r < 3; ++r) {
-      auto t0 = Clock::now();
-      direct->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
-                     labels.data());
-      faiss_batch_s = std::min(faiss_batch_s, Micros(Clock::now() - t0) / 1e6);
-      t0 = Clock::now();
-      for (size_t at = 0; at < cfg.queries; at += cfg.clients) {
-        size_t m = std::min(cfg.clients, cfg.queries - at);
-        direct->search(faiss::Index::idx_t(m), &data.queries[at * d], cfg.k, dist.data(),
-                       labels.data());
+    std::thread remote([&] {
+      if (!client_cpus.empty()) ok = PinThisThread(client_cpus).ok();
+      for (size_t q = at; ok && q < end; ++q) {
+        auto s = Clock::now();
+        ok = (*client)->Search("bench", std::span(data.queries).subspan(q * d, d), opts).ok();
+        net_us.push_back(Micros(Clock::now() - s));
       }
-      faiss_clients_s = std::min(faiss_clients_s, Micros(Clock::now() - t0) / 1e6);
-    }
+    });
+    remote.join();
+  }
+  if (!ok) return std::fprintf(stderr, "single-query searches failed\n"), false;
+  row->faiss_p50 = P50(faiss_us);
+  row->net_p50 = P50(net_us);
+  return daemon.Signal(SIGTERM) == 0 || (std::fprintf(stderr, "mnemod did not exit 0\n"), false);
+}
 
-    net::Metrics metrics;
-    net::ServerOptions so;
-    so.listen = "127.0.0.1:0";
-    net::Server server(eng.get(), &metrics, so);
-    if (!server.Start().ok()) return 1;
+int Run(Config cfg) {
+  // Split the cores: the server (mnemod and in-process FAISS) and the clients.
+  std::vector<int> all = AllowedCpus(), server_cpus = all, client_cpus;
+  if (!cfg.shared) {
+    if (!cfg.server_cpus.empty() || !cfg.client_cpus.empty()) {
+      auto s = ParseCpuList(cfg.server_cpus), c = ParseCpuList(cfg.client_cpus);
+      if (!s.ok() || !c.ok()) {
+        std::fprintf(stderr, "give both --server-cpus and --client-cpus as lists like 0-3,6\n");
+        return 2;
+      }
+      server_cpus = *s;
+      client_cpus = *c;
+    } else if (all.size() >= 2) {
+      server_cpus.assign(all.begin(), all.begin() + all.size() / 2);
+      client_cpus.assign(all.begin() + all.size() / 2, all.end());
+    }
+  }
+  // This thread runs FAISS and spawns mnemod, which inherits the mask and
+  // OMP_NUM_THREADS; the client threads move themselves to client_cpus.
+  if (auto s = PinThisThread(server_cpus); !s.ok()) return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 2;
+  omp_set_num_threads(int(server_cpus.size()));
+  setenv("OMP_NUM_THREADS", std::to_string(server_cpus.size()).c_str(), 1);
+  setenv("OPENBLAS_NUM_THREADS", "1", 0);
 
-    auto batch_stats = [&] {
-      std::string text = metrics.Render(*eng);
-      auto value = [&](const std::string& name) {
-        auto at = text.find("\n" + name + " ");
-        return at == std::string::npos ? 0.0 : std::stod(text.substr(at + name.size() + 2));
-      };
-      return std::pair{value("mnemo_search_batch_queries_sum"),
-                       value("mnemo_search_batch_queries_count")};
-    };
-    const auto before = batch_stats();
-    // (a) the network: each client sends its share of the queries, one by one.
-    std::atomic<size_t> failed{0};
-    auto t0 = Clock::now();
-    std::vector<std::thread> threads;
-    for (size_t t = 0; t < cfg.clients; ++t) {
-      threads.emplace_back([&, t] {
-        auto client = net::Client::Connect(server.address());
-        if (!client.ok()) { failed++; return; }
-        for (size_t q = t; q < cfg.queries; q += cfg.clients) {
-          auto r = (*client)->Search("bench", std::span(data.queries).subspan(q * d, d),
-                                     {.k = cfg.k, .nprobe = cfg.nprobe, .ef = cfg.ef});
-          if (!r.ok()) failed++;
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    const double net_s = Micros(Clock::now() - t0) / 1e6;
-    const auto after = batch_stats();
-    // Average queries per FAISS call during (a).
-    const double batch = (after.first - before.first) / std::max(1.0, after.second - before.second);
-    if (failed) {
-      std::fprintf(stderr, "%zu searches failed\n", failed.load());
-      return 1;
-    }
-    // (b) one client over loopback, one query at a time.
-    auto client = std::move(net::Client::Connect(server.address())).value();
-    for (size_t q = 0; q < single; ++q) {
-      auto s = Clock::now();
-      auto r = client->Search("bench", std::span(data.queries).subspan(q * d, d),
-                              {.k = cfg.k, .nprobe = cfg.nprobe, .ef = cfg.ef});
-      net_us.push_back(Micros(Clock::now() - s));
-      if (!r.ok()) return 1;
-    }
-    const double fq = double(cfg.queries) / faiss_batch_s, nq = double(cfg.queries) / net_s;
-    const double fcq = double(cfg.queries) / faiss_clients_s;
-    const double fp = P50(faiss_us), np50 = P50(net_us);
+  auto data = testing::MakeClustered(cfg.n, cfg.queries, uint32_t(cfg.dim), 1000, 11);
+  std::printf("data: %zu x %zu, %zu queries, k=%u, %zu clients; server+FAISS on CPUs %s, "
+              "clients on %s\n",
+              cfg.n, cfg.dim, cfg.queries, cfg.k, cfg.clients, CpuList(server_cpus).c_str(),
+              client_cpus.empty() ? "the same CPUs (--shared)" : CpuList(client_cpus).c_str());
+  std::printf("%-14s | %9s %9s %9s %6s %6s | %9s %9s %7s | %5s\n", "index", "faiss_all",
+              "faiss_32", "net_qps", "(a)", "(a)_32", "faiss_p50", "net_p50", "(b)_us", "batch");
+  std::printf("  medians of --rounds alternating rounds; faiss_all: one batch of all queries;\n"
+              "  faiss_32: batches of --clients queries (the most that many single-query clients offer);\n"
+              "  (a) = net_qps / faiss_all, (a)_32 = net_qps / faiss_32; (b) = net_p50 - faiss_p50 (us);\n"
+              "  batch: queries per FAISS call mnemod made during (a)\n");
+  std::stringstream list(cfg.indexes);
+  for (std::string factory; std::getline(list, factory, ';');) {
+    Row row;
+    if (!Measure(cfg, factory, data, client_cpus, &row)) return 1;
     std::printf("%-14s | %9.0f %9.0f %9.0f %6.3f %6.3f | %9.1f %9.1f %7.1f | %5.1f\n",
-                factory.c_str(), fq, fcq, nq, nq / fq, nq / fcq, fp, np50, np50 - fp, batch);
+                factory.c_str(), row.faiss_qps, row.faiss_32_qps, row.net_qps,
+                row.net_qps / row.faiss_qps, row.net_qps / row.faiss_32_qps, row.faiss_p50,
+                row.net_p50, row.net_p50 - row.faiss_p50, row.batch);
     std::fflush(stdout);
-    server.Stop();
-    server.Wait();
   }
   return 0;
 }
@@ -175,6 +267,11 @@ int main(int argc, char** argv) {
   app.add_option("--index", cfg.indexes, "';'-separated FAISS factory strings");
   app.add_option("--nprobe", cfg.nprobe, "IVF lists probed");
   app.add_option("--ef", cfg.ef, "HNSW efSearch");
+  app.add_option("--server-cpus", cfg.server_cpus, "CPUs for mnemod and in-process FAISS");
+  app.add_option("--client-cpus", cfg.client_cpus, "CPUs for the client threads");
+  app.add_option("--rounds", cfg.rounds, "alternating rounds of (a); medians are printed");
+  app.add_flag("--shared", cfg.shared, "server and clients share every CPU");
+  app.add_option("--mnemod-flags", cfg.mnemod_flags, "extra mnemod flags");
   CLI11_PARSE(app, argc, argv);
   return Run(cfg);
 }

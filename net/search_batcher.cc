@@ -1,36 +1,84 @@
 #include "net/search_batcher.h"
 
+#include <algorithm>
 #include <thread>
 
 namespace mnemo::net {
+
+using Clock = std::chrono::steady_clock;
 
 void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
                            const engine::SearchRequest& request, Done done) {
   Key key{collection.get(), request.k, request.nprobe, request.ef, request.group.has_value(),
           request.group.value_or(0)};
+  std::chrono::microseconds window{0};
+  uint64_t wait_id = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Queue& q = queues_[key];
     if (!q.collection) q.collection = collection;
     q.items.push_back({request, std::move(done)});
-    if (q.running) return;  // the running loop will take it
-    q.running = true;
+    const bool enough = q.items.size() >= CompanyLocked(key);
+    if (q.waiting) {
+      if (!enough) return;
+      q.waiting = false;  // company came before the window ended: start now
+    } else if (q.running) {
+      return;  // the running loop will take it
+    } else {
+      q.running = true;
+      window = enough ? std::chrono::microseconds(0) : WindowLocked(key);
+      if (window.count() > 0 && options_.schedule) {
+        q.waiting = true;
+        q.wait_id = wait_id = ++next_wait_id_;
+      }
+    }
+  }
+  if (!options_.schedule) {
+    SpinWindow(key, window);
+    RunLoop(key);
+  } else if (wait_id != 0) {
+    options_.schedule(window, [this, key, wait_id] { StartAfterWindow(key, wait_id); });
+  } else {
+    options_.schedule(std::chrono::microseconds(0), [this, key] { RunLoop(key); });
+  }
+}
+
+void SearchBatcher::StartAfterWindow(const Key& key, uint64_t wait_id) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = queues_.find(key);
+    if (it == queues_.end() || !it->second.waiting || it->second.wait_id != wait_id) return;
+    it->second.waiting = false;
   }
   RunLoop(key);
 }
 
-void SearchBatcher::RunLoop(const Key& key) {
-  if (options_.window.count() > 0) {
-    // Give concurrent searches a moment to join the first batch.
-    auto deadline = std::chrono::steady_clock::now() + options_.window;
-    while (std::chrono::steady_clock::now() < deadline) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (queues_[key].items.size() >= options_.max_queries) break;
-      }
-      std::this_thread::yield();
+std::chrono::microseconds SearchBatcher::WindowLocked(const Key& key) const {
+  if (options_.window_fraction <= 0) return options_.max_window;
+  auto it = last_run_.find(key);
+  if (it == last_run_.end()) return std::chrono::microseconds(0);
+  auto scaled = std::chrono::microseconds(
+      int64_t(double(it->second.took.count()) * options_.window_fraction));
+  return std::min(scaled, options_.max_window);
+}
+
+size_t SearchBatcher::CompanyLocked(const Key& key) const {
+  auto it = last_run_.find(key);
+  return it == last_run_.end() ? 1 : std::min(it->second.searches, options_.max_queries);
+}
+
+void SearchBatcher::SpinWindow(const Key& key, std::chrono::microseconds window) {
+  const auto deadline = Clock::now() + window;
+  while (Clock::now() < deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queues_[key].items.size() >= CompanyLocked(key)) return;
     }
+    std::this_thread::yield();
   }
+}
+
+void SearchBatcher::RunLoop(const Key& key) {
   for (;;) {
     std::vector<Item> batch;
     std::shared_ptr<engine::Collection> collection;
@@ -55,7 +103,12 @@ void SearchBatcher::RunLoop(const Key& key) {
       q.items.erase(q.items.begin(), q.items.begin() + take);
       collection = q.collection;
     }
+    const auto start = Clock::now();
     RunBatch(*collection, batch);
+    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (last_run_.size() > 4096) last_run_.clear();  // keys of dropped collections
+    last_run_[key] = {took, batch.size()};
   }
 }
 

@@ -1,5 +1,6 @@
 #include "net/server.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <deque>
@@ -11,6 +12,7 @@
 #include <boost/asio.hpp>
 #include <spdlog/spdlog.h>
 
+#include "common/cpu_set.h"
 #include "net/request_handler.h"
 
 namespace mnemo::net {
@@ -44,10 +46,9 @@ class Server::Impl {
   Impl(engine::Engine* engine, Metrics* metrics, ServerOptions options)
       : options_(std::move(options)),
         metrics_(metrics),
-        batcher_(options_.batching, metrics),
+        batcher_(DeferredBatching(options_.batching), metrics),
         handler_(engine, &batcher_, metrics),
-        pool_(options_.worker_threads ? options_.worker_threads
-                                      : std::max(1u, std::thread::hardware_concurrency())),
+        pool_(options_.worker_threads ? options_.worker_threads : UsableCores()),
         acceptor_(io_) {}
 
   Status Start();
@@ -65,6 +66,19 @@ class Server::Impl {
 
  private:
   void Accept();
+  void RunIo();  // an I/O thread's loop
+
+  // Batches start on the I/O loop after the reads already due, or on a
+  // timer when there is a window (see SearchBatcher).
+  SearchBatcher::Options DeferredBatching(SearchBatcher::Options o) {
+    if (o.schedule) return o;
+    o.schedule = [this](std::chrono::microseconds delay, std::function<void()> task) {
+      if (delay.count() <= 0) return asio::post(io_, std::move(task));
+      auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+      timer->async_wait([timer, task = std::move(task)](const boost::system::error_code&) { task(); });
+    };
+    return o;
+  }
 
   const ServerOptions options_;
   Metrics* const metrics_;
@@ -313,10 +327,33 @@ Status Server::Impl::Start() {
   auto bound = acceptor_.local_endpoint();
   address_ = bound.address().to_string() + ":" + std::to_string(bound.port());
   Accept();
-  for (size_t i = 0; i < std::max<size_t>(1, options_.io_threads); ++i) {
-    threads_.emplace_back([this] { io_.run(); });
+  // One I/O thread gathers the largest batches and switches no context; a
+  // few more keep the syscalls of many connections off one core.
+  const size_t io_threads =
+      options_.io_threads ? options_.io_threads : std::clamp<size_t>(UsableCores() / 4, 1, 4);
+  for (size_t i = 0; i < io_threads; ++i) {
+    threads_.emplace_back([this] { RunIo(); });
   }
   return Status::OK();
+}
+
+void Server::Impl::RunIo() {
+  using Clock = std::chrono::steady_clock;
+  if (options_.busy_poll.count() <= 0) {
+    io_.run();
+    return;
+  }
+  auto last_work = Clock::now();
+  for (;;) {
+    if (io_.poll() > 0) {
+      last_work = Clock::now();
+    } else if (io_.stopped()) {
+      return;
+    } else if (Clock::now() - last_work >= options_.busy_poll) {
+      if (io_.run_one() == 0) return;  // slept until work came, or stopped
+      last_work = Clock::now();
+    }
+  }
 }
 
 void Server::Impl::Accept() {

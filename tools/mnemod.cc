@@ -30,7 +30,9 @@ struct Settings {
   std::string log_level = "info";
   mnemo::net::ServerOptions server;
   int64_t idle_timeout_s = 300;
-  int64_t batch_window_us = 0;
+  int64_t batch_window_us = 1000;
+  double batch_window_fraction = 0.05;
+  int64_t busy_poll_us = 50;
 };
 
 // Values from the TOML file, for the settings not given as flags.
@@ -54,6 +56,8 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
   set("log_level", "--log-level", &s->log_level);
   set("idle_timeout_s", "--idle-timeout-s", &s->idle_timeout_s);
   set("batch_window_us", "--batch-window-us", &s->batch_window_us);
+  set("batch_window_fraction", "--batch-window-fraction", &s->batch_window_fraction);
+  set("busy_poll_us", "--busy-poll-us", &s->busy_poll_us);
   int64_t v;
   auto set_size = [&](const char* key, const char* flag, size_t* field) {
     if (app.count(flag) == 0 && t[key].value<int64_t>()) {
@@ -82,12 +86,14 @@ int Main(int argc, char** argv) {
   app.add_option("--auth-file", s.auth_file, "API keys (not supported yet)");
   app.add_option("--config", config, "TOML file with any of these settings");
   app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")->capture_default_str();
-  app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O")->capture_default_str();
+  app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O and searches (0: one per 4 cores, 1 to 4)");
   app.add_option("--worker-threads", s.server.worker_threads, "threads executing requests (0: one per core)");
   app.add_option("--max-connections", s.server.max_connections, "open connections at most")->capture_default_str();
   app.add_option("--max-frame-bytes", s.server.max_frame_bytes, "largest request frame")->capture_default_str();
   app.add_option("--idle-timeout-s", s.idle_timeout_s, "close connections idle this long")->capture_default_str();
-  app.add_option("--batch-window-us", s.batch_window_us, "wait this long to gather a search batch")->capture_default_str();
+  app.add_option("--batch-window-us", s.batch_window_us, "longest wait to gather a search batch")->capture_default_str();
+  app.add_option("--batch-window-fraction", s.batch_window_fraction, "wait this fraction of the last batch's run time (0: always --batch-window-us)")->capture_default_str();
+  app.add_option("--busy-poll-us", s.busy_poll_us, "an idle I/O thread polls this long before it sleeps (0: never)")->capture_default_str();
   app.add_option("--batch-max-queries", s.server.batching.max_queries, "queries per search batch at most")->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -114,7 +120,9 @@ int Main(int argc, char** argv) {
   }
   s.server.listen = s.listen;
   s.server.idle_timeout = std::chrono::seconds(s.idle_timeout_s);
-  s.server.batching.window = std::chrono::microseconds(s.batch_window_us);
+  s.server.batching.max_window = std::chrono::microseconds(s.batch_window_us);
+  s.server.batching.window_fraction = s.batch_window_fraction;
+  s.server.busy_poll = std::chrono::microseconds(s.busy_poll_us);
 
   // Block the stop signals in every thread; the main thread waits for them.
   sigset_t stop_signals;
