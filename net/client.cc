@@ -3,6 +3,7 @@
 #include <utility>  // before Boost 1.74 Asio, whose awaitable.hpp misses it in C++20
 #include <boost/asio.hpp>
 #include <cstring>
+#include <deque>
 
 #include "net/protocol.h"
 #include "net/server.h"
@@ -23,13 +24,26 @@ struct Client::Impl {
   std::vector<uint8_t> rbuf = std::vector<uint8_t>(64 << 10);
   size_t rfilled = 0;
 
+  std::deque<uint64_t> awaiting;  // ids of requests sent, replies not read
+
   Result<std::vector<uint8_t>> ReadFrame();
 
-  // Sends the request built by `body` and returns the verified reply.
+  // Sends the request built by `body`, without waiting for the reply.
+  template <typename BuildBody>
+  Status Send(wire::Request type, BuildBody&& body, size_t hint = 256);
+  // The verified reply to the oldest request sent and not yet received.
+  Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Receive();
+  // Send, then Receive.
   template <typename BuildBody>
   Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Call(wire::Request type,
                                                                           BuildBody&& body,
-                                                                          size_t hint = 256);
+                                                                          size_t hint = 256) {
+    if (!awaiting.empty()) {
+      return Status::FailedPrecondition("receive the replies of the pipelined upserts first");
+    }
+    MNEMO_RETURN_IF_ERROR(Send(type, std::forward<BuildBody>(body), hint));
+    return Receive();
+  }
 };
 
 namespace {
@@ -73,8 +87,7 @@ Result<const T*> As(const wire::ResponseFrame* f, wire::Response want) {
 }  // namespace
 
 template <typename BuildBody>
-Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl::Call(
-    wire::Request type, BuildBody&& body, size_t hint) {
+Status Client::Impl::Send(wire::Request type, BuildBody&& body, size_t hint) {
   FlatBufferBuilder b(hint);
   auto request = body(b);
   auto key = api_key.empty() ? 0 : b.CreateString(api_key);
@@ -87,6 +100,14 @@ Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl
                                             asio::buffer(b.GetBufferPointer(), b.GetSize())};
   asio::write(socket, bufs, ec);
   if (ec) return Broken(ec);
+  awaiting.push_back(id);
+  return Status::OK();
+}
+
+Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl::Receive() {
+  if (awaiting.empty()) return Status::FailedPrecondition("no request awaits a reply");
+  const uint64_t id = awaiting.front();
+  awaiting.pop_front();
   MNEMO_ASSIGN_OR_RETURN(std::vector<uint8_t> reply, ReadFrame());
   MNEMO_ASSIGN_OR_RETURN(auto frame, VerifyResponse(std::string_view(
                                          reinterpret_cast<const char*>(reply.data()), reply.size())));
@@ -183,12 +204,12 @@ Status Client::Train(std::string_view name) {
   return ErrorOf(r.second);
 }
 
-Result<uint64_t> Client::Upsert(std::string_view name, std::span<const uint64_t> ids,
-                                std::span<const float> vectors, std::span<const uint64_t> groups,
-                                std::span<const std::string_view> payloads) {
+Status Client::SendUpsert(std::string_view name, std::span<const uint64_t> ids,
+                          std::span<const float> vectors, std::span<const uint64_t> groups,
+                          std::span<const std::string_view> payloads) {
   std::string n(name);
   size_t hint = 128 + ids.size() * 16 + vectors.size() * 4;
-  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Upsert, [&](auto& b) {
+  return impl_->Send(wire::Request::Upsert, [&](auto& b) {
     std::vector<flatbuffers::Offset<wire::Payload>> ps;
     for (auto p : payloads) {
       ps.push_back(wire::CreatePayload(
@@ -199,9 +220,20 @@ Result<uint64_t> Client::Upsert(std::string_view name, std::span<const uint64_t>
     auto vv = b.CreateVector(vectors.data(), vectors.size());
     auto iv = b.CreateVector(ids.data(), ids.size());
     return wire::CreateUpsert(b, b.CreateString(n), iv, vv, gv, pv).Union();
-  }, hint));
+  }, hint);
+}
+
+Result<uint64_t> Client::ReceiveUpsert() {
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Receive());
   MNEMO_ASSIGN_OR_RETURN(auto ack, As<wire::Ack>(r.second, wire::Response::Ack));
   return ack->count();
+}
+
+Result<uint64_t> Client::Upsert(std::string_view name, std::span<const uint64_t> ids,
+                                std::span<const float> vectors, std::span<const uint64_t> groups,
+                                std::span<const std::string_view> payloads) {
+  MNEMO_RETURN_IF_ERROR(SendUpsert(name, ids, vectors, groups, payloads));
+  return ReceiveUpsert();
 }
 
 Result<engine::EntryList> Client::Get(std::string_view name, std::span<const uint64_t> ids) {

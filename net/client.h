@@ -42,6 +42,14 @@ class Client {
   Result<uint64_t> Upsert(std::string_view name, std::span<const uint64_t> ids,
                           std::span<const float> vectors, std::span<const uint64_t> groups = {},
                           std::span<const std::string_view> payloads = {});
+  // Pipelined upserts: SendUpsert returns once the request is sent;
+  // ReceiveUpsert returns the replies in the order the upserts were sent.
+  // The server applies a connection's writes in that order too. Other calls
+  // fail with FailedPrecondition while replies are still to be received.
+  Status SendUpsert(std::string_view name, std::span<const uint64_t> ids,
+                    std::span<const float> vectors, std::span<const uint64_t> groups = {},
+                    std::span<const std::string_view> payloads = {});
+  Result<uint64_t> ReceiveUpsert();
   Result<engine::EntryList> Get(std::string_view name, std::span<const uint64_t> ids);
   Result<uint64_t> Delete(std::string_view name, std::span<const uint64_t> ids);
   Result<engine::SearchResult> Search(std::string_view name, std::span<const float> queries,

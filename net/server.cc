@@ -217,27 +217,56 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Flush();
   }
 
+  // Requests run in arrival order where it matters: a request waits until
+  // every earlier non-search request of this connection has finished, so a
+  // pipelined write is applied after the writes before it, and a search sees
+  // them. Searches run on this strand (short and batched: that saves two
+  // thread hops per query); everything else runs on the compute pool.
   void Dispatch(std::shared_ptr<std::vector<uint8_t>> body) {
     Slot* slot = Enqueue();
+    Pending p{RequestHandler::IsSearch(*body), std::move(body), slot};
+    if (ordered_running_ == 0 && held_.empty()) return Run(std::move(p));
+    held_.push_back(std::move(p));
+  }
+
+  struct Pending {
+    bool search;
+    std::shared_ptr<std::vector<uint8_t>> body;
+    Slot* slot;
+  };
+
+  void Run(Pending p) {
     // Keeps io_context::run alive until the reply is back on the strand.
     auto work = asio::make_work_guard(server_->io());
-    auto done = [self = shared_from_this(), slot, work](flatbuffers::DetachedBuffer reply) mutable {
+    const bool ordered = !p.search;
+    auto done = [self = shared_from_this(), slot = p.slot, work,
+                 ordered](flatbuffers::DetachedBuffer reply) mutable {
       // Inline when the request ran on this strand; posted from the pool.
-      asio::dispatch(self->strand_, [self, slot, reply = std::move(reply), work]() mutable {
+      asio::dispatch(self->strand_, [self, slot, reply = std::move(reply), work, ordered]() mutable {
         slot->reply = std::move(reply);
         slot->ready = true;
+        if (ordered) {
+          self->ordered_running_--;
+          self->Release();
+        }
         self->Flush();
       });
     };
-    if (RequestHandler::IsSearch(*body)) {
-      // Searches are short and batched: running them here saves two thread
-      // hops per query, which dominate single-query latency.
-      server_->handler().Handle(body, std::move(done));
-      return;
-    }
-    asio::post(server_->pool(), [self = shared_from_this(), body, done = std::move(done)]() mutable {
+    if (p.search) return server_->handler().Handle(p.body, std::move(done));
+    ordered_running_++;
+    asio::post(server_->pool(), [self = shared_from_this(), body = std::move(p.body),
+                                 done = std::move(done)]() mutable {
       self->server_->handler().Handle(body, std::move(done));
     });
+  }
+
+  // Starts held requests, in order, up to and including the next ordered one.
+  void Release() {
+    while (ordered_running_ == 0 && !held_.empty()) {
+      Pending p = std::move(held_.front());
+      held_.pop_front();
+      Run(std::move(p));
+    }
   }
 
   // Writes the answered prefix of the slot queue, in order.
@@ -307,6 +336,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<uint8_t> buffer_;  // bytes read, not yet dispatched
   size_t filled_ = 0;
   std::deque<Slot> slots_;
+  std::deque<Pending> held_;    // read, waiting for an earlier ordered request
+  size_t ordered_running_ = 0;  // non-search requests started, not finished
   bool writing_ = false, read_paused_ = false;
   bool closing_ = false, closed_ = false, write_failed_ = false;
 };

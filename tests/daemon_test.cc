@@ -139,6 +139,45 @@ TEST(DaemonTest, PipelinedRequestsAreAnsweredInOrder) {
   }
 }
 
+TEST(DaemonTest, PipelinedWritesApplyInOrder) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto c = Connect(d);
+  ASSERT_TRUE(c->CreateCollection(Config("w", 2)).ok());
+  // 40 upserts of the same two ids in flight at once: the last one wins.
+  const std::vector<uint64_t> ids = {7, 8};
+  for (int i = 0; i < 40; ++i) {
+    std::vector<float> v = {float(i), float(i), float(-i), float(-i)};
+    ASSERT_TRUE(c->SendUpsert("w", ids, v).ok());
+  }
+  EXPECT_EQ(c->Stats("w").status().code(), StatusCode::kFailedPrecondition);
+  for (int i = 0; i < 40; ++i) {
+    auto n = c->ReceiveUpsert();
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_EQ(*n, 2u);
+  }
+  auto e = c->Get("w", ids);
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->vectors, (std::vector<float>{39, 39, -39, -39}));
+  // A search pipelined right behind a write sees it.
+  flatbuffers::FlatBufferBuilder up, q;
+  std::vector<uint64_t> nid = {9};
+  std::vector<float> nv = {1000, 1000}, qv = {1000, 1000};
+  up.Finish(wire::CreateRequestFrame(up, kProtocolVersion, 1, 0, wire::Request::Upsert,
+                                     wire::CreateUpsertDirect(up, "w", &nid, &nv).Union()));
+  q.Finish(wire::CreateRequestFrame(q, kProtocolVersion, 2, 0, wire::Request::Search,
+                                    wire::CreateSearchDirect(q, "w", &qv, 1).Union()));
+  ASSERT_TRUE(c->SendFrame({up.GetBufferPointer(), up.GetSize()}).ok());
+  ASSERT_TRUE(c->SendFrame({q.GetBufferPointer(), q.GetSize()}).ok());
+  ASSERT_TRUE(c->ReceiveFrame().ok());
+  auto bytes = c->ReceiveFrame();
+  ASSERT_TRUE(bytes.ok());
+  auto f = VerifyResponse({reinterpret_cast<const char*>(bytes->data()), bytes->size()});
+  ASSERT_TRUE(f.ok());
+  ASSERT_EQ((*f)->response_type(), wire::Response::SearchResult);
+  EXPECT_EQ((*f)->response_as_SearchResult()->ids()->Get(0), 9);
+}
+
 // Each case runs on its own connection; afterwards another client still
 // reads every entry written before.
 TEST(DaemonTest, BadInputOnTheWireNeverTakesTheDaemonDown) {

@@ -2,7 +2,8 @@
 //
 //   mnemo [--addr HOST:PORT] [--api-key KEY] COMMAND ...
 //   create NAME --dim D [--metric l2|ip|cosine] [--index SPEC] [--train-size N]
-//   import NAME FILE [--format fvecs|bvecs|ivecs|npy|jsonl] [--start-id N] [--batch N]
+//   import NAME FILE [--format fvecs|bvecs|ivecs|npy|hdf5|jsonl] [--start-id N] [--batch N]
+//          [--depth N] [--resume] [--state FILE]
 //   search NAME QUERY_FILE [--k 10] [--nprobe N] [--ef N] [--group G] [--out FILE.ivecs]
 //   get NAME ID...   delete NAME ID...   list   stats [NAME]   drop NAME   train NAME
 //   bench NAME QUERY_FILE --gt GT.ivecs [--clients N] [--seconds S] [--k 10] [--nprobe N] [--ef N]
@@ -13,8 +14,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -22,6 +25,7 @@
 #include <unordered_set>
 
 #include "net/client.h"
+#include "tools/import_state.h"
 #include "tools/vector_file.h"
 
 namespace mnemo::tools {
@@ -74,40 +78,112 @@ Result<std::unique_ptr<VecReader>> OpenFile(const std::string& file, const std::
   return VecReader::Open(file, f);
 }
 
+struct ImportOptions {
+  std::string format;
+  uint64_t start_id = 0;
+  size_t batch = 10000;
+  size_t depth = 4;  // upserts in flight
+  bool resume = false;
+  std::string state_path;  // default: .mnemo-import-NAME.state in the working directory
+};
+
+// Where `import` left off: --resume's starting row, or 0.
+Result<ImportState> StartingState(const std::string& name, const std::string& file,
+                                  const ImportOptions& o) {
+  MNEMO_ASSIGN_OR_RETURN(ImportState now, ImportState::For(name, file, o.start_id));
+  if (!o.resume) return now;
+  MNEMO_ASSIGN_OR_RETURN(auto saved, LoadImportState(o.state_path));
+  if (!saved) {
+    std::fprintf(stderr, "no import state in '%s': importing from the first row\n",
+                 o.state_path.c_str());
+    return now;
+  }
+  if (!saved->SameImport(now)) {
+    return Status::FailedPrecondition(
+        "'" + o.state_path + "' records an import of '" + saved->file + "' into '" +
+        saved->collection + "' from id " + std::to_string(saved->start_id) +
+        ", and that file has changed or is another import; run without --resume to start over");
+  }
+  return *saved;
+}
+
+// Streams the file to the daemon in batches, `depth` of them in flight, and
+// records after each acknowledgement how many leading rows are stored.
 int Import(net::Client& c, const std::string& name, const std::string& file,
-           const std::string& format, uint64_t start_id, size_t batch) {
+           const ImportOptions& o) {
   auto stats = c.Stats(name);
   if (!stats.ok()) return Fail(stats.status());
-  auto reader = OpenFile(file, format);
+  auto reader = OpenFile(file, o.format);
   if (!reader.ok()) return Fail(reader.status());
   if ((*reader)->dim() != stats->dim) {
     return Fail(Status::InvalidArgument("'" + file + "' has dimension " +
                                         std::to_string((*reader)->dim()) + ", collection '" +
                                         name + "' has " + std::to_string(stats->dim)));
   }
-  Progress progress((*reader)->rows_hint());
+  auto state = StartingState(name, file, o);
+  if (!state.ok()) return Fail(state.status());
+  // Skip what an earlier run stored (read and dropped: formats are streams).
   VecBatch rows;
-  uint64_t done = 0;
+  for (uint64_t skipped = 0; skipped < state->rows;) {
+    rows.clear();
+    auto n = (*reader)->Read(size_t(std::min<uint64_t>(o.batch, state->rows - skipped)), &rows);
+    if (!n.ok()) return Fail(n.status());
+    if (*n == 0) return Fail(Status::FailedPrecondition("the import state is past the file's end"));
+    skipped += *n;
+  }
+  if (state->rows > 0) {
+    std::fprintf(stderr, "resuming after %llu rows already imported\n",
+                 (unsigned long long)state->rows);
+  }
+  const uint64_t first = state->rows;
+  Progress progress((*reader)->rows_hint() > first ? (*reader)->rows_hint() - first : 0);
+  std::deque<size_t> in_flight;  // rows per upsert sent, oldest first
+  uint64_t sent = first;
+  auto fail_keeping_state = [&](Status st) {
+    std::string m = st.message();
+    if (state->rows > 0) {
+      m += "; the first " + std::to_string(state->rows) +
+           " rows are imported, and 'mnemo import --resume' continues after them";
+    }
+    return Fail(Status(st.code(), m));
+  };
+  auto receive_one = [&]() -> Status {
+    MNEMO_RETURN_IF_ERROR(c.ReceiveUpsert().status());
+    state->rows += in_flight.front();
+    in_flight.pop_front();
+    progress.Update(state->rows - first);
+    return SaveImportState(o.state_path, *state);
+  };
   for (;;) {
     rows.clear();
-    auto n = (*reader)->Read(batch, &rows);
+    auto n = (*reader)->Read(o.batch, &rows);
     if (!n.ok()) {
-      return Fail(Status(n.status().code(), n.status().message() + " (" + std::to_string(done) +
-                                                " entries imported before it)"));
+      while (!in_flight.empty()) {
+        if (Status st = receive_one(); !st.ok()) return fail_keeping_state(st);
+      }
+      return fail_keeping_state(n.status());
     }
     if (*n == 0) break;
     std::vector<uint64_t> ids = rows.ids;
     if (ids.empty()) {
       ids.resize(*n);
-      for (size_t i = 0; i < *n; ++i) ids[i] = start_id + done + i;
+      for (size_t i = 0; i < *n; ++i) ids[i] = o.start_id + sent + i;
     }
     std::vector<std::string_view> payloads(rows.payloads.begin(), rows.payloads.end());
-    auto up = c.Upsert(name, ids, rows.vectors, rows.groups, payloads);
-    if (!up.ok()) return Fail(up.status());
-    done += *n;
-    progress.Update(done);
+    Status st = c.SendUpsert(name, ids, rows.vectors, rows.groups, payloads);
+    if (!st.ok()) return fail_keeping_state(st);
+    in_flight.push_back(*n);
+    sent += *n;
+    while (in_flight.size() >= o.depth) {
+      if (Status st = receive_one(); !st.ok()) return fail_keeping_state(st);
+    }
+  }
+  while (!in_flight.empty()) {
+    if (Status st = receive_one(); !st.ok()) return fail_keeping_state(st);
   }
   progress.Done();
+  if (Status st = RemoveImportState(o.state_path); !st.ok()) return Fail(st);
+  const uint64_t done = state->rows - first;
   double secs = progress.Seconds();
   std::printf("imported %llu entries into '%s' in %.2fs (%.0f/s)\n", (unsigned long long)done,
               name.c_str(), secs, secs > 0 ? double(done) / secs : 0.0);
@@ -197,11 +273,12 @@ int Main(int argc, char** argv) {
 
   std::string name, file, format, metric = "l2", index = "Flat", out, evict, gt;
   uint32_t dim = 0, k = 10, nprobe = 0, ef = 0;
-  uint64_t start_id = 0, capacity = 0, train_size = 0;
+  uint64_t capacity = 0, train_size = 0;
   std::optional<uint64_t> group;
-  size_t batch = 10000, clients = 1;
+  size_t clients = 1;
   double seconds = 10;
   std::vector<uint64_t> ids;
+  ImportOptions import_opts;
 
   auto* create = app.add_subcommand("create", "create a collection");
   create->add_option("name", name)->required();
@@ -215,9 +292,12 @@ int Main(int argc, char** argv) {
   auto* import = app.add_subcommand("import", "import vectors from a file");
   import->add_option("name", name)->required();
   import->add_option("file", file)->required();
-  import->add_option("--format", format, "fvecs, bvecs, ivecs, npy or jsonl (default: the extension)");
-  import->add_option("--start-id", start_id, "id of the first row")->capture_default_str();
-  import->add_option("--batch", batch, "entries per write")->capture_default_str();
+  import->add_option("--format", import_opts.format, "fvecs, bvecs, ivecs, npy, hdf5 or jsonl (default: the extension)");
+  import->add_option("--start-id", import_opts.start_id, "id of the first row")->capture_default_str();
+  import->add_option("--batch", import_opts.batch, "entries per write")->capture_default_str();
+  import->add_option("--depth", import_opts.depth, "writes in flight")->capture_default_str();
+  import->add_flag("--resume", import_opts.resume, "continue an interrupted import of this file");
+  import->add_option("--state", import_opts.state_path, "where the import records its progress (default: .mnemo-import-NAME.state)");
 
   auto search_options = [&](CLI::App* cmd) {
     cmd->add_option("name", name)->required();
@@ -270,7 +350,18 @@ int Main(int argc, char** argv) {
     if (!r.ok()) return Fail(r.status());
     std::printf("created '%s' (dim %u, %s, %s)\n", name.c_str(), dim, metric.c_str(), index.c_str());
   } else if (*import) {
-    return Import(c, name, file, format, start_id, batch);
+    if (import_opts.batch == 0 || import_opts.depth == 0) {
+      std::fprintf(stderr, "--batch and --depth must be at least 1\n");
+      return 2;
+    }
+    if (import_opts.state_path.empty()) {
+      std::string safe = name;
+      for (char& ch : safe) {
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
+      }
+      import_opts.state_path = ".mnemo-import-" + safe + ".state";
+    }
+    return Import(c, name, file, import_opts);
   } else if (*search) {
     uint32_t qdim = 0;
     auto q = ReadAll(file, format, &qdim);

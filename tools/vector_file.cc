@@ -145,7 +145,14 @@ Result<std::unique_ptr<VecReader>> VecReader::Open(const std::string& path, VecF
     std::rewind(f);
     r->dim_ = uint32_t(dim);
     const size_t record = 4 + size_t(dim) * (format == VecFormat::kBvecs ? 1 : 4);
-    r->rows_hint_ = FileSize(path) / record;
+    const uint64_t size = FileSize(path);
+    r->rows_hint_ = size / record;
+    if (size % record != 0) {  // found before anything is read: nothing partial
+      return Status::InvalidArgument("'" + path + "': record " + std::to_string(r->rows_hint_) +
+                                     " is truncated (" + std::to_string(size) +
+                                     " bytes is not a whole number of " +
+                                     std::to_string(record) + "-byte records)");
+    }
   }
   return r;
 }
@@ -184,6 +191,12 @@ Status VecReader::ParseNpyHeader() {
   rows_hint_ = std::stoull(m[1]);
   dim_ = uint32_t(std::stoul(m[2]));
   if (dim_ == 0) return Status::InvalidArgument("'" + path_ + "': dimension 0");
+  const uint64_t want = uint64_t(std::ftell(f_)) + rows_hint_ * dim_ * (npy_half_ ? 2 : 4);
+  if (FileSize(path_) < want) {  // found before anything is read: nothing partial
+    return Status::InvalidArgument("'" + path_ + "' is truncated: its header promises " +
+                                   std::to_string(rows_hint_) + " rows (" + std::to_string(want) +
+                                   " bytes), the file has " + std::to_string(FileSize(path_)));
+  }
   return Status::OK();
 }
 

@@ -26,12 +26,13 @@ def read_ivecs(path):
 
 
 @pytest.fixture
-def tool(build_dir, daemon):
+def tool(build_dir, daemon, tmp_path):
     exe = str(build_dir / "tools" / "mnemo")
 
     def run(*args, check=True):
+        # In tmp_path, where import keeps its resume state.
         p = subprocess.run([exe, "--addr", daemon.address, *map(str, args)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, cwd=tmp_path)
         if check:
             assert p.returncode == 0, p.stderr
         return p
@@ -106,10 +107,17 @@ def test_truncated_file_fails_cleanly(tool, tmp_path):
     with open(tmp_path / "b.fvecs", "r+b") as f:
         f.truncate(os.path.getsize(tmp_path / "b.fvecs") - 3)
     tool("create", "t", "--dim", 8)
-    p = tool("import", "t", tmp_path / "b.fvecs", "--batch", 1000, check=False)
+    p = tool("import", "t", tmp_path / "b.fvecs", "--batch", 10, check=False)
     assert p.returncode == 1
     assert "record 99 is truncated" in p.stderr
-    assert "count=0" in tool("stats", "t").stdout  # one batch: nothing partial
+    assert "count=0" in tool("stats", "t").stdout  # found before the first batch
+
+    np.save(tmp_path / "b.npy", clustered(100, 8, 4))
+    with open(tmp_path / "b.npy", "r+b") as f:
+        f.truncate(os.path.getsize(tmp_path / "b.npy") - 3)
+    p = tool("import", "t", tmp_path / "b.npy", "--batch", 10, check=False)
+    assert p.returncode == 1 and "is truncated" in p.stderr
+    assert "count=0" in tool("stats", "t").stdout
 
 
 def test_wrong_dimension_and_unknown_names_fail(tool, tmp_path):
@@ -148,3 +156,72 @@ def test_hdf5_ann_benchmarks_layout(tool, tmp_path):
         f["vectors"] = base
     p = tool("import", "h", tmp_path / "bad.hdf5", check=False)
     assert p.returncode == 1 and "has no dataset 'train'" in p.stderr
+
+
+def count(tool, name):
+    out = tool("stats", name).stdout
+    return int(out.split("count=")[1].split()[0])
+
+
+def test_killed_import_resumes_to_exactly_the_files_entries(build_dir, daemon, tool, tmp_path):
+    n, dim = 200_000, 16
+    base = clustered(n, dim, 6)
+    write_fvecs(tmp_path / "big.fvecs", base)
+    tool("create", "r", "--dim", dim)
+    state = tmp_path / ".mnemo-import-r.state"
+    # Small batches, each acknowledged and recorded: the kill lands midway.
+    p = subprocess.Popen([str(build_dir / "tools" / "mnemo"), "--addr", daemon.address, "import",
+                          "r", str(tmp_path / "big.fvecs"), "--batch", "200"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = 0
+    while p.poll() is None and rows < 20_000:
+        try:
+            rows = int(state.read_text().split("rows ")[1].split()[0])
+        except (FileNotFoundError, IndexError):
+            pass
+    p.kill()
+    p.wait()
+    assert rows >= 20_000, "the import finished before it could be killed"
+    stored = count(tool, "r")
+    assert rows <= stored < n
+
+    # Another file's import refuses the state rather than skipping rows.
+    write_fvecs(tmp_path / "other.fvecs", base[:10])
+    other = tool("import", "r", tmp_path / "other.fvecs", "--resume", check=False)
+    assert other.returncode == 1 and "run without --resume" in other.stderr
+    assert count(tool, "r") == stored
+
+    out = tool("import", "r", tmp_path / "big.fvecs", "--batch", 5000, "--resume")
+    assert "resuming after" in out.stderr
+    assert count(tool, "r") == n
+    assert not state.exists()
+    from mnemo import Client
+    c = Client(daemon.address)
+    probe = np.array([0, rows - 1, rows, stored, n - 1], dtype=np.uint64)
+    got = c.get("r", probe)
+    assert list(got.ids) == list(probe)
+    np.testing.assert_array_equal(got.vectors, base[probe.astype(np.int64)])
+
+
+def test_import_memory_stays_flat(build_dir, daemon, tool, tmp_path):
+    n, dim = 300_000, 128  # a 155 MB file
+    rng = np.random.default_rng(3)
+    write_fvecs(tmp_path / "m.fvecs", rng.normal(size=(n, dim)).astype(np.float32))
+    tool("create", "m", "--dim", dim)
+    p = subprocess.Popen([str(build_dir / "tools" / "mnemo"), "--addr", daemon.address, "import",
+                          "m", str(tmp_path / "m.fvecs"), "--batch", "2000"],
+                         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # VmHWM: the peak resident size since exec (ru_maxrss would also count
+    # this test's own pages, shared with the child between fork and exec).
+    peak_kb = 0
+    while p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak_kb = max(peak_kb, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError):
+            break
+    assert p.wait() == 0, p.stderr.read()
+    assert count(tool, "m") == n
+    assert 0 < peak_kb < 60 * 1024, f"mnemo import peaked at {peak_kb // 1024} MB for a 155 MB file"
