@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <chrono>
+#include <filesystem>
 
 #include "index/vector_index.h"
 #include "storage/keys.h"
@@ -151,6 +152,30 @@ std::vector<CollectionStats> Engine::ListCollections() const {
   std::vector<CollectionStats> out;
   for (auto& c : all) out.push_back(c->Stats());
   return out;
+}
+
+Status Engine::Backup(const std::string& dir) {
+  namespace fs = std::filesystem;
+  const fs::path path(dir);
+  std::error_code ec;
+  if (dir.empty() || !path.is_absolute()) {
+    return Status::InvalidArgument("backup directory must be an absolute path, got '" + dir + "'");
+  }
+  if (fs::exists(path, ec)) return Status::InvalidArgument("backup directory '" + dir + "' exists");
+  if (!fs::is_directory(path.parent_path(), ec)) {
+    return Status::InvalidArgument("backup directory's parent '" + path.parent_path().string() +
+                                   "' is not a directory");
+  }
+  std::vector<std::shared_ptr<Collection>> all;
+  {
+    std::shared_lock<std::shared_mutex> lock(mu_);
+    if (closed_) return Status::FailedPrecondition("engine is closed");
+    for (auto& [name, c] : collections_) all.push_back(c);
+  }
+  for (auto& c : all) MNEMO_RETURN_IF_ERROR(c->SaveSnapshot());
+  Status st = store_->Checkpoint(dir);
+  if (!st.ok()) fs::remove_all(path, ec);
+  return st;
 }
 
 Status Engine::Close() {

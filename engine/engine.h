@@ -66,6 +66,13 @@ class Engine {
   // Saves graph snapshots and flushes; idempotent. Later calls fail.
   Status Close();
 
+  // Writes a consistent copy of the store, every collection in it, to `dir`
+  // (absolute; must not exist; its parent must), while writes go on: it holds
+  // every write acknowledged before the call. HNSW graphs are snapshotted
+  // first, so that opening the copy need not rebuild them. InvalidArgument
+  // for a bad dir, IOError when the copy fails (a partial dir is removed).
+  Status Backup(const std::string& dir);
+
   storage::Store* store() { return store_.get(); }
   const EngineOptions& options() const { return options_; }
 

@@ -196,6 +196,14 @@ Result<engine::CollectionStats> Client::Stats(std::string_view name) {
   return StatsOf(info);
 }
 
+Status Client::Backup(std::string_view dir) {
+  std::string d(dir);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Backup, [&](auto& b) {
+    return wire::CreateBackupDirect(b, d.c_str()).Union();
+  }));
+  return ErrorOf(r.second);
+}
+
 Status Client::Train(std::string_view name) {
   std::string n(name);
   MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::Train, [&](auto& b) {

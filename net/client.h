@@ -39,6 +39,9 @@ class Client {
   Result<std::vector<engine::CollectionStats>> ListCollections();
   Result<engine::CollectionStats> Stats(std::string_view name);
   Status Train(std::string_view name);
+  // A consistent copy of the daemon's store in `dir` on its machine (see
+  // Engine::Backup).
+  Status Backup(std::string_view dir);
   Result<uint64_t> Upsert(std::string_view name, std::span<const uint64_t> ids,
                           std::span<const float> vectors, std::span<const uint64_t> groups = {},
                           std::span<const std::string_view> payloads = {});

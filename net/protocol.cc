@@ -53,6 +53,7 @@ const char* RequestName(wire::Request type) {
     case wire::Request::PutKv: return "put_kv";
     case wire::Request::GetKv: return "get_kv";
     case wire::Request::MatchPrefix: return "match_prefix";
+    case wire::Request::Backup: return "backup";
     default: return "unknown";
   }
 }

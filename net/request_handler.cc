@@ -82,6 +82,10 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
       FlatBufferBuilder b(256);
       return Finish(b, id, wire::Response::CollectionInfo, Info(b, c->Stats()).Union());
     }
+    case wire::Request::Backup: {
+      MNEMO_RETURN_IF_ERROR(e.Backup(Str(f.request_as_Backup()->dir())));
+      return AckReply(id, 1);
+    }
     case wire::Request::Train: {
       MNEMO_ASSIGN_OR_RETURN(auto c, Lookup(e, f.request_as_Train()->name()));
       MNEMO_RETURN_IF_ERROR(c->Train());

@@ -6,6 +6,7 @@
 //          [--depth N] [--resume] [--state FILE]
 //   search NAME QUERY_FILE [--k 10] [--nprobe N] [--ef N] [--group G] [--out FILE.ivecs]
 //   get NAME ID...   delete NAME ID...   list   stats [NAME]   drop NAME   train NAME
+//   backup DIR   restore DIR --data-dir DIR2
 //   bench NAME QUERY_FILE --gt GT.ivecs [--clients N] [--seconds S] [--k 10] [--nprobe N] [--ef N]
 //
 // Exit codes: 0 success, 1 the operation failed (the server's or the file's
@@ -18,6 +19,7 @@
 #include <atomic>
 #include <chrono>
 #include <deque>
+#include <filesystem>
 #include <cstdio>
 #include <mutex>
 #include <optional>
@@ -190,6 +192,40 @@ int Import(net::Client& c, const std::string& name, const std::string& file,
   return 0;
 }
 
+// Copies a backup into a new data directory and opens it there, which
+// checks it and rebuilds whatever index it must, before any daemon serves it.
+int Restore(const std::string& backup, const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(backup, ec) || !fs::exists(fs::path(backup) / "CURRENT", ec)) {
+    return Fail(Status::InvalidArgument("'" + backup + "' is not a mnemo backup (no CURRENT file)"));
+  }
+  if (fs::exists(data_dir, ec) && !fs::is_empty(data_dir, ec)) {
+    return Fail(Status::InvalidArgument("'" + data_dir +
+                                        "' is not empty; restore into a new directory "
+                                        "(the daemon must not be running on it)"));
+  }
+  fs::create_directories(data_dir, ec);
+  if (!ec) fs::copy(backup, data_dir, fs::copy_options::recursive, ec);
+  if (ec) {
+    fs::remove_all(data_dir, ec);
+    return Fail(Status::IOError("cannot copy '" + backup + "' to '" + data_dir + "': " + ec.message()));
+  }
+  engine::EngineOptions eo;
+  eo.data_dir = data_dir;
+  auto eng = engine::Engine::Open(eo);
+  if (!eng.ok()) {
+    std::error_code ignored;
+    fs::remove_all(data_dir, ignored);
+    return Fail(Status(eng.status().code(), "the restored store does not open: " + eng.status().message()));
+  }
+  for (const auto& c : (*eng)->ListCollections()) PrintStats(c);
+  Status st = (*eng)->Close();
+  if (!st.ok()) return Fail(st);
+  std::printf("restored '%s' into '%s'\n", backup.c_str(), data_dir.c_str());
+  return 0;
+}
+
 Result<std::vector<float>> ReadAll(const std::string& file, const std::string& format,
                                    uint32_t* dim) {
   MNEMO_ASSIGN_OR_RETURN(auto reader, OpenFile(file, format));
@@ -330,6 +366,14 @@ int Main(int argc, char** argv) {
   drop->add_option("name", name)->required();
   auto* train = app.add_subcommand("train", "train an index on the entries stored so far");
   train->add_option("name", name)->required();
+  std::string dir, data_dir;
+  auto* backup = app.add_subcommand(
+      "backup", "online copy of the daemon's store into DIR, on the daemon's machine");
+  backup->add_option("dir", dir, "new directory (relative paths are made absolute here)")->required();
+  auto* restore = app.add_subcommand(
+      "restore", "copy a backup into a new data directory for a stopped daemon (no daemon needed)");
+  restore->add_option("dir", dir, "the backup")->required();
+  restore->add_option("--data-dir", data_dir, "new data directory for mnemod")->required();
 
   try {
     app.parse(argc, argv);
@@ -338,6 +382,7 @@ int Main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   const net::SearchOptions so{.k = k, .nprobe = nprobe, .ef = ef, .group = group};
+  if (*restore) return Restore(dir, data_dir);
   if (*bench) return Bench(addr, api_key, name, file, format, gt, clients, seconds, so);
 
   auto connected = net::Client::Connect(addr, api_key);
@@ -409,6 +454,12 @@ int Main(int argc, char** argv) {
     Status st = c.DropCollection(name);
     if (!st.ok()) return Fail(st);
     std::printf("dropped '%s'\n", name.c_str());
+  } else if (*backup) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(dir, ec);
+    Status st = c.Backup(ec ? dir : abs.lexically_normal().string());
+    if (!st.ok()) return Fail(st);
+    std::printf("backed up into '%s'\n", (ec ? dir : abs.lexically_normal().string()).c_str());
   } else if (*train) {
     Status st = c.Train(name);
     if (!st.ok()) return Fail(st);

@@ -15,7 +15,7 @@ import flatbuffers
 import numpy as np
 
 from mnemo import errors
-from mnemo.wire import (Ack, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
+from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
                         Delete, DropCollection, DropKvSpace, Entries as WireEntries, Error as
                         WireError, Get, GetKv, GetStats, ListCollections, MatchPrefix, Payload,
                         PutKv, Request, RequestFrame, Response, ResponseFrame, Search,
@@ -195,6 +195,12 @@ class Client:
 
     def train(self, name: str) -> None:
         self._call(Request.Request.Train, lambda b: _table(b, Train, Name=_string(b, name)))
+
+    def backup(self, dir: str) -> None:
+        """A consistent copy of the daemon's whole store in `dir`, an absolute
+        path on the daemon's machine that must not exist yet. Writes go on
+        meanwhile; the copy holds every write acknowledged before the call."""
+        self._call(Request.Request.Backup, lambda b: _table(b, Backup, Dir=_string(b, dir)))
 
     def upsert(self, name: str, ids, vectors, groups=None, payloads=None) -> int:
         """Inserts or replaces entries. ids: uint64[n]; vectors: float32[n, dim];

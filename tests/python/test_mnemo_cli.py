@@ -225,3 +225,60 @@ def test_import_memory_stays_flat(build_dir, daemon, tool, tmp_path):
     assert p.wait() == 0, p.stderr.read()
     assert count(tool, "m") == n
     assert 0 < peak_kb < 60 * 1024, f"mnemo import peaked at {peak_kb // 1024} MB for a 155 MB file"
+
+
+def test_backup_during_writes_restores_every_acknowledged_entry(daemon, daemon_factory, tool,
+                                                               tmp_path):
+    import threading
+    import time
+    from mnemo import Client
+
+    def vectors(ids):
+        ids = ids.astype(np.float32)[:, None]
+        return np.hstack([ids, ids % 7, -ids, np.ones_like(ids)]).astype(np.float32)
+
+    Client(daemon.address).create_collection("b", 4, index="HNSW16")
+    acked = [0]  # every id below acked[-1] is acknowledged
+    stop = threading.Event()
+
+    def writer():
+        w = Client(daemon.address)
+        while not stop.is_set():
+            ids = np.arange(acked[-1], acked[-1] + 200, dtype=np.uint64)
+            w.upsert("b", ids, vectors(ids))
+            acked.append(acked[-1] + 200)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        while acked[-1] < 4000 and t.is_alive():
+            time.sleep(0.001)
+        before = acked[-1]
+        out = tool("backup", "bk").stdout  # relative: made absolute by mnemo
+        assert f"backed up into '{tmp_path / 'bk'}'" in out
+        while acked[-1] < before + 2000 and t.is_alive():  # writes went on meanwhile
+            time.sleep(0.001)
+    finally:
+        stop.set()
+        t.join()
+
+    again = tool("backup", tmp_path / "bk", check=False)
+    assert again.returncode == 1 and "exists" in again.stderr
+    assert acked[-1] >= before + 2000, "the writer stopped early"
+    restored = tool("restore", tmp_path / "bk", "--data-dir", tmp_path / "restored").stdout
+    assert "b: dim=4" in restored
+    d2 = daemon_factory(tmp_path / "restored")
+    c2 = Client(d2.address)
+    want = np.arange(before, dtype=np.uint64)
+    got = c2.get("b", want)
+    assert len(got.ids) == before
+    np.testing.assert_array_equal(got.vectors, vectors(want))
+    assert before <= c2.stats("b").count <= acked[-1]
+    _, ids = c2.search("b", vectors(np.array([17], dtype=np.uint64)), k=1)
+    assert ids[0][0] == 17
+
+    busy = tool("restore", tmp_path / "bk", "--data-dir", tmp_path / "restored", check=False)
+    assert busy.returncode == 1 and "is not empty" in busy.stderr
+    (tmp_path / "junk").mkdir()
+    junk = tool("restore", tmp_path / "junk", "--data-dir", tmp_path / "r2", check=False)
+    assert junk.returncode == 1 and "is not a mnemo backup" in junk.stderr

@@ -18,3 +18,4 @@ class Request(object):
     PutKv = 12
     GetKv = 13
     MatchPrefix = 14
+    Backup = 15
