@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
   clang libclang-rt-14-dev                            # the wire fuzzer (libFuzzer)
   python3 python3-numpy python3-flatbuffers python3-pytest python3-h5py
+  fortunes                                            # a text corpus for the quick start
 )
 
 SUDO=""

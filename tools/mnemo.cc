@@ -51,6 +51,11 @@ class Progress {
     double secs = Seconds();
     double rate = secs > 0 ? double(done) / secs : 0;
     double left = rate > 0 && total_ > done ? double(total_ - done) / rate : 0;
+    if (total_ == 0) {  // the format does not tell how many rows there are
+      std::fprintf(stderr, "%s%llu entries  %.0f/s%s", tty_ ? "\r" : "", (unsigned long long)done,
+                   rate, tty_ ? "   " : "\n");
+      return;
+    }
     std::fprintf(stderr, "%s%llu/%llu entries  %.0f/s  %.0fs left%s", tty_ ? "\r" : "",
                  (unsigned long long)done, (unsigned long long)total_, rate, left,
                  tty_ ? "   " : "\n");

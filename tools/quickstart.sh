@@ -23,4 +23,13 @@ else
   cat data/mnemod.out
 fi
 PYTHONPATH=reader /usr/bin/python3 tools/quickstart.py --addr 127.0.0.1:7070 "$@"
+
+# Real text: the fortunes package's quotations, chunked and embedded with the
+# hashed n-gram stand-in (tools/make_corpus.py), imported by `mnemo import`.
+if ./build/tools/mnemo create corpus --dim 256 --metric cosine --index HNSW32 2>/dev/null; then
+  /usr/bin/python3 tools/make_corpus.py --out data/corpus.jsonl
+  ./build/tools/mnemo import corpus data/corpus.jsonl
+fi
+echo 'text search: "computers are useless, they only give answers"'
+/usr/bin/python3 tools/make_corpus.py --query "computers are useless, they only give answers"
 echo "mnemod keeps running (pid $(cat "$pidfile")); stop it with: kill $(cat "$pidfile")"

@@ -3,10 +3,13 @@ or by hand, imported, searched, checked against numpy's brute force; bad
 input fails with one clear message, a non-zero exit, and nothing partial."""
 import json
 import os
+import pathlib
 import subprocess
 
 import numpy as np
 import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def write_fvecs(path, x):
@@ -282,3 +285,38 @@ def test_backup_during_writes_restores_every_acknowledged_entry(daemon, daemon_f
     (tmp_path / "junk").mkdir()
     junk = tool("restore", tmp_path / "junk", "--data-dir", tmp_path / "r2", check=False)
     assert junk.returncode == 1 and "is not a mnemo backup" in junk.stderr
+
+
+def test_sample_corpus_script_chunks_embeds_imports_and_finds_text(tool, daemon, tmp_path):
+    script = ROOT / "tools" / "make_corpus.py"
+    src = tmp_path / "texts"
+    src.mkdir()
+    (src / "quotes").write_text("Computers are useless. They can only give you answers.\n%\n"
+                                "A penny saved is a penny earned.\n%\n"
+                                "The early bird catches the worm.\n%\n"
+                                "Time flies like an arrow; fruit flies like a banana.\n%\n")
+    (src / "essay.txt").write_text("First paragraph about storage engines and logs.\n\n"
+                                   "Second paragraph about vector search and graphs.\n")
+
+    def make(out):
+        subprocess.run(["/usr/bin/python3", str(script), "--out", str(out), "--dim", "64",
+                        "--max-chars", "60", str(src)], check=True, capture_output=True)
+        return [json.loads(line) for line in open(out)]
+
+    records = make(tmp_path / "c.jsonl")
+    assert make(tmp_path / "again.jsonl") == records  # deterministic
+    texts = [r["text"] for r in records]
+    assert "A penny saved is a penny earned." in texts  # one fortune per chunk
+    assert any(t.startswith("First paragraph") for t in texts)  # paragraphs, too long to join
+    assert [r["id"] for r in records] == list(range(len(records)))
+    assert len({r["group"] for r in records}) == 2  # one group per source file
+    for r in records:
+        assert len(r["vector"]) == 64
+        assert abs(np.linalg.norm(r["vector"]) - 1) < 1e-5
+
+    tool("create", "corpus", "--dim", 64, "--metric", "cosine")
+    assert f"imported {len(records)} entries" in tool("import", "corpus", tmp_path / "c.jsonl").stdout
+    q = subprocess.run(["/usr/bin/python3", str(script), "--query", "a penny saved",
+                        "--collection", "corpus", "--addr", daemon.address, "--dim", "64", "--k", "2"],
+                       check=True, capture_output=True, text=True).stdout
+    assert "A penny saved is a penny earned." in q.splitlines()[0]
