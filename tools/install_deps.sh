@@ -10,7 +10,7 @@ PACKAGES=(
   libboost-dev libboost-system-dev                    # net/: Asio, Beast
   libflatbuffers-dev flatbuffers-compiler             # net/: wire schema
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
-  libxxhash-dev libzstd-dev liblz4-dev libhdf5-dev nlohmann-json3-dev
+  libxxhash-dev libzstd-dev liblz4-dev libhdf5-dev nlohmann-json3-dev libimath-dev
   libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
   clang libclang-rt-14-dev                            # the wire fuzzer (libFuzzer)
   python3 python3-numpy python3-flatbuffers python3-pytest python3-h5py
