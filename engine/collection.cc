@@ -237,8 +237,13 @@ Result<SearchResult> Collection::Search(const SearchRequest& r) const {
   }
   MNEMO_RETURN_IF_ERROR(
       index_->Search(n, r.queries.data(), params, out.distances.data(), out.ids.data()));
+  // FAISS 1.7.3 answers k=1 with slot 0 when nothing qualifies (an empty
+  // index, or every slot filtered out); only slots that exist and pass the
+  // filter become ids, the rest are "none" (-1).
   for (int64_t& slot : out.ids) {
-    if (slot >= 0) slot = int64_t(slots_.id(slot));
+    const bool valid = slot >= 0 && size_t(slot) < slots_.size() &&
+                       (params.filter == nullptr || params.filter->Contains(slot));
+    slot = valid ? int64_t(slots_.id(slot)) : -1;
   }
   return out;
 }

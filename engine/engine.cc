@@ -37,8 +37,19 @@ Result<EvictPolicy> ParseEvict(std::string_view s) {
 
 }  // namespace
 
+int64_t WallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+EngineOptions WithClock(EngineOptions o) {
+  if (!o.now_ms) o.now_ms = WallClockMs;
+  return o;
+}
+
 Engine::Engine(EngineOptions options, std::unique_ptr<storage::Store> store)
-    : options_(std::move(options)), store_(std::move(store)) {}
+    : options_(WithClock(std::move(options))), store_(std::move(store)) {}
 
 Engine::~Engine() { (void)Close(); }
 
@@ -50,6 +61,7 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   MNEMO_ASSIGN_OR_RETURN(auto store, storage::Store::Open(options.data_dir, so));
   std::unique_ptr<Engine> engine(new Engine(options, std::move(store)));
   MNEMO_RETURN_IF_ERROR(engine->LoadCollections());
+  MNEMO_RETURN_IF_ERROR(engine->LoadKvSpaces());
   return engine;
 }
 
@@ -123,6 +135,81 @@ Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionCon
   return c;
 }
 
+Status Engine::LoadKvSpaces() {
+  MNEMO_ASSIGN_OR_RETURN(auto next, store_->Get(Cf::kMeta, storage::kNextKvSpaceIdKey));
+  if (next && next->size() == 4) next_kv_space_id_ = storage::DecodeFixed32(next->data());
+  std::vector<KvSpaceRecord> records;
+  Status decode = Status::OK();
+  std::string end(storage::kKvSpaceMetaPrefix);
+  end.back()++;
+  MNEMO_RETURN_IF_ERROR(store_->Scan(
+      Cf::kMeta, storage::kKvSpaceMetaPrefix, end, [&](std::string_view, std::string_view v) {
+        auto r = KvSpaceRecord::Decode(v);
+        if (!r.ok()) { decode = r.status(); return false; }
+        records.push_back(std::move(r).value());
+        return true;
+      }));
+  MNEMO_RETURN_IF_ERROR(decode);
+  for (auto& r : records) {
+    std::string name = r.config.name;
+    MNEMO_RETURN_IF_ERROR(KvSpace::Validate(r.config));
+    auto space = std::make_shared<KvSpace>(store_.get(), std::move(r), options_.now_ms);
+    Status st = space->Load();
+    if (!st.ok()) return Status(st.code(), "cannot load KV space '" + name + "': " + st.message());
+    kv_spaces_.emplace(name, std::move(space));
+  }
+  return Status::OK();
+}
+
+Result<std::shared_ptr<KvSpace>> Engine::CreateKvSpace(const KvSpaceConfig& config) {
+  MNEMO_RETURN_IF_ERROR(ValidateName(config.name));
+  MNEMO_RETURN_IF_ERROR(KvSpace::Validate(config));
+  KvSpaceRecord record;
+  record.config = config;
+  // Canonical names, so that stats show what the space does.
+  record.config.dtype = kv::DtypeName(kv::ParseDtype(config.dtype).value());
+  record.config.codec = kv::CodecSpec::Parse(config.codec)->Name();
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  if (closed_) return Status::FailedPrecondition("engine is closed");
+  if (kv_spaces_.count(config.name) != 0) {
+    return Status::AlreadyExists("KV space '" + config.name + "' already exists");
+  }
+  record.id = next_kv_space_id_;
+  storage::WriteBatch batch(*store_);
+  batch.Put(Cf::kMeta, storage::KvSpaceMetaKey(config.name), record.Encode());
+  std::string next;
+  storage::PutFixed32(&next, record.id + 1);
+  batch.Put(Cf::kMeta, storage::kNextKvSpaceIdKey, next);
+  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
+  next_kv_space_id_ = record.id + 1;
+  auto space = std::make_shared<KvSpace>(store_.get(), std::move(record), options_.now_ms);
+  kv_spaces_.emplace(config.name, space);
+  return space;
+}
+
+Status Engine::DropKvSpace(std::string_view name) {
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  auto it = kv_spaces_.find(name);
+  if (it == kv_spaces_.end()) return Status::NotFound("no KV space named '" + std::string(name) + "'");
+  MNEMO_RETURN_IF_ERROR(it->second->Drop());
+  kv_spaces_.erase(it);
+  return Status::OK();
+}
+
+Result<std::shared_ptr<KvSpace>> Engine::GetKvSpace(std::string_view name) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  auto it = kv_spaces_.find(name);
+  if (it == kv_spaces_.end()) return Status::NotFound("no KV space named '" + std::string(name) + "'");
+  return it->second;
+}
+
+std::vector<KvSpaceStats> Engine::ListKvSpaces() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<KvSpaceStats> out;
+  for (auto& [name, s] : kv_spaces_) out.push_back(s->Stats());
+  return out;
+}
+
 Status Engine::DropCollection(std::string_view name) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   auto it = collections_.find(name);
@@ -160,6 +247,15 @@ Status Engine::Backup(const std::string& dir) {
   std::error_code ec;
   if (dir.empty() || !path.is_absolute()) {
     return Status::InvalidArgument("backup directory must be an absolute path, got '" + dir + "'");
+  }
+  if (!options_.backup_root.empty()) {
+    const auto root = fs::weakly_canonical(options_.backup_root, ec);
+    const auto parent = fs::weakly_canonical(path.parent_path(), ec);
+    auto rel = parent.lexically_relative(root);
+    if (rel.empty() || *rel.begin() == "..") {
+      return Status::PermissionDenied("backups go inside '" + options_.backup_root + "', not '" +
+                                      dir + "'");
+    }
   }
   if (fs::exists(path, ec)) return Status::InvalidArgument("backup directory '" + dir + "' exists");
   if (!fs::is_directory(path.parent_path(), ec)) {

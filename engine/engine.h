@@ -17,6 +17,7 @@
 
 #include "common/status.h"
 #include "engine/collection.h"
+#include "engine/kv_space.h"
 #include "storage/store.h"
 
 namespace mnemo::engine {
@@ -35,6 +36,10 @@ struct EngineOptions {
   size_t compact_min_dead = 4096;
   // Fault-injection seam, passed to RocksDB; not owned.
   rocksdb::Env* env = nullptr;
+  // When set, Backup writes only to directories inside this one.
+  std::string backup_root;
+  // Wall clock in milliseconds for KV time-to-live; a seam for tests.
+  KvSpace::NowMs now_ms;
 };
 
 struct CollectionConfig {
@@ -63,6 +68,12 @@ class Engine {
   Result<std::shared_ptr<Collection>> GetCollection(std::string_view name) const;
   std::vector<CollectionStats> ListCollections() const;
 
+  // KV spaces (engine/kv_space.h); names follow the collection rules.
+  Result<std::shared_ptr<KvSpace>> CreateKvSpace(const KvSpaceConfig& config);
+  Status DropKvSpace(std::string_view name);
+  Result<std::shared_ptr<KvSpace>> GetKvSpace(std::string_view name) const;
+  std::vector<KvSpaceStats> ListKvSpaces() const;
+
   // Saves graph snapshots and flushes; idempotent. Later calls fail.
   Status Close();
 
@@ -79,6 +90,7 @@ class Engine {
  private:
   Engine(EngineOptions options, std::unique_ptr<storage::Store> store);
   Status LoadCollections();
+  Status LoadKvSpaces();
 
   const EngineOptions options_;
   std::unique_ptr<storage::Store> store_;
@@ -86,6 +98,8 @@ class Engine {
   mutable std::shared_mutex mu_;  // guards the members below
   std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_;
   uint32_t next_collection_id_ = 1;
+  std::map<std::string, std::shared_ptr<KvSpace>, std::less<>> kv_spaces_;
+  uint32_t next_kv_space_id_ = 1;
   bool closed_ = false;
 };
 

@@ -54,6 +54,7 @@ const char* RequestName(wire::Request type) {
     case wire::Request::GetKv: return "get_kv";
     case wire::Request::MatchPrefix: return "match_prefix";
     case wire::Request::Backup: return "backup";
+    case wire::Request::GetKvStats: return "kv_stats";
     default: return "unknown";
   }
 }

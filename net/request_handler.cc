@@ -21,6 +21,11 @@ std::span<const T> Span(const flatbuffers::Vector<T>* v) {
   return {v->data(), v->size()};
 }
 
+std::string_view Bytes(const flatbuffers::Vector<uint8_t>* v) {
+  if (v == nullptr) return {};
+  return {reinterpret_cast<const char*>(v->data()), v->size()};
+}
+
 flatbuffers::DetachedBuffer Finish(FlatBufferBuilder& b, uint64_t request_id, wire::Response type,
                                    Offset<void> body) {
   b.Finish(wire::CreateResponseFrame(b, kProtocolVersion, request_id, type, body));
@@ -32,11 +37,23 @@ flatbuffers::DetachedBuffer AckReply(uint64_t request_id, uint64_t count) {
   return Finish(b, request_id, wire::Response::Ack, wire::CreateAck(b, count).Union());
 }
 
+flatbuffers::DetachedBuffer KvInfoReply(uint64_t request_id, const engine::KvSpaceStats& s);
+
 Offset<wire::CollectionInfo> Info(FlatBufferBuilder& b, const engine::CollectionStats& s) {
   return wire::CreateCollectionInfoDirect(b, s.name.c_str(), s.dim, s.metric.c_str(),
                                           s.index.c_str(), s.count, s.deleted_slots, s.trained,
                                           s.train_size, s.epoch, s.index_memory_bytes,
                                           s.storage_bytes);
+}
+
+flatbuffers::DetachedBuffer KvInfoReply(uint64_t request_id, const engine::KvSpaceStats& s) {
+  FlatBufferBuilder b(256);
+  const auto& c = s.config;
+  auto body = wire::CreateKvSpaceInfoDirect(
+      b, c.name.c_str(), c.layers, c.kv_heads, c.head_dim, c.dtype.c_str(), c.chunk_tokens,
+      c.codec.c_str(), c.capacity_bytes, c.ttl_seconds, s.segments, s.bytes_stored, s.raw_bytes,
+      s.hits, s.misses, s.evictions, s.expirations);
+  return Finish(b, request_id, wire::Response::KvSpaceInfo, body.Union());
 }
 
 flatbuffers::DetachedBuffer SearchReply(uint64_t request_id, const engine::SearchResult& r) {
@@ -126,13 +143,45 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
       MNEMO_ASSIGN_OR_RETURN(uint64_t n, c->Delete(Span(r->ids())));
       return AckReply(id, n);
     }
-    case wire::Request::CreateKvSpace:
+    case wire::Request::CreateKvSpace: {
+      auto* r = f.request_as_CreateKvSpace();
+      engine::KvSpaceConfig c{Str(r->name()), r->layers(), r->kv_heads(), r->head_dim(),
+                              r->dtype() ? r->dtype()->str() : "f16", r->chunk_tokens(),
+                              r->codec() ? r->codec()->str() : "raw", r->capacity_bytes(),
+                              r->ttl_s()};
+      if (c.chunk_tokens == 0) c.chunk_tokens = 256;
+      MNEMO_ASSIGN_OR_RETURN(auto space, e.CreateKvSpace(c));
+      return KvInfoReply(id, space->Stats());
+    }
     case wire::Request::DropKvSpace:
-    case wire::Request::PutKv:
-    case wire::Request::GetKv:
-    case wire::Request::MatchPrefix:
-      return Status::Unimplemented(std::string(RequestName(f.request_type())) +
-                                   ": KV spaces are not served by this version");
+      MNEMO_RETURN_IF_ERROR(e.DropKvSpace(Str(f.request_as_DropKvSpace()->name())));
+      return AckReply(id, 1);
+    case wire::Request::GetKvStats: {
+      MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(f.request_as_GetKvStats()->name())));
+      return KvInfoReply(id, space->Stats());
+    }
+    case wire::Request::PutKv: {
+      auto* r = f.request_as_PutKv();
+      MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
+      MNEMO_RETURN_IF_ERROR(
+          space->Put(Bytes(r->chunk_hash()), Span(r->keys()), Span(r->values()), r->tokens()));
+      return AckReply(id, 1);
+    }
+    case wire::Request::GetKv: {
+      auto* r = f.request_as_GetKv();
+      MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
+      MNEMO_ASSIGN_OR_RETURN(engine::KvSegment seg, space->Get(Bytes(r->chunk_hash()), Span(r->layers())));
+      FlatBufferBuilder b(256 + seg.keys.size() * 2);
+      auto body = wire::CreateKvSegmentDirect(b, seg.tokens, space->config().dtype.c_str(),
+                                              &seg.layers, &seg.keys, &seg.values);
+      return Finish(b, id, wire::Response::KvSegment, body.Union());
+    }
+    case wire::Request::MatchPrefix: {
+      auto* r = f.request_as_MatchPrefix();
+      MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
+      MNEMO_ASSIGN_OR_RETURN(size_t n, space->MatchPrefix(Bytes(r->chunk_hashes())));
+      return AckReply(id, n);
+    }
     default:
       return Status::InvalidArgument("unknown operation " +
                                      std::to_string(int(f.request_type())));

@@ -54,4 +54,27 @@ void PutFixed64(std::string* dst, uint64_t v) { dst->append(reinterpret_cast<con
 uint32_t DecodeFixed32(const char* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 uint64_t DecodeFixed64(const char* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 
+std::string KvSpaceMetaKey(std::string_view name) {
+  return std::string(kKvSpaceMetaPrefix) + std::string(name);
+}
+
+std::string KvHeadPrefix(KvSpaceId space) {
+  std::string k = CollectionPrefix(space);
+  k.push_back('\0');
+  return k;
+}
+
+std::string KvHeadKey(KvSpaceId space, std::string_view hash) {
+  return KvHeadPrefix(space) + std::string(hash);
+}
+
+std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer) {
+  std::string k = CollectionPrefix(space);
+  k.push_back('\1');
+  k += hash;
+  k.push_back(char(layer >> 8));
+  k.push_back(char(layer & 0xFF));
+  return k;
+}
+
 }  // namespace mnemo::storage

@@ -10,6 +10,10 @@
 //   entries: be32(collection) be64(id) -> EntryRecord
 //   codes:   be32(collection) be64(id) -> CodeRecord (index codes, derived)
 //   index:   be32(collection) tag      -> trained quantizer / graph snapshot
+//   meta:    "k/" name                 -> KvSpaceRecord (engine/kv_space.h)
+//            "next_kv_space_id"        -> fixed32 little-endian
+//   kv:      be32(space) 0x00 hash[32]          -> KV segment head
+//            be32(space) 0x01 hash[32] be16(layer) -> one encoded layer (kv/codec.h)
 #pragma once
 
 #include <cstdint>
@@ -32,6 +36,16 @@ std::string EntryKey(CollectionId collection, uint64_t id);
 uint64_t EntryIdFromKey(std::string_view key);
 // be32(collection) tag, for the index column family.
 std::string IndexKey(CollectionId collection, std::string_view tag);
+
+using KvSpaceId = uint32_t;
+inline constexpr std::string_view kKvSpaceMetaPrefix = "k/";
+inline constexpr std::string_view kNextKvSpaceIdKey = "next_kv_space_id";
+std::string KvSpaceMetaKey(std::string_view name);
+// be32(space) 0x00 hash: a segment's head; KvHeadPrefix(s) begins them all.
+std::string KvHeadKey(KvSpaceId space, std::string_view hash);
+std::string KvHeadPrefix(KvSpaceId space);
+// be32(space) 0x01 hash be16(layer): one layer of a segment.
+std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer);
 
 // Fixed-width little-endian helpers for values.
 void PutFixed32(std::string* dst, uint32_t v);

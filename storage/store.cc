@@ -13,8 +13,8 @@
 namespace mnemo::storage {
 namespace {
 
-constexpr const char* kCfNames[] = {"meta", "entries", "codes", "index"};
-constexpr size_t kNumCfs = 4;
+constexpr const char* kCfNames[] = {"meta", "entries", "codes", "index", "kv"};
+constexpr size_t kNumCfs = 5;
 
 rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
@@ -36,6 +36,16 @@ rocksdb::ColumnFamilyOptions CfOptions(Cf cf) {
   o.compression = dense ? rocksdb::kNoCompression : rocksdb::kLZ4Compression;
   o.write_buffer_size = dense ? 128 << 20 : 16 << 20;
   if (cf == Cf::kIndex) o.enable_blob_files = true;  // multi-MB snapshot chunks
+  if (cf == Cf::kKv) {
+    // KV layers are MBs each and already compressed by their codec: keep
+    // them in blob files (compaction then moves keys, not values) and do
+    // not compress them again.
+    o.enable_blob_files = true;
+    o.min_blob_size = 4096;
+    o.compression = rocksdb::kNoCompression;
+    o.blob_compression_type = rocksdb::kNoCompression;
+    o.write_buffer_size = 64 << 20;
+  }
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));

@@ -1,4 +1,4 @@
-// Store: mnemo's durable state, one RocksDB database with four column
+// Store: mnemo's durable state, one RocksDB database with five column
 // families (see storage/keys.h for what each holds).
 //
 // Thread-safe: every method may be called from any thread without external
@@ -26,7 +26,7 @@ class Env;
 
 namespace mnemo::storage {
 
-enum class Cf { kMeta = 0, kEntries = 1, kCodes = 2, kIndex = 3 };
+enum class Cf { kMeta = 0, kEntries = 1, kCodes = 2, kIndex = 3, kKv = 4 };
 
 struct StoreOptions {
   // Sync the write-ahead log before acknowledging each write.

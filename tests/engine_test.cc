@@ -171,6 +171,31 @@ TEST_F(EngineTest, GroupFilterReturnsOnlyThatGroup) {
   }
 }
 
+// FAISS answers k=1 with slot 0 when nothing qualifies; that must come back
+// as "none", never as an entry that is absent, deleted or of another group.
+TEST_F(EngineTest, SearchWhereNothingQualifiesFindsNothing) {
+  for (std::string index : {"Flat", "HNSW16", "IVF4,Flat", "SQ8"}) {
+    auto c = Create("n" + std::to_string(index.size()), 2, index, "l2", /*train_size=*/8);
+    std::vector<float> q = {0, 0};
+    for (uint32_t k : {1u, 3u}) {
+      auto empty = c->Search({.queries = q, .k = k, .nprobe = 4});
+      ASSERT_TRUE(empty.ok()) << index << ": " << empty.status().ToString();
+      EXPECT_EQ(empty->ids, std::vector<int64_t>(k, -1)) << index << " empty, k=" << k;
+    }
+    std::vector<float> v(32);
+    for (size_t i = 0; i < 32; ++i) v[i] = float(i);
+    std::vector<uint64_t> groups(16, 1);
+    ASSERT_TRUE(c->Upsert({Iota(16), v, groups}).ok());
+    auto other_group = c->Search({.queries = q, .k = 1, .nprobe = 4, .group = 2});
+    ASSERT_TRUE(other_group.ok());
+    EXPECT_EQ(other_group->ids, std::vector<int64_t>{-1}) << index << " other group";
+    ASSERT_TRUE(c->Delete(Iota(16)).ok());
+    auto deleted = c->Search({.queries = q, .k = 1, .nprobe = 4});
+    ASSERT_TRUE(deleted.ok());
+    EXPECT_EQ(deleted->ids, std::vector<int64_t>{-1}) << index << " all deleted";
+  }
+}
+
 TEST_F(EngineTest, IvfSearchesExactlyUntilTrainedThenTrainsOnce) {
   auto d = MakeClustered(3000, 10, 16, 20, 1);
   auto c = Create("ivf", 16, "IVF16,PQ4", "l2", /*train_size=*/2000);

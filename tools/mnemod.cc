@@ -23,6 +23,7 @@ namespace {
 
 struct Settings {
   std::string data_dir;
+  std::string backup_root;
   std::string listen = "127.0.0.1:7070";
   std::string http = "127.0.0.1:7071";
   bool sync_writes = false;
@@ -49,6 +50,7 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
     if (auto v = t[key].value<T>()) *field = *v;
   };
   set("data_dir", "--data-dir", &s->data_dir);
+  set("backup_root", "--backup-root", &s->backup_root);
   set("listen", "--listen", &s->listen);
   set("http", "--http", &s->http);
   set("sync_writes", "--sync-writes", &s->sync_writes);
@@ -80,6 +82,7 @@ int Main(int argc, char** argv) {
   std::string config;
   CLI::App app{"mnemod: the mnemo memory daemon"};
   app.add_option("--data-dir", s.data_dir, "store directory");
+  app.add_option("--backup-root", s.backup_root, "backups (mnemo backup DIR) only inside this directory");
   app.add_option("--listen", s.listen, "wire protocol address")->capture_default_str();
   app.add_option("--http", s.http, "admin HTTP address (healthz, metrics)")->capture_default_str();
   app.add_flag("--sync-writes", s.sync_writes, "sync the write-ahead log before each ack");
@@ -134,6 +137,7 @@ int Main(int argc, char** argv) {
 
   mnemo::engine::EngineOptions eo;
   eo.data_dir = s.data_dir;
+  eo.backup_root = s.backup_root;
   eo.sync_writes = s.sync_writes;
   auto engine = mnemo::engine::Engine::Open(eo);
   if (!engine.ok()) {

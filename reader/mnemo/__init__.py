@@ -3,14 +3,15 @@
 ``Client`` talks to a ``mnemod`` daemon; errors raise ``mnemo.Error``
 subclasses carrying the server's message.
 """
-from mnemo.client import Client, CollectionStats, Entries
+from mnemo.client import Client, CollectionStats, Entries, KvSpaceStats
+from mnemo.hashing import prefix_hashes
 from mnemo.errors import (AlreadyExists, Corruption, Error, FailedPrecondition, Internal,
                           InvalidArgument, NotFound, OutOfRange, PermissionDenied,
                           ResourceExhausted, StorageError, Unauthenticated, Unavailable,
                           Unimplemented)
 
 __all__ = [
-    "Client", "CollectionStats", "Entries", "Error", "AlreadyExists", "Corruption",
+    "Client", "CollectionStats", "Entries", "KvSpaceStats", "prefix_hashes", "Error", "AlreadyExists", "Corruption",
     "FailedPrecondition", "Internal", "InvalidArgument", "NotFound", "OutOfRange",
     "PermissionDenied", "ResourceExhausted", "StorageError", "Unauthenticated", "Unavailable",
     "Unimplemented",

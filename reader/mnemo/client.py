@@ -17,7 +17,8 @@ import numpy as np
 from mnemo import errors
 from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
                         Delete, DropCollection, DropKvSpace, Entries as WireEntries, Error as
-                        WireError, Get, GetKv, GetStats, ListCollections, MatchPrefix, Payload,
+                        WireError, Get, GetKv, GetKvStats, GetStats, KvSegment, KvSpaceInfo,
+                        ListCollections, MatchPrefix, Payload,
                         PutKv, Request, RequestFrame, Response, ResponseFrame, Search,
                         SearchResult, Train, Upsert)
 
@@ -26,6 +27,49 @@ log = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 _LEN = struct.Struct("<I")
 _MAX_REPLY = 1 << 31
+
+
+_NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
+
+
+def _raw_bytes(x):
+    """The bytes of a numpy array or torch tensor, as a flat uint8 array
+    (no copy when it is contiguous and on the CPU)."""
+    if hasattr(x, "detach") and hasattr(x, "element_size"):  # torch, without importing it
+        x = x.detach().cpu().contiguous()
+        import torch
+        return x.view(torch.uint8).reshape(-1).numpy()
+    a = np.ascontiguousarray(x)
+    if a.dtype not in (np.float16, np.float32, np.uint16):
+        raise errors.InvalidArgument(f"KV tensors must be float16, bfloat16 or float32, got {a.dtype}")
+    return a.view(np.uint8).reshape(-1)
+
+
+@dataclasses.dataclass
+class KvSpaceStats:
+    name: str
+    layers: int
+    kv_heads: int
+    head_dim: int
+    dtype: str
+    chunk_tokens: int
+    codec: str
+    capacity_bytes: int
+    ttl_s: int
+    segments: int
+    bytes_stored: int
+    raw_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    expirations: int
+
+
+def _kv_stats(i) -> KvSpaceStats:
+    return KvSpaceStats(i.Name().decode(), i.Layers(), i.KvHeads(), i.HeadDim(),
+                        i.Dtype().decode(), i.ChunkTokens(), i.Codec().decode(),
+                        i.CapacityBytes(), i.TtlS(), i.Segments(), i.BytesStored(),
+                        i.RawBytes(), i.Hits(), i.Misses(), i.Evictions(), i.Expirations())
 
 
 @dataclasses.dataclass
@@ -101,6 +145,7 @@ class Client:
         self.address = address
         self.api_key = api_key
         self._next_id = 1
+        self._kv_shapes = {}  # space -> (kv_heads, head_dim), for get_kv's arrays
         self._lock = threading.Lock()  # guards misuse across threads, not a pool
         try:
             self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
@@ -279,39 +324,83 @@ class Client:
         return (np.array(r.DistancesAsNumpy(), dtype=np.float32).reshape(n, kk),
                 np.array(r.IdsAsNumpy(), dtype=np.int64).reshape(n, kk))
 
-    # --- KV segments (served from issue 4 on) ------------------------------
+    # --- KV segments ------------------------------------------------------
 
     def create_kv_space(self, name: str, layers: int, kv_heads: int, head_dim: int,
-                        dtype: str = "f16", chunk_tokens: int = 256, codec: str = "raw") -> None:
-        self._call(Request.Request.CreateKvSpace, lambda b: _table(
+                        dtype: str = "f16", chunk_tokens: int = 256, codec: str = "raw",
+                        capacity_bytes: Optional[int] = None,
+                        ttl_s: Optional[int] = None) -> "KvSpaceStats":
+        """codec: raw, int8, int4, int4:G (group size G) or entropy (see
+        kv/codec.h). capacity_bytes: LRU eviction beyond; ttl_s: segments
+        older than this many seconds are gone."""
+        f = self._call(Request.Request.CreateKvSpace, lambda b: _table(
             b, CreateKvSpace, Name=_string(b, name), Layers=layers, KvHeads=kv_heads,
             HeadDim=head_dim, Dtype=_string(b, dtype), ChunkTokens=chunk_tokens,
-            Codec=_string(b, codec)))
+            Codec=_string(b, codec), CapacityBytes=int(capacity_bytes or 0),
+            TtlS=int(ttl_s or 0)))
+        return _kv_stats(self._body(f, KvSpaceInfo.KvSpaceInfo, Response.Response.KvSpaceInfo))
 
     def drop_kv_space(self, name: str) -> None:
         self._call(Request.Request.DropKvSpace,
                    lambda b: _table(b, DropKvSpace, Name=_string(b, name)))
+        self._kv_shapes.pop(name, None)
+
+    def kv_stats(self, name: str) -> "KvSpaceStats":
+        f = self._call(Request.Request.GetKvStats,
+                       lambda b: _table(b, GetKvStats, Name=_string(b, name)))
+        return _kv_stats(self._body(f, KvSpaceInfo.KvSpaceInfo, Response.Response.KvSpaceInfo))
 
     def put_kv(self, space: str, chunk_hash: bytes, keys, values) -> None:
-        k = np.ascontiguousarray(keys)
-        v = np.ascontiguousarray(values)
+        """keys, values: [layers, kv_heads, tokens, head_dim] in the space's
+        dtype (numpy float16/float32, or torch tensors of any of f16, bf16,
+        f32, which travel as their raw bytes)."""
+        shape = tuple(keys.shape)
+        if len(shape) != 4 or tuple(values.shape) != shape:
+            raise errors.InvalidArgument(
+                f"keys and values must both be [layers, kv_heads, tokens, head_dim], "
+                f"got {shape} and {tuple(values.shape)}")
+        heads, dim = self._kv_shape(space)
+        if (shape[1], shape[3]) != (heads, dim):
+            raise errors.InvalidArgument(f"KV space '{space}' holds kv_heads={heads}, "
+                                         f"head_dim={dim}; got the shape {shape}")
+        k, v = _raw_bytes(keys), _raw_bytes(values)
         self._call(Request.Request.PutKv, lambda b: _table(
             b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Keys=b.CreateNumpyVector(k.view(np.uint8).ravel()),
-            Values=b.CreateNumpyVector(v.view(np.uint8).ravel())), 256 + k.nbytes + v.nbytes)
+            Keys=b.CreateNumpyVector(k), Values=b.CreateNumpyVector(v), Tokens=int(shape[2])),
+            256 + k.nbytes + v.nbytes)
+
+    def _kv_shape(self, space: str, refresh: bool = False):
+        if refresh or space not in self._kv_shapes:
+            st = self.kv_stats(space)
+            self._kv_shapes[space] = (st.kv_heads, st.head_dim)
+        return self._kv_shapes[space]
 
     def get_kv(self, space: str, chunk_hash: bytes, layers=None):
+        """(keys, values), each [len(layers), kv_heads, tokens, head_dim]:
+        numpy float16 / float32, or uint16 holding bf16 bits (view them with
+        torch as bfloat16). The arrays are views of the reply, not copies.
+        Raises NotFound when the segment is not stored."""
         def build(b):
             lv = None
             if layers is not None:
                 lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
             return _table(b, GetKv, Space=_string(b, space),
                           ChunkHash=_bytes_vector(b, chunk_hash), Layers=lv)
-        self._call(Request.Request.GetKv, build)
-        raise errors.Internal("unexpected reply to get_kv")
+        f = self._call(Request.Request.GetKv, build)
+        seg = self._body(f, KvSegment.KvSegment, Response.Response.KvSegment)
+        dtype = _NUMPY_DTYPES[seg.Dtype().decode()]
+        n_layers, tokens = seg.LayersLength(), seg.Tokens()
+        keys = seg.KeysAsNumpy().view(dtype)
+        values = seg.ValuesAsNumpy().view(dtype)
+        heads, dim = self._kv_shape(space)
+        if heads * dim * tokens * n_layers != keys.size:  # the space was made anew
+            heads, dim = self._kv_shape(space, refresh=True)
+        shape = (n_layers, heads, tokens, dim)
+        return keys.reshape(shape), values.reshape(shape)
 
     def match_prefix(self, space: str, chunk_hashes) -> int:
+        """How many leading chunk hashes (32 bytes each) the space stores."""
         joined = b"".join(bytes(h) for h in chunk_hashes)
-        self._call(Request.Request.MatchPrefix, lambda b: _table(
+        f = self._call(Request.Request.MatchPrefix, lambda b: _table(
             b, MatchPrefix, Space=_string(b, space), ChunkHashes=_bytes_vector(b, joined)))
-        raise errors.Internal("unexpected reply to match_prefix")
+        return int(self._body(f, Ack.Ack, Response.Response.Ack).Count())

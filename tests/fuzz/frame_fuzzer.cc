@@ -30,6 +30,7 @@ struct World {
     mnemo::engine::EngineOptions o;
     o.data_dir = dir;
     o.max_batch = 4096;  // keep single inputs cheap
+    o.backup_root = dir;  // a fuzzed Backup must not write outside
     engine = std::move(mnemo::engine::Engine::Open(o)).value();
     // Collections the seed frames name, so that inputs reach the engine.
     for (auto [name, index] : {std::pair{"docs", "Flat"}, std::pair{"hnsw", "HNSW8"}}) {
@@ -39,6 +40,7 @@ struct World {
       c.index = index;
       (void)engine->CreateCollection(c);
     }
+    (void)engine->CreateKvSpace({"kv", 2, 1, 4, "f16", 8, "int4:2", 1 << 16, 0});
     batcher = std::make_unique<mnemo::net::SearchBatcher>(mnemo::net::SearchBatcher::Options{},
                                                           &metrics);
     handler = std::make_unique<mnemo::net::RequestHandler>(engine.get(), batcher.get(), &metrics);

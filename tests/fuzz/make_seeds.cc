@@ -46,7 +46,16 @@ int main(int argc, char** argv) {
     return wire::CreateCreateCollectionDirect(b, "new", 4, "l2", "IVF2,Flat").Union();
   });
   emit(wire::Request::Train, [&](auto& b) { return wire::CreateTrainDirect(b, "docs").Union(); });
-  emit(wire::Request::MatchPrefix, [&](auto& b) { return wire::CreateMatchPrefixDirect(b, "kv").Union(); });
+  std::vector<uint8_t> hash(32, 7), two(64, 7), kv(2 * 1 * 3 * 4 * 2, 60);  // 3 tokens of f16
+  std::vector<uint32_t> layers = {1};
+  emit(wire::Request::MatchPrefix, [&](auto& b) { return wire::CreateMatchPrefixDirect(b, "kv", &two).Union(); });
+  emit(wire::Request::PutKv, [&](auto& b) { return wire::CreatePutKvDirect(b, "kv", &hash, &kv, &kv, 3).Union(); });
+  emit(wire::Request::GetKv, [&](auto& b) { return wire::CreateGetKvDirect(b, "kv", &hash, &layers).Union(); });
+  emit(wire::Request::GetKvStats, [&](auto& b) { return wire::CreateGetKvStatsDirect(b, "kv").Union(); });
+  emit(wire::Request::CreateKvSpace, [&](auto& b) {
+    return wire::CreateCreateKvSpaceDirect(b, "kv2", 2, 1, 4, "bf16", 4, "entropy", 4096, 1).Union();
+  });
+  emit(wire::Request::Backup, [&](auto& b) { return wire::CreateBackupDirect(b, "/nonexistent/bk").Union(); });
   std::printf("wrote %d seeds to %s\n", n, dir.c_str());
   return 0;
 }

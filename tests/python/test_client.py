@@ -70,7 +70,7 @@ def test_errors_are_typed_and_carry_the_message(daemon):
         c.search("m", np.ones(4, np.float32), k=0)
     with pytest.raises(mnemo.InvalidArgument, match="appears more than once"):
         c.upsert("m", [1, 1], np.ones((2, 4), np.float32))
-    with pytest.raises(mnemo.Unimplemented):
+    with pytest.raises(mnemo.NotFound, match="no KV space named 'space'"):
         c.match_prefix("space", [b"\0" * 32])
     assert isinstance(mnemo.NotFound("x"), mnemo.Error)
     assert c.stats("m").count == 0

@@ -73,7 +73,21 @@ class CreateKvSpace(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
-def CreateKvSpaceStart(builder): builder.StartObject(7)
+    # CreateKvSpace
+    def CapacityBytes(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # CreateKvSpace
+    def TtlS(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+def CreateKvSpaceStart(builder): builder.StartObject(9)
 def Start(builder):
     return CreateKvSpaceStart(builder)
 def CreateKvSpaceAddName(builder, name): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
@@ -97,6 +111,12 @@ def AddChunkTokens(builder, chunkTokens):
 def CreateKvSpaceAddCodec(builder, codec): builder.PrependUOffsetTRelativeSlot(6, flatbuffers.number_types.UOffsetTFlags.py_type(codec), 0)
 def AddCodec(builder, codec):
     return CreateKvSpaceAddCodec(builder, codec)
+def CreateKvSpaceAddCapacityBytes(builder, capacityBytes): builder.PrependUint64Slot(7, capacityBytes, 0)
+def AddCapacityBytes(builder, capacityBytes):
+    return CreateKvSpaceAddCapacityBytes(builder, capacityBytes)
+def CreateKvSpaceAddTtlS(builder, ttlS): builder.PrependUint64Slot(8, ttlS, 0)
+def AddTtlS(builder, ttlS):
+    return CreateKvSpaceAddTtlS(builder, ttlS)
 def CreateKvSpaceEnd(builder): return builder.EndObject()
 def End(builder):
     return CreateKvSpaceEnd(builder)

@@ -112,7 +112,14 @@ class PutKv(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
         return o == 0
 
-def PutKvStart(builder): builder.StartObject(4)
+    # PutKv
+    def Tokens(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def PutKvStart(builder): builder.StartObject(5)
 def Start(builder):
     return PutKvStart(builder)
 def PutKvAddSpace(builder, space): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(space), 0)
@@ -136,6 +143,9 @@ def AddValues(builder, values):
 def PutKvStartValuesVector(builder, numElems): return builder.StartVector(1, numElems, 1)
 def StartValuesVector(builder, numElems):
     return PutKvStartValuesVector(builder, numElems)
+def PutKvAddTokens(builder, tokens): builder.PrependUint32Slot(4, tokens, 0)
+def AddTokens(builder, tokens):
+    return PutKvAddTokens(builder, tokens)
 def PutKvEnd(builder): return builder.EndObject()
 def End(builder):
     return PutKvEnd(builder)

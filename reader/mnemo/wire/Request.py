@@ -19,3 +19,4 @@ class Request(object):
     GetKv = 13
     MatchPrefix = 14
     Backup = 15
+    GetKvStats = 16

@@ -10,3 +10,5 @@ class Response(object):
     CollectionList = 4
     Entries = 5
     SearchResult = 6
+    KvSpaceInfo = 7
+    KvSegment = 8

@@ -1,0 +1,350 @@
+#include "engine/kv_space.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace mnemo::engine {
+
+using storage::Cf;
+
+namespace {
+
+constexpr uint32_t kMaxLayers = 1024, kMaxHeads = 1024, kMaxHeadDim = 4096;
+constexpr uint32_t kMaxChunkTokens = 1 << 16;
+constexpr size_t kHeadBytes = 28;  // u64 seq, i64 written_ms, u32 tokens, u64 bytes
+constexpr uint64_t kSweepEveryPuts = 256;
+
+void PutString(std::string* out, std::string_view s) {
+  storage::PutFixed32(out, uint32_t(s.size()));
+  out->append(s);
+}
+
+bool GetString(std::string_view* in, std::string* s) {
+  if (in->size() < 4) return false;
+  const uint32_t n = storage::DecodeFixed32(in->data());
+  if (in->size() < 4 + size_t(n)) return false;
+  s->assign(in->data() + 4, n);
+  in->remove_prefix(4 + n);
+  return true;
+}
+
+std::string EncodeHead(uint64_t seq, int64_t written_ms, uint32_t tokens, uint64_t bytes) {
+  std::string h;
+  storage::PutFixed64(&h, seq);
+  storage::PutFixed64(&h, uint64_t(written_ms));
+  storage::PutFixed32(&h, tokens);
+  storage::PutFixed64(&h, bytes);
+  return h;
+}
+
+}  // namespace
+
+std::string KvSpaceRecord::Encode() const {
+  std::string out;
+  storage::PutFixed32(&out, id);
+  for (uint32_t v : {config.layers, config.kv_heads, config.head_dim, config.chunk_tokens}) {
+    storage::PutFixed32(&out, v);
+  }
+  storage::PutFixed64(&out, config.capacity_bytes);
+  storage::PutFixed64(&out, config.ttl_seconds);
+  PutString(&out, config.name);
+  PutString(&out, config.dtype);
+  PutString(&out, config.codec);
+  return out;
+}
+
+Result<KvSpaceRecord> KvSpaceRecord::Decode(std::string_view in) {
+  KvSpaceRecord r;
+  if (in.size() < 36) return Status::Corruption("KV space record is too short");
+  r.id = storage::DecodeFixed32(in.data());
+  r.config.layers = storage::DecodeFixed32(in.data() + 4);
+  r.config.kv_heads = storage::DecodeFixed32(in.data() + 8);
+  r.config.head_dim = storage::DecodeFixed32(in.data() + 12);
+  r.config.chunk_tokens = storage::DecodeFixed32(in.data() + 16);
+  r.config.capacity_bytes = storage::DecodeFixed64(in.data() + 20);
+  r.config.ttl_seconds = storage::DecodeFixed64(in.data() + 28);
+  in.remove_prefix(36);
+  if (!GetString(&in, &r.config.name) || !GetString(&in, &r.config.dtype) ||
+      !GetString(&in, &r.config.codec)) {
+    return Status::Corruption("KV space record is truncated");
+  }
+  return r;
+}
+
+Status KvSpace::Validate(const KvSpaceConfig& c) {
+  auto range = [](const char* what, uint32_t v, uint32_t max) {
+    return v >= 1 && v <= max ? Status::OK()
+                              : Status::InvalidArgument(std::string(what) + " must be in 1.." +
+                                                        std::to_string(max) + ", got " +
+                                                        std::to_string(v));
+  };
+  MNEMO_RETURN_IF_ERROR(range("layers", c.layers, kMaxLayers));
+  MNEMO_RETURN_IF_ERROR(range("kv_heads", c.kv_heads, kMaxHeads));
+  MNEMO_RETURN_IF_ERROR(range("head_dim", c.head_dim, kMaxHeadDim));
+  MNEMO_RETURN_IF_ERROR(range("chunk_tokens", c.chunk_tokens, kMaxChunkTokens));
+  MNEMO_RETURN_IF_ERROR(kv::ParseDtype(c.dtype).status());
+  MNEMO_RETURN_IF_ERROR(kv::CodecSpec::Parse(c.codec).status());
+  return Status::OK();
+}
+
+size_t KvSpace::HashOf::operator()(const Hash& h) const {
+  size_t v;  // the client's hash is already uniform
+  std::memcpy(&v, h.data(), sizeof(v));
+  return v;
+}
+
+KvSpace::KvSpace(storage::Store* store, KvSpaceRecord record, NowMs now_ms)
+    : store_(store),
+      record_(std::move(record)),
+      dtype_(kv::ParseDtype(record_.config.dtype).value()),
+      codec_(kv::CodecSpec::Parse(record_.config.codec).value()),
+      now_ms_(std::move(now_ms)) {}
+
+Status KvSpace::Load() {
+  struct Found {
+    Hash hash;
+    Segment seg;
+  };
+  std::vector<Found> found;
+  const std::string begin = storage::KvHeadPrefix(record_.id);
+  std::string end = begin;
+  end.back()++;
+  Status bad = Status::OK();
+  MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, begin, end, [&](std::string_view k, std::string_view v) {
+    if (k.size() != begin.size() + kChunkHashBytes || v.size() != kHeadBytes) {
+      bad = Status::Corruption("bad KV segment head in space '" + record_.config.name + "'");
+      return false;
+    }
+    Found f;
+    std::memcpy(f.hash.data(), k.data() + begin.size(), kChunkHashBytes);
+    f.seg.seq = storage::DecodeFixed64(v.data());
+    f.seg.written_ms = int64_t(storage::DecodeFixed64(v.data() + 8));
+    f.seg.tokens = storage::DecodeFixed32(v.data() + 16);
+    f.seg.bytes = storage::DecodeFixed64(v.data() + 20);
+    found.push_back(f);
+    return true;
+  }));
+  MNEMO_RETURN_IF_ERROR(bad);
+  // Most recent put first: the LRU order a restart can know.
+  std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.seg.seq > b.seg.seq; });
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& f : found) {
+    lru_.push_back(f.hash);
+    f.seg.lru = std::prev(lru_.end());
+    bytes_ += f.seg.bytes;
+    next_seq_ = std::max(next_seq_, f.seg.seq + 1);
+    segments_.emplace(f.hash, f.seg);
+  }
+  return Status::OK();
+}
+
+Status KvSpace::CheckHash(std::string_view hash) const {
+  if (hash.size() != kChunkHashBytes) {
+    return Status::InvalidArgument("chunk hash must be 32 bytes, got " + std::to_string(hash.size()));
+  }
+  return Status::OK();
+}
+
+bool KvSpace::ExpiredLocked(const Segment& s, int64_t now) const {
+  const uint64_t ttl = record_.config.ttl_seconds;
+  return ttl != 0 && now - s.written_ms >= int64_t(ttl) * 1000;
+}
+
+void KvSpace::ForgetLocked(const Hash& h, storage::WriteBatch* batch) {
+  const std::string_view hv(reinterpret_cast<const char*>(h.data()), h.size());
+  if (batch != nullptr) {
+    batch->Delete(Cf::kKv, storage::KvHeadKey(record_.id, hv));
+    for (uint32_t l = 0; l < record_.config.layers; ++l) {
+      batch->Delete(Cf::kKv, storage::KvLayerKey(record_.id, hv, uint16_t(l)));
+    }
+  }
+  auto it = segments_.find(h);
+  if (it == segments_.end()) return;
+  bytes_ -= it->second.bytes;
+  lru_.erase(it->second.lru);
+  segments_.erase(it);
+}
+
+Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
+                    std::span<const uint8_t> values, uint32_t tokens) {
+  MNEMO_RETURN_IF_ERROR(CheckHash(hash));
+  const auto& c = record_.config;
+  const size_t per_token = size_t(c.layers) * c.kv_heads * c.head_dim * kv::DtypeBytes(dtype_);
+  if (keys.size() != values.size()) {
+    return Status::InvalidArgument("keys have " + std::to_string(keys.size()) +
+                                   " bytes and values " + std::to_string(values.size()));
+  }
+  if (keys.empty() || keys.size() % per_token != 0 || keys.size() / per_token > c.chunk_tokens ||
+      (tokens != 0 && keys.size() != tokens * per_token)) {
+    return Status::InvalidArgument(
+        "keys of " + std::to_string(keys.size()) + " bytes are not [layers=" +
+        std::to_string(c.layers) + ", kv_heads=" + std::to_string(c.kv_heads) +
+        ", tokens<=" + std::to_string(c.chunk_tokens) + ", head_dim=" + std::to_string(c.head_dim) +
+        "] of " + c.dtype + " (" + std::to_string(per_token) + " bytes per token)");
+  }
+  const kv::LayerShape shape{c.kv_heads, uint32_t(keys.size() / per_token), c.head_dim};
+  const size_t layer_bytes = keys.size() / c.layers;
+  std::vector<std::string> encoded(c.layers);
+  uint64_t total = 0;
+  for (uint32_t l = 0; l < c.layers; ++l) {
+    encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, keys.subspan(l * layer_bytes, layer_bytes),
+                                 values.subspan(l * layer_bytes, layer_bytes));
+    total += encoded[l].size();
+  }
+  if (c.capacity_bytes != 0 && total > c.capacity_bytes) {
+    return Status::ResourceExhausted("a segment of " + std::to_string(total) +
+                                     " bytes does not fit the space's capacity of " +
+                                     std::to_string(c.capacity_bytes));
+  }
+  Hash h;
+  std::memcpy(h.data(), hash.data(), kChunkHashBytes);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
+  const int64_t now = now_ms_();
+  // Victims first, applied to memory only once the write succeeded.
+  std::vector<Hash> expired, evicted;
+  uint64_t freed = 0;
+  auto old = segments_.find(h);
+  if (old != segments_.end()) freed += old->second.bytes;
+  const bool pressed = c.capacity_bytes != 0 && bytes_ - freed + total > c.capacity_bytes;
+  if (c.ttl_seconds != 0 && (++puts_ % kSweepEveryPuts == 0 || pressed)) {
+    for (auto& [k, s] : segments_) {
+      if (k != h && ExpiredLocked(s, now)) expired.push_back(k), freed += s.bytes;
+    }
+  }
+  if (c.capacity_bytes != 0) {
+    for (auto it = lru_.rbegin(); it != lru_.rend() && bytes_ - freed + total > c.capacity_bytes; ++it) {
+      if (*it == h || std::find(expired.begin(), expired.end(), *it) != expired.end()) continue;
+      evicted.push_back(*it);
+      freed += segments_.at(*it).bytes;
+    }
+  }
+  storage::WriteBatch batch(*store_);
+  auto erase = [&](const Hash& k) {
+    const std::string_view kv(reinterpret_cast<const char*>(k.data()), k.size());
+    batch.Delete(Cf::kKv, storage::KvHeadKey(record_.id, kv));
+    for (uint32_t l = 0; l < c.layers; ++l) batch.Delete(Cf::kKv, storage::KvLayerKey(record_.id, kv, uint16_t(l)));
+  };
+  for (const Hash& k : expired) erase(k);
+  for (const Hash& k : evicted) erase(k);
+  const uint64_t seq = next_seq_;
+  for (uint32_t l = 0; l < c.layers; ++l) {
+    batch.Put(Cf::kKv, storage::KvLayerKey(record_.id, hash, uint16_t(l)), encoded[l]);
+  }
+  batch.Put(Cf::kKv, storage::KvHeadKey(record_.id, hash), EncodeHead(seq, now, shape.tokens, total));
+  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
+
+  for (const Hash& k : expired) ForgetLocked(k, nullptr);
+  for (const Hash& k : evicted) ForgetLocked(k, nullptr);
+  expirations_ += expired.size();
+  evictions_ += evicted.size();
+  ForgetLocked(h, nullptr);
+  next_seq_ = seq + 1;
+  lru_.push_front(h);
+  segments_.emplace(h, Segment{lru_.begin(), total, shape.tokens, now, seq});
+  bytes_ += total;
+  return Status::OK();
+}
+
+Result<KvSegment> KvSpace::Get(std::string_view hash, std::span<const uint32_t> layers) {
+  MNEMO_RETURN_IF_ERROR(CheckHash(hash));
+  const auto& c = record_.config;
+  KvSegment out;
+  if (layers.empty()) {
+    for (uint32_t l = 0; l < c.layers; ++l) out.layers.push_back(l);
+  } else {
+    for (uint32_t l : layers) {
+      if (l >= c.layers) {
+        return Status::InvalidArgument("layer " + std::to_string(l) + " is outside 0.." +
+                                       std::to_string(c.layers - 1));
+      }
+      out.layers.push_back(l);
+    }
+  }
+  Hash h;
+  std::memcpy(h.data(), hash.data(), kChunkHashBytes);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
+    auto it = segments_.find(h);
+    if (it != segments_.end() && ExpiredLocked(it->second, now_ms_())) {
+      storage::WriteBatch batch(*store_);
+      ForgetLocked(h, &batch);
+      expirations_++;
+      (void)store_->Write(&batch);  // a failed delete leaves a segment no one sees
+      it = segments_.end();
+    }
+    if (it == segments_.end()) {
+      misses_++;
+      return Status::NotFound("no KV segment with this hash in '" + c.name + "'");
+    }
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    hits_++;
+    out.tokens = it->second.tokens;
+  }
+  std::vector<std::string> keys;
+  for (uint32_t l : out.layers) keys.push_back(storage::KvLayerKey(record_.id, hash, uint16_t(l)));
+  MNEMO_ASSIGN_OR_RETURN(auto stored, store_->MultiGet(Cf::kKv, keys));
+  const kv::LayerShape shape{c.kv_heads, out.tokens, c.head_dim};
+  const size_t layer_bytes = shape.elements() * kv::DtypeBytes(dtype_);
+  out.keys.reserve(layer_bytes * out.layers.size());
+  out.values.reserve(layer_bytes * out.layers.size());
+  for (auto& s : stored) {
+    if (!s) return Status::NotFound("the KV segment was evicted while it was read");
+    MNEMO_RETURN_IF_ERROR(kv::DecodeLayer(*s, shape, &out.keys, &out.values));
+  }
+  return out;
+}
+
+Result<size_t> KvSpace::MatchPrefix(std::string_view hashes) {
+  if (hashes.size() % kChunkHashBytes != 0) {
+    return Status::InvalidArgument("chunk hashes must be 32 bytes each, got " +
+                                   std::to_string(hashes.size()) + " bytes");
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (dropped_) return Status::NotFound("KV space '" + record_.config.name + "' was dropped");
+  const int64_t now = now_ms_();
+  size_t n = 0;
+  for (; n * kChunkHashBytes < hashes.size(); ++n) {
+    Hash h;
+    std::memcpy(h.data(), hashes.data() + n * kChunkHashBytes, kChunkHashBytes);
+    auto it = segments_.find(h);
+    if (it == segments_.end() || ExpiredLocked(it->second, now)) break;
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+  }
+  return n;
+}
+
+KvSpaceStats KvSpace::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  KvSpaceStats s;
+  s.config = record_.config;
+  s.segments = segments_.size();
+  s.bytes_stored = bytes_;
+  const size_t per_token = size_t(s.config.layers) * s.config.kv_heads * s.config.head_dim *
+                           kv::DtypeBytes(dtype_) * 2;
+  for (const auto& [h, seg] : segments_) s.raw_bytes += per_token * seg.tokens;
+  s.hits = hits_;
+  s.misses = misses_;
+  s.evictions = evictions_;
+  s.expirations = expirations_;
+  return s;
+}
+
+Status KvSpace::Drop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string begin = storage::CollectionPrefix(record_.id);
+  std::string end = storage::CollectionPrefix(record_.id + 1);
+  storage::WriteBatch batch(*store_);
+  batch.DeleteRange(Cf::kKv, begin, end);
+  batch.Delete(Cf::kMeta, storage::KvSpaceMetaKey(record_.config.name));
+  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
+  dropped_ = true;
+  segments_.clear();
+  lru_.clear();
+  bytes_ = 0;
+  return Status::OK();
+}
+
+}  // namespace mnemo::engine

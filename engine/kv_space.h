@@ -1,0 +1,136 @@
+// KvSpace: a named store of KV segments for one model shape (SPEC "KV
+// space"): the attention keys and values of one chunk of tokens for every
+// layer, addressed by the client's 32-byte chained prefix hash, stored one
+// encoded layer per RocksDB value (kv/codec.h) so that a reader can fetch a
+// subset of layers, or layer by layer.
+//
+// Capacity and time to live: a space may hold at most capacity_bytes of
+// encoded layers; a put that would exceed it first evicts the least recently
+// used segments (gets and prefix matches count as use), in the same atomic
+// write. A segment older than ttl_seconds (since its put) is gone: gets and
+// matches do not see it and it is deleted when found. Recency lives in
+// memory; after a restart the order is that of the puts.
+//
+// Thread-safe. Errors: InvalidArgument for shapes, sizes and hashes that do
+// not fit the space (nothing is written); NotFound for a segment that is not
+// stored (or a dropped space); ResourceExhausted for a segment larger than
+// the whole capacity.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "kv/codec.h"
+#include "storage/keys.h"
+#include "storage/store.h"
+
+namespace mnemo::engine {
+
+inline constexpr size_t kChunkHashBytes = 32;
+
+struct KvSpaceConfig {
+  std::string name;
+  uint32_t layers = 0, kv_heads = 0, head_dim = 0;
+  std::string dtype = "f16";
+  uint32_t chunk_tokens = 256;
+  std::string codec = "raw";
+  uint64_t capacity_bytes = 0;  // 0: unbounded
+  uint64_t ttl_seconds = 0;     // 0: forever
+};
+
+// What the meta column family keeps per space.
+struct KvSpaceRecord {
+  storage::KvSpaceId id = 0;
+  KvSpaceConfig config;
+  std::string Encode() const;
+  static Result<KvSpaceRecord> Decode(std::string_view bytes);
+};
+
+struct KvSpaceStats {
+  KvSpaceConfig config;
+  uint64_t segments = 0;
+  uint64_t bytes_stored = 0;  // encoded layers
+  uint64_t raw_bytes = 0;     // what they hold in the space's dtype
+  uint64_t hits = 0, misses = 0;  // gets
+  uint64_t evictions = 0, expirations = 0;
+};
+
+// The layers asked for, each [kv_heads, tokens, head_dim] in the space's
+// dtype, concatenated in the order of `layers`.
+struct KvSegment {
+  uint32_t tokens = 0;
+  std::vector<uint32_t> layers;
+  std::vector<uint8_t> keys, values;
+};
+
+class KvSpace {
+ public:
+  using NowMs = std::function<int64_t()>;  // wall clock; a seam for TTL tests
+  // Validates the config; InvalidArgument names the offending field.
+  static Status Validate(const KvSpaceConfig& config);
+
+  KvSpace(storage::Store* store, KvSpaceRecord record, NowMs now_ms);
+  // Reads the segment heads into memory.
+  Status Load();
+
+  // keys and values: [layers, kv_heads, tokens, head_dim] in the space's
+  // dtype, 1 <= tokens <= chunk_tokens. Replaces a segment of the same hash.
+  // `tokens`, when not 0, is what the caller meant: it must match the sizes.
+  Status Put(std::string_view hash, std::span<const uint8_t> keys,
+             std::span<const uint8_t> values, uint32_t tokens = 0);
+  // All layers when `layers` is empty.
+  Result<KvSegment> Get(std::string_view hash, std::span<const uint32_t> layers);
+  // How many leading hashes are stored (`hashes`: 32 bytes each).
+  Result<size_t> MatchPrefix(std::string_view hashes);
+  KvSpaceStats Stats() const;
+  // Deletes every segment and the space's record.
+  Status Drop();
+
+  const KvSpaceConfig& config() const { return record_.config; }
+
+ private:
+  using Hash = std::array<uint8_t, kChunkHashBytes>;
+  struct HashOf {
+    size_t operator()(const Hash& h) const;
+  };
+  struct Segment {
+    std::list<Hash>::iterator lru;
+    uint64_t bytes = 0;
+    uint32_t tokens = 0;
+    int64_t written_ms = 0;
+    uint64_t seq = 0;
+  };
+
+  Status CheckHash(std::string_view hash) const;
+  bool ExpiredLocked(const Segment& s, int64_t now) const;
+  void ForgetLocked(const Hash& h, storage::WriteBatch* batch);
+  // Deletes expired segments, then LRU ones until `incoming` more bytes fit.
+  void MakeRoomLocked(uint64_t incoming, int64_t now, storage::WriteBatch* batch,
+                      uint64_t* evicted, uint64_t* expired);
+
+  storage::Store* const store_;
+  const KvSpaceRecord record_;
+  const kv::Dtype dtype_;
+  const kv::CodecSpec codec_;
+  const NowMs now_ms_;
+
+  mutable std::mutex mu_;  // guards the members below
+  std::list<Hash> lru_;    // most recently used first
+  std::unordered_map<Hash, Segment, HashOf> segments_;
+  uint64_t bytes_ = 0;
+  uint64_t next_seq_ = 1;
+  uint64_t puts_ = 0;
+  bool dropped_ = false;
+  uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, expirations_ = 0;
+};
+
+}  // namespace mnemo::engine

@@ -1,0 +1,206 @@
+// KV spaces in the engine: put/get/match_prefix, layers, LRU eviction, time
+// to live (through the clock seam), persistence, and refused input.
+#include "engine/kv_space.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "engine/engine.h"
+#include "tests/test_util.h"
+
+namespace mnemo::engine {
+namespace {
+
+using mnemo::testing::TempDir;
+
+constexpr uint32_t kLayers = 3, kHeads = 2, kDim = 8, kChunk = 16;
+
+std::string HashOf(int i) {
+  std::string h(32, '\0');
+  std::memcpy(h.data(), &i, sizeof(i));
+  h[31] = 'x';
+  return h;
+}
+
+// [layers, heads, tokens, dim] f32 with values that name their position.
+std::vector<uint8_t> Tensor(uint32_t tokens, float salt) {
+  std::vector<float> x(size_t(kLayers) * kHeads * tokens * kDim);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = salt + float(i) * 0.25f;
+  std::vector<uint8_t> b(x.size() * 4);
+  std::memcpy(b.data(), x.data(), b.size());
+  return b;
+}
+
+class KvSpaceTest : public ::testing::Test {
+ protected:
+  void Open() {
+    engine_.reset();
+    auto o = mnemo::testing::OptionsFor(dir_.path());
+    o.now_ms = [this] { return now_ms_; };
+    engine_ = std::move(Engine::Open(o)).value();
+  }
+  std::shared_ptr<KvSpace> Create(const std::string& codec = "raw", uint64_t capacity = 0,
+                                  uint64_t ttl = 0) {
+    KvSpaceConfig c{"s", kLayers, kHeads, kDim, "f32", kChunk, codec, capacity, ttl};
+    auto s = engine_->CreateKvSpace(c);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return *s;
+  }
+  std::shared_ptr<KvSpace> Space() { return engine_->GetKvSpace("s").value(); }
+  bool Has(int i) { return Space()->Get(HashOf(i), {}).ok(); }
+
+  TempDir dir_;
+  int64_t now_ms_ = 1'000'000;
+  std::unique_ptr<Engine> engine_;
+};
+
+TEST_F(KvSpaceTest, RawRoundTripIsBitExactAndLayersCanBeChosen) {
+  Open();
+  auto s = Create();
+  auto k = Tensor(kChunk, 1), v = Tensor(kChunk, 2);
+  ASSERT_TRUE(s->Put(HashOf(1), k, v).ok());
+  auto all = s->Get(HashOf(1), {});
+  ASSERT_TRUE(all.ok()) << all.status().ToString();
+  EXPECT_EQ(all->tokens, kChunk);
+  EXPECT_EQ(all->keys, k);
+  EXPECT_EQ(all->values, v);
+  const size_t layer = size_t(kHeads) * kChunk * kDim * 4;
+  std::vector<uint32_t> pick = {2, 0};
+  auto some = s->Get(HashOf(1), pick);
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(some->layers, pick);
+  EXPECT_TRUE(std::equal(k.begin() + 2 * layer, k.begin() + 3 * layer, some->keys.begin()));
+  EXPECT_TRUE(std::equal(k.begin(), k.begin() + layer, some->keys.begin() + layer));
+  // A short last chunk is fine: tokens <= chunk_tokens.
+  ASSERT_TRUE(s->Put(HashOf(2), Tensor(5, 3), Tensor(5, 4)).ok());
+  EXPECT_EQ(s->Get(HashOf(2), {})->tokens, 5u);
+}
+
+TEST_F(KvSpaceTest, MatchPrefixCountsLeadingStoredChunks) {
+  Open();
+  auto s = Create();
+  for (int i : {1, 2, 3}) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, i), Tensor(kChunk, i)).ok());
+  auto join = [](std::vector<int> ids) {
+    std::string all;
+    for (int i : ids) all += HashOf(i);
+    return all;
+  };
+  EXPECT_EQ(*s->MatchPrefix(join({1, 2, 3})), 3u);  // the same prompt
+  EXPECT_EQ(*s->MatchPrefix(join({1, 2, 9, 3})), 2u);  // diverges at the third chunk
+  EXPECT_EQ(*s->MatchPrefix(join({9, 1})), 0u);  // another prompt
+  EXPECT_EQ(*s->MatchPrefix(""), 0u);
+  EXPECT_EQ(s->MatchPrefix("short").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(KvSpaceTest, CapacityEvictsLeastRecentlyUsedFirst) {
+  Open();
+  auto probe = Create();
+  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
+  const uint64_t one = probe->Stats().bytes_stored;
+  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  auto s = Create("raw", 3 * one);
+  for (int i : {1, 2, 3}) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, i), Tensor(kChunk, i)).ok());
+  ASSERT_TRUE(s->Get(HashOf(1), {}).ok());  // 1 is now the most recent; 2 the least
+  ASSERT_TRUE(s->Put(HashOf(4), Tensor(kChunk, 4), Tensor(kChunk, 4)).ok());
+  EXPECT_FALSE(Has(2));
+  EXPECT_TRUE(Has(1) && Has(3) && Has(4));
+  EXPECT_EQ(s->MatchPrefix(HashOf(3)).value(), 1u);  // a match is a use too: 1 goes next
+  ASSERT_TRUE(s->Put(HashOf(5), Tensor(kChunk, 5), Tensor(kChunk, 5)).ok());
+  EXPECT_EQ(s->Stats().evictions, 2u);
+  EXPECT_LE(s->Stats().bytes_stored, 3 * one);
+  EXPECT_EQ(s->Stats().segments, 3u);
+  // A segment larger than the whole space is refused, and nothing changes.
+  auto tiny = engine_->CreateKvSpace({"tiny", kLayers, kHeads, kDim, "f32", kChunk, "raw", one / 2, 0});
+  ASSERT_TRUE(tiny.ok());
+  EXPECT_EQ((*tiny)->Put(HashOf(1), Tensor(kChunk, 1), Tensor(kChunk, 1)).code(),
+            StatusCode::kResourceExhausted);
+  EXPECT_EQ((*tiny)->Stats().segments, 0u);
+}
+
+TEST_F(KvSpaceTest, SegmentsExpireAfterTheirTimeToLive) {
+  Open();
+  auto s = Create("raw", 0, /*ttl=*/60);
+  ASSERT_TRUE(s->Put(HashOf(1), Tensor(kChunk, 1), Tensor(kChunk, 1)).ok());
+  now_ms_ += 30'000;
+  ASSERT_TRUE(s->Put(HashOf(2), Tensor(kChunk, 2), Tensor(kChunk, 2)).ok());
+  now_ms_ += 31'000;  // 1 is 61 s old, 2 is 31 s old
+  EXPECT_EQ(*s->MatchPrefix(HashOf(1) + HashOf(2)), 0u);
+  EXPECT_EQ(*s->MatchPrefix(HashOf(2)), 1u);
+  EXPECT_EQ(s->Get(HashOf(1), {}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(s->Stats().expirations, 1u);
+  EXPECT_EQ(s->Stats().segments, 1u);
+  Open();  // gone for good, not just hidden
+  EXPECT_EQ(Space()->Stats().segments, 1u);
+}
+
+TEST_F(KvSpaceTest, SegmentsAndRecencySurviveARestart) {
+  Open();
+  auto probe = Create("int8");
+  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
+  const uint64_t one = probe->Stats().bytes_stored;
+  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  auto s = Create("int8", 4 * one);  // room for exactly 4
+  for (int i = 1; i <= 4; ++i) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, i), Tensor(kChunk, i)).ok());
+  const auto before = s->Stats();
+  ASSERT_EQ(before.segments, 4u);
+  auto got = s->Get(HashOf(3), {});
+  ASSERT_TRUE(got.ok());
+  s.reset();
+  Open();
+  auto after = Space()->Stats();
+  EXPECT_EQ(after.segments, 4u);
+  EXPECT_EQ(after.bytes_stored, before.bytes_stored);
+  EXPECT_EQ(after.config.codec, "int8");
+  EXPECT_EQ(after.config.capacity_bytes, 4 * one);
+  auto again = Space()->Get(HashOf(3), {});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->keys, got->keys);  // the same decoded bytes
+  EXPECT_EQ(*Space()->MatchPrefix(HashOf(1) + HashOf(2) + HashOf(3) + HashOf(4)), 4u);
+  // After a restart recency is the order of the puts, then this run's uses:
+  // the match above used 1..4 in order, so 1 is the least recent.
+  ASSERT_TRUE(Space()->Put(HashOf(5), Tensor(kChunk, 5), Tensor(kChunk, 5)).ok());
+  EXPECT_FALSE(Has(1));
+  EXPECT_TRUE(Has(2) && Has(5));
+}
+
+TEST_F(KvSpaceTest, WrongShapesAndNamesAreRefusedAndChangeNothing) {
+  Open();
+  auto s = Create();
+  auto k = Tensor(kChunk, 1);
+  EXPECT_EQ(s->Put(HashOf(1), k, Tensor(kChunk - 1, 1)).code(), StatusCode::kInvalidArgument);
+  std::vector<uint8_t> odd(k.begin(), k.end() - 4);
+  EXPECT_EQ(s->Put(HashOf(1), odd, odd).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Put(HashOf(1), Tensor(kChunk + 1, 1), Tensor(kChunk + 1, 1)).code(),
+            StatusCode::kInvalidArgument);  // more tokens than a chunk
+  EXPECT_EQ(s->Put(HashOf(1), {}, {}).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Put(HashOf(1), k, k, kChunk - 1).code(), StatusCode::kInvalidArgument);  // tokens disagree
+  EXPECT_EQ(s->Put("short", k, k).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Stats().segments, 0u);
+  ASSERT_TRUE(s->Put(HashOf(1), k, k).ok());
+  std::vector<uint32_t> bad_layer = {kLayers};
+  EXPECT_EQ(s->Get(HashOf(1), bad_layer).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Get(HashOf(2), {}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(s->Stats().misses, 1u);
+
+  KvSpaceConfig c{"t", kLayers, kHeads, kDim, "f64", kChunk, "raw", 0, 0};
+  EXPECT_EQ(engine_->CreateKvSpace(c).status().code(), StatusCode::kInvalidArgument);
+  c.dtype = "f16";
+  c.codec = "int5";
+  EXPECT_EQ(engine_->CreateKvSpace(c).status().code(), StatusCode::kInvalidArgument);
+  c.codec = "raw";
+  c.layers = 0;
+  EXPECT_EQ(engine_->CreateKvSpace(c).status().code(), StatusCode::kInvalidArgument);
+  c.layers = 1;
+  c.name = "s";
+  EXPECT_EQ(engine_->CreateKvSpace(c).status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(engine_->GetKvSpace("nope").status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  EXPECT_EQ(s->Put(HashOf(1), k, k).code(), StatusCode::kNotFound);
+  Open();
+  EXPECT_EQ(engine_->GetKvSpace("s").status().code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace mnemo::engine

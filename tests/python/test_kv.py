@@ -1,0 +1,136 @@
+"""KV spaces through the Python client against a real mnemod: round trips of
+every codec, prefix matching with chained hashes, eviction, restart, and
+refused input."""
+import numpy as np
+import pytest
+
+import mnemo
+
+LAYERS, HEADS, DIM, CHUNK = 4, 2, 16, 32
+
+
+def kv(tokens, seed, dtype=np.float16):
+    """[layers, heads, tokens, dim]: smooth across tokens, one outlier channel."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(tokens)[None, None, :, None]
+    d = np.arange(DIM)[None, None, None, :]
+    x = np.sin(0.05 * t + 0.3 * d + rng.normal(size=(LAYERS, HEADS, 1, 1)))
+    x = x + 0.01 * rng.normal(size=(LAYERS, HEADS, tokens, DIM))
+    x[..., 3] *= 20
+    return x.astype(dtype)
+
+
+@pytest.fixture
+def client(daemon):
+    return mnemo.Client(daemon.address)
+
+
+def test_raw_round_trip_is_bit_exact_and_layers_can_be_chosen(client):
+    st = client.create_kv_space("raw", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=CHUNK)
+    assert (st.codec, st.dtype, st.segments) == ("raw", "f16", 0)
+    k, v = kv(CHUNK, 1), kv(CHUNK, 2)
+    h = mnemo.prefix_hashes(range(CHUNK), CHUNK, "test")[0]
+    client.put_kv("raw", h, k, v)
+    k2, v2 = client.get_kv("raw", h)
+    assert k2.dtype == np.float16 and k2.shape == k.shape
+    assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()
+    k3, v3 = client.get_kv("raw", h, layers=[3, 1])
+    np.testing.assert_array_equal(k3, k[[3, 1]])
+    np.testing.assert_array_equal(v3, v[[3, 1]])
+    st = client.kv_stats("raw")
+    assert st.segments == 1 and st.hits == 2 and st.bytes_stored >= k.nbytes + v.nbytes
+
+
+@pytest.mark.parametrize("codec,ratio", [("int8", 1.7), ("int4", 3.0), ("entropy", 2.0)])
+def test_lossy_codecs_stay_within_their_bounds(client, codec, ratio):
+    client.create_kv_space(codec, LAYERS, HEADS, DIM, dtype="f32", chunk_tokens=CHUNK,
+                           codec=codec)
+    k, v = kv(CHUNK, 3, np.float32), kv(CHUNK, 4, np.float32)
+    client.put_kv(codec, b"k" * 32, k, v)
+    k2, v2 = client.get_kv(codec, b"k" * 32)
+    if codec == "int4":  # keys per channel over 32 tokens, values per token over 32 channels
+        kb = (k.max(axis=2, keepdims=True) - k.min(axis=2, keepdims=True)) / 15 / 2
+        vb = (v.max(axis=3, keepdims=True) - v.min(axis=3, keepdims=True)) / 15 / 2
+    else:  # per channel, over the tokens
+        kb = np.abs(k).max(axis=2, keepdims=True) / 127 / 2
+        vb = np.abs(v).max(axis=2, keepdims=True) / 127 / 2
+    assert np.all(np.abs(k2 - k) <= kb * (1 + 1e-5) + 1e-6)
+    assert np.all(np.abs(v2 - v) <= vb * (1 + 1e-5) + 1e-6)
+    st = client.kv_stats(codec)
+    assert st.raw_bytes / st.bytes_stored > ratio
+
+
+def test_prefix_matching_across_shared_and_diverging_prompts(client):
+    client.create_kv_space("p", LAYERS, HEADS, DIM, chunk_tokens=CHUNK)
+    prompt = list(range(1000, 1000 + 4 * CHUNK + 5))  # 4 full chunks and a tail
+    hashes = mnemo.prefix_hashes(prompt, CHUNK, "model-a")
+    assert len(hashes) == 4 and len(set(hashes)) == 4
+    for i, h in enumerate(hashes):
+        client.put_kv("p", h, kv(CHUNK, i), kv(CHUNK, i + 100))
+    assert client.match_prefix("p", hashes) == 4
+    # Same first two chunks, then different tokens: the chain diverges.
+    other = prompt[:2 * CHUNK] + [7] * (2 * CHUNK)
+    assert client.match_prefix("p", mnemo.prefix_hashes(other, CHUNK, "model-a")) == 2
+    # The same tokens later in a prompt do not match: the hash chains the prefix.
+    shifted = [5] * CHUNK + prompt
+    assert client.match_prefix("p", mnemo.prefix_hashes(shifted, CHUNK, "model-a")) == 0
+    # Another model's namespace never shares chunks.
+    assert client.match_prefix("p", mnemo.prefix_hashes(prompt, CHUNK, "model-b")) == 0
+    # Deterministic across processes: a fixed digest.
+    assert mnemo.prefix_hashes([1, 2], 2, "m")[0].hex()[:16] == \
+        mnemo.prefix_hashes(np.array([1, 2]), 2, "m")[0].hex()[:16]
+
+
+def test_capacity_evicts_lru_and_segments_survive_restart(daemon_factory, tmp_path):
+    d = daemon_factory(tmp_path / "store")
+    c = mnemo.Client(d.address)
+    k = kv(CHUNK, 5)
+    c.create_kv_space("lru", LAYERS, HEADS, DIM, chunk_tokens=CHUNK)
+    c.put_kv("lru", b"0" * 32, k, k)
+    one = c.kv_stats("lru").bytes_stored
+    c.drop_kv_space("lru")
+    c.create_kv_space("lru", LAYERS, HEADS, DIM, chunk_tokens=CHUNK, capacity_bytes=3 * one)
+    for i in b"123":
+        c.put_kv("lru", bytes([i]) * 32, k, k)
+    c.get_kv("lru", b"1" * 32)  # 2 is now the least recently used
+    c.put_kv("lru", b"4" * 32, k, k)
+    with pytest.raises(mnemo.NotFound):
+        c.get_kv("lru", b"2" * 32)
+    st = c.kv_stats("lru")
+    assert (st.segments, st.evictions, st.misses) == (3, 1, 1)
+
+    d.stop()
+    d2 = daemon_factory(tmp_path / "store")
+    c2 = mnemo.Client(d2.address)
+    assert c2.kv_stats("lru").segments == 3
+    assert c2.match_prefix("lru", [b"1" * 32, b"3" * 32, b"4" * 32]) == 3
+    k2, _ = c2.get_kv("lru", b"4" * 32)
+    assert k2.tobytes() == k.tobytes()
+
+
+def test_wrong_shapes_dtypes_and_names_are_refused(client):
+    client.create_kv_space("w", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=CHUNK)
+    k = kv(CHUNK, 6)
+    with pytest.raises(mnemo.InvalidArgument, match="holds kv_heads=2"):
+        client.put_kv("w", b"h" * 32, k[:, :1], k[:, :1])  # one head short
+    with pytest.raises(mnemo.InvalidArgument, match="must both be"):
+        client.put_kv("w", b"h" * 32, k[0], k[0])
+    with pytest.raises(mnemo.InvalidArgument, match="bytes per token"):
+        client.put_kv("w", b"h" * 32, kv(CHUNK + 1, 6), kv(CHUNK + 1, 6))
+    with pytest.raises(mnemo.InvalidArgument, match="float16, bfloat16 or float32"):
+        client.put_kv("w", b"h" * 32, k.astype(np.int32), k.astype(np.int32))
+    with pytest.raises(mnemo.InvalidArgument, match="32 bytes"):
+        client.put_kv("w", b"short", k, k)
+    with pytest.raises(mnemo.InvalidArgument, match="must both be"):
+        client.put_kv("w", b"h" * 32, k, k[:, :, :CHUNK - 1])
+    assert client.kv_stats("w").segments == 0
+    with pytest.raises(mnemo.NotFound):
+        client.get_kv("w", b"h" * 32)
+    with pytest.raises(mnemo.InvalidArgument, match="unknown codec"):
+        client.create_kv_space("x", LAYERS, HEADS, DIM, codec="zip")
+    with pytest.raises(mnemo.InvalidArgument, match="unknown dtype"):
+        client.create_kv_space("x", LAYERS, HEADS, DIM, dtype="f8")
+    with pytest.raises(mnemo.AlreadyExists):
+        client.create_kv_space("w", LAYERS, HEADS, DIM)
+    with pytest.raises(mnemo.NotFound):
+        client.put_kv("nope", b"h" * 32, k, k)
