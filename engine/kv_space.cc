@@ -184,12 +184,23 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   }
   const kv::LayerShape shape{c.kv_heads, uint32_t(keys.size() / per_token), c.head_dim};
   const size_t layer_bytes = keys.size() / c.layers;
+  auto bytes_of = [&](std::span<const uint8_t> all, uint32_t l) {
+    return std::string_view(reinterpret_cast<const char*>(all.data()) + l * layer_bytes, layer_bytes);
+  };
+  // Raw layers go into the write batch straight from the request; the others
+  // are encoded first.
+  const bool raw = codec_.id == kv::CodecId::kRaw;
   std::vector<std::string> encoded(c.layers);
   uint64_t total = 0;
   for (uint32_t l = 0; l < c.layers; ++l) {
-    encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, keys.subspan(l * layer_bytes, layer_bytes),
-                                 values.subspan(l * layer_bytes, layer_bytes));
-    total += encoded[l].size();
+    if (raw) {
+      encoded[l] = kv::LayerHeader(codec_, dtype_, shape.tokens, uint32_t(layer_bytes));
+      total += encoded[l].size() + 2 * layer_bytes;
+    } else {
+      encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, keys.subspan(l * layer_bytes, layer_bytes),
+                                   values.subspan(l * layer_bytes, layer_bytes));
+      total += encoded[l].size();
+    }
   }
   if (c.capacity_bytes != 0 && total > c.capacity_bytes) {
     return Status::ResourceExhausted("a segment of " + std::to_string(total) +
@@ -230,7 +241,12 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   for (const Hash& k : evicted) erase(k);
   const uint64_t seq = next_seq_;
   for (uint32_t l = 0; l < c.layers; ++l) {
-    batch.Put(Cf::kKv, storage::KvLayerKey(record_.id, hash, uint16_t(l)), encoded[l]);
+    const std::string key = storage::KvLayerKey(record_.id, hash, uint16_t(l));
+    if (raw) {
+      batch.PutParts(Cf::kKv, key, {encoded[l], bytes_of(keys, l), bytes_of(values, l)});
+    } else {
+      batch.Put(Cf::kKv, key, encoded[l]);
+    }
   }
   batch.Put(Cf::kKv, storage::KvHeadKey(record_.id, hash), EncodeHead(seq, now, shape.tokens, total));
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
@@ -248,9 +264,30 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
 }
 
 Result<KvSegment> KvSpace::Get(std::string_view hash, std::span<const uint32_t> layers) {
+  MNEMO_ASSIGN_OR_RETURN(KvRead read, Read(hash, layers));
+  KvSegment out;
+  out.tokens = read.tokens;
+  out.layers = read.layers;
+  out.keys.resize(read.layer_bytes * read.layers.size());
+  out.values.resize(out.keys.size());
+  MNEMO_RETURN_IF_ERROR(DecodeInto(read, out.keys.data(), out.values.data()));
+  return out;
+}
+
+Status KvSpace::DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) const {
+  const auto& c = record_.config;
+  const kv::LayerShape shape{c.kv_heads, read.tokens, c.head_dim};
+  for (size_t i = 0; i < read.stored.size(); ++i) {
+    MNEMO_RETURN_IF_ERROR(kv::DecodeLayerInto(read.stored[i], shape, keys + i * read.layer_bytes,
+                                              values + i * read.layer_bytes));
+  }
+  return Status::OK();
+}
+
+Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> layers) {
   MNEMO_RETURN_IF_ERROR(CheckHash(hash));
   const auto& c = record_.config;
-  KvSegment out;
+  KvRead out;
   if (layers.empty()) {
     for (uint32_t l = 0; l < c.layers; ++l) out.layers.push_back(l);
   } else {
@@ -286,14 +323,11 @@ Result<KvSegment> KvSpace::Get(std::string_view hash, std::span<const uint32_t> 
   std::vector<std::string> keys;
   for (uint32_t l : out.layers) keys.push_back(storage::KvLayerKey(record_.id, hash, uint16_t(l)));
   MNEMO_ASSIGN_OR_RETURN(auto stored, store_->MultiGet(Cf::kKv, keys));
-  const kv::LayerShape shape{c.kv_heads, out.tokens, c.head_dim};
-  const size_t layer_bytes = shape.elements() * kv::DtypeBytes(dtype_);
-  out.keys.reserve(layer_bytes * out.layers.size());
-  out.values.reserve(layer_bytes * out.layers.size());
   for (auto& s : stored) {
     if (!s) return Status::NotFound("the KV segment was evicted while it was read");
-    MNEMO_RETURN_IF_ERROR(kv::DecodeLayer(*s, shape, &out.keys, &out.values));
+    out.stored.push_back(std::move(*s));
   }
+  out.layer_bytes = size_t(c.kv_heads) * out.tokens * c.head_dim * kv::DtypeBytes(dtype_);
   return out;
 }
 

@@ -72,6 +72,15 @@ struct KvSegment {
   std::vector<uint8_t> keys, values;
 };
 
+// A segment's layers as stored, read but not yet decoded: the daemon decodes
+// them straight into its reply.
+struct KvRead {
+  uint32_t tokens = 0;
+  std::vector<uint32_t> layers;
+  std::vector<std::string> stored;  // one per layer, in the order of `layers`
+  size_t layer_bytes = 0;           // decoded bytes of keys (or values) per layer
+};
+
 class KvSpace {
  public:
   using NowMs = std::function<int64_t()>;  // wall clock; a seam for TTL tests
@@ -89,6 +98,10 @@ class KvSpace {
              std::span<const uint8_t> values, uint32_t tokens = 0);
   // All layers when `layers` is empty.
   Result<KvSegment> Get(std::string_view hash, std::span<const uint32_t> layers);
+  // Get in two steps: Read, then DecodeInto memory the caller owns, each of
+  // keys and values layers.size() * layer_bytes.
+  Result<KvRead> Read(std::string_view hash, std::span<const uint32_t> layers);
+  Status DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) const;
   // How many leading hashes are stored (`hashes`: 32 bytes each).
   Result<size_t> MatchPrefix(std::string_view hashes);
   KvSpaceStats Stats() const;

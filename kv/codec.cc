@@ -194,13 +194,13 @@ std::string EncodePart(const CodecSpec& c, Dtype dtype, const LayerShape& s,
   }
 }
 
+// Decodes one part into `out` (s.elements() values of dtype).
 Status DecodePart(CodecId id, uint32_t group, Dtype dtype, const LayerShape& s,
-                  std::string_view part, bool keys, std::vector<uint8_t>* out) {
+                  std::string_view part, bool keys, uint8_t* out) {
   const size_t bytes = s.elements() * DtypeBytes(dtype);
-  const size_t at = out->size();
   if (id == CodecId::kRaw) {
     if (part.size() != bytes) return Status::Corruption("raw part size");
-    out->insert(out->end(), part.begin(), part.end());
+    std::memcpy(out, part.data(), bytes);
     return Status::OK();
   }
   std::vector<float> x(s.elements());
@@ -218,8 +218,7 @@ Status DecodePart(CodecId id, uint32_t group, Dtype dtype, const LayerShape& s,
   } else {
     return Status::Corruption("unknown codec id " + std::to_string(int(id)));
   }
-  out->resize(at + bytes);
-  FromFloat(dtype, x.data(), x.size(), out->data() + at);
+  FromFloat(dtype, x.data(), x.size(), out);
   return Status::OK();
 }
 
@@ -275,18 +274,24 @@ std::string CodecSpec::Name() const {
   }
 }
 
-std::string EncodeLayer(const CodecSpec& codec, Dtype dtype, const LayerShape& shape,
-                        std::span<const uint8_t> keys, std::span<const uint8_t> values) {
-  std::string k = EncodePart(codec, dtype, shape, keys, true);
-  std::string v = EncodePart(codec, dtype, shape, values, false);
+std::string LayerHeader(const CodecSpec& codec, Dtype dtype, uint32_t tokens,
+                        uint32_t keys_part_bytes) {
   std::string out;
-  out.reserve(kHeaderBytes + 4 + k.size() + v.size());
   out.push_back(char(codec.id));
   out.push_back(char(dtype));
   const uint16_t group = uint16_t(codec.group);
   out.append(reinterpret_cast<const char*>(&group), 2);
-  PutU32(&out, shape.tokens);
-  PutU32(&out, uint32_t(k.size()));
+  PutU32(&out, tokens);
+  PutU32(&out, keys_part_bytes);
+  return out;
+}
+
+std::string EncodeLayer(const CodecSpec& codec, Dtype dtype, const LayerShape& shape,
+                        std::span<const uint8_t> keys, std::span<const uint8_t> values) {
+  std::string k = EncodePart(codec, dtype, shape, keys, true);
+  std::string v = EncodePart(codec, dtype, shape, values, false);
+  std::string out = LayerHeader(codec, dtype, shape.tokens, uint32_t(k.size()));
+  out.reserve(kHeaderBytes + k.size() + v.size());
   out += k;
   out += v;
   return out;
@@ -296,22 +301,40 @@ uint32_t StoredTokens(std::string_view stored) {
   return stored.size() < kHeaderBytes ? 0 : GetU32(stored.data() + 4);
 }
 
-Status DecodeLayer(std::string_view stored, const LayerShape& shape, std::vector<uint8_t>* keys,
-                   std::vector<uint8_t>* values) {
+Status DecodeLayerInto(std::string_view stored, const LayerShape& shape, uint8_t* keys,
+                       uint8_t* values) {
   if (stored.size() < kHeaderBytes) return Status::Corruption("stored KV layer is too short");
   const auto id = CodecId(uint8_t(stored[0]));
   const auto dtype = Dtype(uint8_t(stored[1]));
   uint16_t group;
   std::memcpy(&group, stored.data() + 2, 2);
-  LayerShape s = shape;
-  s.tokens = GetU32(stored.data() + 4);
   const size_t kbytes = GetU32(stored.data() + 8);
   if (uint8_t(dtype) > 2 || (id == CodecId::kInt4 && group < 2) ||
-      stored.size() < kHeaderBytes + kbytes) {
+      stored.size() < kHeaderBytes + kbytes || GetU32(stored.data() + 4) != shape.tokens) {
     return Status::Corruption("stored KV layer has a bad header");
   }
-  MNEMO_RETURN_IF_ERROR(DecodePart(id, group, dtype, s, stored.substr(kHeaderBytes, kbytes), true, keys));
-  return DecodePart(id, group, dtype, s, stored.substr(kHeaderBytes + kbytes), false, values);
+  MNEMO_RETURN_IF_ERROR(
+      DecodePart(id, group, dtype, shape, stored.substr(kHeaderBytes, kbytes), true, keys));
+  return DecodePart(id, group, dtype, shape, stored.substr(kHeaderBytes + kbytes), false, values);
+}
+
+Status DecodeLayer(std::string_view stored, const LayerShape& shape, std::vector<uint8_t>* keys,
+                   std::vector<uint8_t>* values) {
+  if (stored.size() < kHeaderBytes || uint8_t(stored[1]) > 2) {
+    return Status::Corruption("stored KV layer has a bad header");
+  }
+  LayerShape s = shape;
+  s.tokens = StoredTokens(stored);
+  const size_t bytes = s.elements() * DtypeBytes(Dtype(uint8_t(stored[1])));
+  const size_t k0 = keys->size(), v0 = values->size();
+  keys->resize(k0 + bytes);
+  values->resize(v0 + bytes);
+  Status st = DecodeLayerInto(stored, s, keys->data() + k0, values->data() + v0);
+  if (!st.ok()) {
+    keys->resize(k0);
+    values->resize(v0);
+  }
+  return st;
 }
 
 void ToFloat(Dtype d, std::span<const uint8_t> in, float* out) {

@@ -66,10 +66,20 @@ struct LayerShape {
 std::string EncodeLayer(const CodecSpec& codec, Dtype dtype, const LayerShape& shape,
                         std::span<const uint8_t> keys, std::span<const uint8_t> values);
 
+// The 12 bytes that begin a stored layer. With the raw codec a stored layer
+// is LayerHeader + keys + values, so it can be written without encoding.
+std::string LayerHeader(const CodecSpec& codec, Dtype dtype, uint32_t tokens,
+                        uint32_t keys_part_bytes);
+
 // Decodes a stored layer into dtype bytes; appends to *keys and *values.
 // Corruption when the bytes are not a layer of this shape.
 Status DecodeLayer(std::string_view stored, const LayerShape& shape, std::vector<uint8_t>* keys,
                    std::vector<uint8_t>* values);
+// The same into caller memory: keys and values each hold
+// shape.elements() * DtypeBytes of the stored dtype; `shape.tokens` must be
+// the layer's (StoredTokens).
+Status DecodeLayerInto(std::string_view stored, const LayerShape& shape, uint8_t* keys,
+                       uint8_t* values);
 
 // Tokens recorded in a stored layer (0 if it is too short to tell).
 uint32_t StoredTokens(std::string_view stored);

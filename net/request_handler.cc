@@ -170,10 +170,18 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
     case wire::Request::GetKv: {
       auto* r = f.request_as_GetKv();
       MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
-      MNEMO_ASSIGN_OR_RETURN(engine::KvSegment seg, space->Get(Bytes(r->chunk_hash()), Span(r->layers())));
-      FlatBufferBuilder b(256 + seg.keys.size() * 2);
-      auto body = wire::CreateKvSegmentDirect(b, seg.tokens, space->config().dtype.c_str(),
-                                              &seg.layers, &seg.keys, &seg.values);
+      MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r->chunk_hash()), Span(r->layers())));
+      // Decoded straight into the reply: room for both vectors up front, so
+      // that the builder does not move them while they are filled.
+      const size_t n = read.layer_bytes * read.layers.size();
+      FlatBufferBuilder b(1024 + 2 * n + 4 * read.layers.size());
+      uint8_t *kp = nullptr, *vp = nullptr;
+      auto kv = b.CreateUninitializedVector(n, &kp);
+      auto vv = b.CreateUninitializedVector(n, &vp);
+      kp = flatbuffers::GetMutableTemporaryPointer(b, kv)->data();
+      MNEMO_RETURN_IF_ERROR(space->DecodeInto(read, kp, vp));
+      auto body = wire::CreateKvSegment(b, read.tokens, b.CreateString(space->config().dtype),
+                                        b.CreateVector(read.layers), kv, vv);
       return Finish(b, id, wire::Response::KvSegment, body.Union());
     }
     case wire::Request::MatchPrefix: {

@@ -44,7 +44,8 @@ rocksdb::ColumnFamilyOptions CfOptions(Cf cf) {
     o.min_blob_size = 4096;
     o.compression = rocksdb::kNoCompression;
     o.blob_compression_type = rocksdb::kNoCompression;
-    o.write_buffer_size = 64 << 20;
+    o.write_buffer_size = 256 << 20;  // a few segments per flush
+    o.max_write_buffer_number = 4;     // flushes overlap writes instead of stalling them
   }
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
@@ -88,6 +89,14 @@ WriteBatch& WriteBatch::operator=(WriteBatch&&) noexcept = default;
 // engine's batch limits rule out.
 void WriteBatch::Put(Cf cf, std::string_view key, std::string_view value) {
   (void)rep_->batch.Put(rep_->handle(cf), ToSlice(key), ToSlice(value));
+}
+void WriteBatch::PutParts(Cf cf, std::string_view key,
+                          std::initializer_list<std::string_view> value_parts) {
+  std::vector<rocksdb::Slice> parts;
+  for (auto p : value_parts) parts.push_back(ToSlice(p));
+  rocksdb::Slice k = ToSlice(key);
+  (void)rep_->batch.Put(rep_->handle(cf), rocksdb::SliceParts(&k, 1),
+                        rocksdb::SliceParts(parts.data(), int(parts.size())));
 }
 void WriteBatch::Delete(Cf cf, std::string_view key) {
   (void)rep_->batch.Delete(rep_->handle(cf), ToSlice(key));

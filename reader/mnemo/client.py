@@ -32,6 +32,29 @@ _MAX_REPLY = 1 << 31
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
 
 
+def _send_all(sock, parts):
+    """sendmsg of every part, with no joined copy; retries short writes."""
+    views = [memoryview(p).cast("B") for p in parts]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
+
+
+def _bytes_vector_of(b, data):
+    """A [ubyte] vector holding `data` (a flat uint8 array), copied into the
+    builder once (flatbuffers' CreateNumpyVector copies it twice)."""
+    n = data.size
+    b.StartVector(1, n, 1)
+    b.head = b.Head() - n
+    b.Bytes[b.Head():b.Head() + n] = memoryview(data)
+    b.vectorNumElems = n
+    return b.EndVector()
+
+
 def _raw_bytes(x):
     """The bytes of a numpy array or torch tensor, as a flat uint8 array
     (no copy when it is contiguous and on the CPU)."""
@@ -176,9 +199,9 @@ class Client:
             frame = _table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=rid,
                            ApiKey=key, RequestType=request_type, Request=body)
             b.Finish(frame)
-            data = b.Output()
+            data = memoryview(b.Bytes)[b.Head():]  # no copy of a large frame
             try:
-                self._sock.sendall(_LEN.pack(len(data)) + data)
+                _send_all(self._sock, [_LEN.pack(len(data)), data])
                 (length,) = _LEN.unpack(self._recv_exact(4))
                 if length > _MAX_REPLY:
                     raise errors.Internal(f"reply of {length} bytes is implausible")
@@ -201,7 +224,7 @@ class Client:
             if k == 0:
                 raise errors.Unavailable(f"mnemod at {self.address} closed the connection")
             got += k
-        return bytes(buf)
+        return buf  # FlatBuffers reads a bytearray as it is: no copy
 
     @staticmethod
     def _body(f, cls, expected):
@@ -366,7 +389,7 @@ class Client:
         k, v = _raw_bytes(keys), _raw_bytes(values)
         self._call(Request.Request.PutKv, lambda b: _table(
             b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Keys=b.CreateNumpyVector(k), Values=b.CreateNumpyVector(v), Tokens=int(shape[2])),
+            Keys=_bytes_vector_of(b, k), Values=_bytes_vector_of(b, v), Tokens=int(shape[2])),
             256 + k.nbytes + v.nbytes)
 
     def _kv_shape(self, space: str, refresh: bool = False):

@@ -1,0 +1,222 @@
+#!/usr/bin/python3
+"""KV segment put/get throughput from the Python client over loopback,
+against the loopback TCP limit and against Redis, measured side by side in
+one run; then each codec's compression ratio and reconstruction error on
+structured tensors.
+
+  (a) mnemo MB/s / loopback TCP MB/s (a plain Python socket copy of the same
+      bytes, the same way the client moves them: sendall / recv_into)
+  (b) mnemo MB/s / Redis SET-GET MB/s (redis-server from Debian, no
+      persistence, redis-py)
+
+Segments are 4 MiB per layer (keys + values: 8 KV heads x 1024 tokens x 128
+dims x f16 each), 8 layers: 32 MiB per put and per get. Rounds alternate
+between the three so that drift hits them alike; medians are printed.
+
+Usage: OPENBLAS_NUM_THREADS=1 PYTHONPATH=reader /usr/bin/python3 bench/kv_throughput.py
+       [--mnemod build/tools/mnemod] [--segments 16] [--rounds 3]
+Needs redis-server and python3-redis (apt-get install redis-server python3-redis).
+"""
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
+import mnemo  # noqa: E402
+
+LAYERS, HEADS, TOKENS, DIM = 8, 8, 1024, 128
+
+
+def structured(seed, dtype=np.float16, layers=LAYERS, tokens=TOKENS):
+    """Keys/values shaped like a model's: smooth along tokens, a few outlier
+    channels, per-head offsets."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(tokens, dtype=np.float32)[None, None, :, None]
+    d = np.arange(DIM, dtype=np.float32)[None, None, None, :]
+    phase = rng.normal(size=(layers, HEADS, 1, DIM)).astype(np.float32)
+    x = np.sin(0.01 * t * (1 + (d % 7)) + phase)
+    x += 0.05 * rng.standard_normal(size=(layers, HEADS, tokens, DIM), dtype=np.float32)
+    x[..., ::37] *= 12  # outlier channels
+    return x.astype(dtype)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd, ready, env=None):
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = p.stdout.readline()
+    if ready not in line:
+        p.kill()
+        raise SystemExit(f"{cmd[0]} did not start: {line}")
+    return p
+
+
+def tcp_round(payload_bytes, count):
+    """Copies `count` buffers of payload_bytes over loopback one way and
+    back, as a request and its reply would; returns MB/s of payload."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    buf = bytearray(payload_bytes)
+
+    def echo():
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inbox = bytearray(payload_bytes)
+        view = memoryview(inbox)
+        for _ in range(count):
+            got = 0
+            while got < payload_bytes:
+                got += conn.recv_into(view[got:], payload_bytes - got)
+            conn.sendall(view)
+        conn.close()
+
+    t = threading.Thread(target=echo)
+    t.start()
+    c = socket.create_connection(("127.0.0.1", port))
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    back = bytearray(payload_bytes)
+    view = memoryview(back)
+    start_t = time.perf_counter()
+    for _ in range(count):
+        c.sendall(buf)
+        got = 0
+        while got < payload_bytes:
+            got += c.recv_into(view[got:], payload_bytes - got)
+    secs = time.perf_counter() - start_t
+    c.close()
+    t.join()
+    srv.close()
+    return 2 * payload_bytes * count / secs / 1e6  # bytes moved both ways
+
+
+def mnemo_round(c, space, hashes, k, v):
+    start_t = time.perf_counter()
+    for h in hashes:
+        c.put_kv(space, h, k, v)
+    put = len(hashes) * (k.nbytes + v.nbytes) / (time.perf_counter() - start_t) / 1e6
+    start_t = time.perf_counter()
+    for h in hashes:
+        k2, v2 = c.get_kv(space, h)
+    get = len(hashes) * (k2.nbytes + v2.nbytes) / (time.perf_counter() - start_t) / 1e6
+    return put, get
+
+
+def redis_round(r, hashes, k, v):
+    kb, vb = k.tobytes(), v.tobytes()
+    start_t = time.perf_counter()
+    for h in hashes:
+        r.set(h + b"k", kb)
+        r.set(h + b"v", vb)
+    put = len(hashes) * (len(kb) + len(vb)) / (time.perf_counter() - start_t) / 1e6
+    start_t = time.perf_counter()
+    for h in hashes:
+        k2 = np.frombuffer(r.get(h + b"k"), dtype=k.dtype).reshape(k.shape)
+        v2 = np.frombuffer(r.get(h + b"v"), dtype=v.dtype).reshape(v.shape)
+    get = len(hashes) * (k2.nbytes + v2.nbytes) / (time.perf_counter() - start_t) / 1e6
+    return put, get
+
+
+def codec_table(c):
+    """Compression ratio and error of each codec on structured f16 tensors."""
+    k, v = structured(7, layers=2), structured(8, layers=2)
+    rows = []
+    for codec in ["raw", "int8", "int4", "int4:64", "entropy"]:
+        name = "codec_" + codec.replace(":", "_")
+        c.create_kv_space(name, 2, HEADS, DIM, dtype="f16", chunk_tokens=TOKENS, codec=codec)
+        c.put_kv(name, b"c" * 32, k, v)
+        k2, v2 = c.get_kv(name, b"c" * 32)
+        st = c.kv_stats(name)
+        kf, vf = k.astype(np.float32), v.astype(np.float32)
+        err_k = np.abs(k2.astype(np.float32) - kf)
+        err_v = np.abs(v2.astype(np.float32) - vf)
+        rel = (np.linalg.norm(k2.astype(np.float32) - kf) + np.linalg.norm(v2.astype(np.float32) - vf)) / \
+            (np.linalg.norm(kf) + np.linalg.norm(vf))
+        rows.append((codec, st.raw_bytes / st.bytes_stored, max(err_k.max(), err_v.max()), rel))
+    return rows
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    p.add_argument("--mnemod", default=os.path.join(root, "build", "tools", "mnemod"))
+    p.add_argument("--segments", type=int, default=16)
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    if not shutil.which("redis-server"):
+        raise SystemExit("needs redis-server: apt-get install redis-server python3-redis")
+    import redis
+
+    tmp = tempfile.mkdtemp(prefix="mnemo-kv-bench-")
+    port = free_port()
+    daemon = start([args.mnemod, "--data-dir", os.path.join(tmp, "data"), "--listen",
+                    f"127.0.0.1:{port}", "--http", "127.0.0.1:0", "--log-level", "warn"],
+                   "listening", env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+    rport = free_port()
+    rds = subprocess.Popen(["redis-server", "--port", str(rport), "--save", "", "--appendonly",
+                            "no", "--dir", tmp, "--proto-max-bulk-len", "1gb"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        r = redis.Redis(port=rport)
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        c = mnemo.Client(f"127.0.0.1:{port}")
+        c.create_kv_space("bench", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=TOKENS)
+        k, v = structured(1), structured(2)
+        seg = k.nbytes + v.nbytes
+        print(f"segment: {LAYERS} layers x {HEADS} heads x {TOKENS} tokens x {DIM} dims, f16: "
+              f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
+              f"{args.segments} segments per round, {args.rounds} rounds, {os.cpu_count()} cores")
+        results = {"tcp": [], "mput": [], "mget": [], "rput": [], "rget": []}
+        for rnd in range(args.rounds):
+            hashes = [bytes([rnd, i]) * 16 for i in range(args.segments)]
+            results["tcp"].append(tcp_round(seg, args.segments))
+            mp, mg = mnemo_round(c, "bench", hashes, k, v)
+            rp, rg = redis_round(r, hashes, k, v)
+            results["mput"].append(mp)
+            results["mget"].append(mg)
+            results["rput"].append(rp)
+            results["rget"].append(rg)
+            r.flushall()
+        med = {key: statistics.median(vals) for key, vals in results.items()}
+        print(f"loopback TCP (Python socket copy, payload MB/s): {med['tcp']:.0f}")
+        print(f"{'':6} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
+        for op in ("put", "get"):
+            m, rr = med["m" + op], med["r" + op]
+            print(f"{op:6} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
+        print("targets: (a) >= 0.8, (b) >= 5")
+        print()
+        print("codecs on structured f16 tensors (2 layers x 8 heads x 1024 tokens x 128):")
+        print(f"{'codec':9} {'ratio':>6} {'max abs err':>12} {'rel L2 err':>11}")
+        for codec, ratio, err, rel in codec_table(c):
+            print(f"{codec:9} {ratio:6.2f} {err:12.4g} {rel:11.2e}")
+        print("CacheGen reports 3.5-4.3x smaller KV than 8-bit quantization baselines "
+              "with its own encoder; these ratios are against raw f16.")
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        rds.terminate()
+        rds.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
