@@ -239,13 +239,21 @@ TEST(DaemonTest, BadInputOnTheWireNeverTakesTheDaemonDown) {
     ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
     expect_error_reply(*c, "request 'drop_collection' has no body");
   }
-  {  // a reserved operation
+  {  // chunk hashes that are not 32 bytes each, for a KV space that exists
     auto c = Connect(d);
+    ASSERT_TRUE(good->Backup(dir.Sub("bk")).ok());  // the C++ client's backup
+    flatbuffers::FlatBufferBuilder s;
+    s.Finish(wire::CreateRequestFrame(
+        s, kProtocolVersion, 5, 0, wire::Request::CreateKvSpace,
+        wire::CreateCreateKvSpaceDirect(s, "kv", 2, 1, 4, "f16", 8, "raw").Union()));
+    ASSERT_TRUE(c->SendFrame({s.GetBufferPointer(), s.GetSize()}).ok());
+    ASSERT_TRUE(c->ReceiveFrame().ok());
     flatbuffers::FlatBufferBuilder b;
-    auto body = wire::CreateMatchPrefixDirect(b, "kv").Union();
+    std::vector<uint8_t> odd(33, 1);
+    auto body = wire::CreateMatchPrefixDirect(b, "kv", &odd).Union();
     b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, 6, 0, wire::Request::MatchPrefix, body));
     ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
-    expect_error_reply(*c, "not served by this version");
+    expect_error_reply(*c, "chunk hashes must be 32 bytes each");
   }
   {  // wrong dimension and NaN in valid frames, on a connection that goes on
     auto c = Connect(d);
