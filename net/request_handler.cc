@@ -70,7 +70,8 @@ Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flat
 }
 
 // Synchronous operations: a reply or a Status.
-Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::RequestFrame& f) {
+Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::RequestFrame& f,
+                                           const Grant* grant) {
   const uint64_t id = f.request_id();
   switch (f.request_type()) {
     case wire::Request::CreateCollection: {
@@ -90,7 +91,9 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
     case wire::Request::ListCollections: {
       FlatBufferBuilder b(1024);
       std::vector<Offset<wire::CollectionInfo>> infos;
-      for (const auto& s : e.ListCollections()) infos.push_back(Info(b, s));
+      for (const auto& s : e.ListCollections()) {
+        if (grant == nullptr || grant->Allows(s.name)) infos.push_back(Info(b, s));
+      }
       auto body = wire::CreateCollectionListDirect(b, &infos);
       return Finish(b, id, wire::Response::CollectionList, body.Union());
     }
@@ -233,6 +236,16 @@ void RequestHandler::Handle(Frame frame, Done done) {
     return;
   }
 
+  const Grant* grant = nullptr;
+  if (keys_ != nullptr) {
+    auto checked = keys_->Check(f);
+    if (!checked.ok()) {
+      finish(type, ErrorResponse(id, checked.status()), true);
+      return;
+    }
+    grant = *checked;
+  }
+
   if (type == wire::Request::Search) {
     auto* r = f.request_as_Search();
     auto c = Lookup(*engine_, r->collection());
@@ -257,7 +270,7 @@ void RequestHandler::Handle(Frame frame, Done done) {
     });
     return;
   }
-  auto reply = Execute(*engine_, f);
+  auto reply = Execute(*engine_, f, grant);
   if (!reply.ok()) {
     finish(type, ErrorResponse(id, reply.status()), true);
   } else {

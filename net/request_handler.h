@@ -14,6 +14,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include "engine/engine.h"
+#include "net/key_ring.h"
 #include "net/metrics.h"
 #include "net/search_batcher.h"
 
@@ -24,9 +25,11 @@ class RequestHandler {
   using Frame = std::shared_ptr<const std::vector<uint8_t>>;
   using Done = std::function<void(flatbuffers::DetachedBuffer reply)>;
 
-  // Not owned; all must outlive the handler.
-  RequestHandler(engine::Engine* engine, SearchBatcher* batcher, Metrics* metrics)
-      : engine_(engine), batcher_(batcher), metrics_(metrics) {}
+  // Not owned; all must outlive the handler. With `keys`, every request must
+  // carry a key that allows it (net/key_ring.h); without, none is needed.
+  RequestHandler(engine::Engine* engine, SearchBatcher* batcher, Metrics* metrics,
+                 const KeyRing* keys = nullptr)
+      : engine_(engine), batcher_(batcher), metrics_(metrics), keys_(keys) {}
 
   // Handles one frame (without its length prefix). Calls `done` exactly
   // once, on this thread or, for batched searches, another; `frame` is kept
@@ -41,6 +44,7 @@ class RequestHandler {
   engine::Engine* const engine_;
   SearchBatcher* const batcher_;
   Metrics* const metrics_;
+  const KeyRing* const keys_;
 };
 
 }  // namespace mnemo::net

@@ -47,7 +47,7 @@ class Server::Impl {
       : options_(std::move(options)),
         metrics_(metrics),
         batcher_(DeferredBatching(options_.batching), metrics),
-        handler_(engine, &batcher_, metrics),
+        handler_(engine, &batcher_, metrics, options_.keys),
         pool_(options_.worker_threads ? options_.worker_threads : UsableCores()),
         acceptor_(io_) {}
 

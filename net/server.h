@@ -26,6 +26,7 @@
 
 #include "common/status.h"
 #include "engine/engine.h"
+#include "net/key_ring.h"
 #include "net/metrics.h"
 #include "net/protocol.h"
 #include "net/search_batcher.h"
@@ -45,6 +46,8 @@ struct ServerOptions {
   // costs tens of microseconds on virtual machines. 0 disables.
   std::chrono::microseconds busy_poll{50};
   SearchBatcher::Options batching;
+  // API keys every request must present; nullptr: none needed. Not owned.
+  const KeyRing* keys = nullptr;
 };
 
 // "host:port" into its parts; InvalidArgument when malformed.

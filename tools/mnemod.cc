@@ -7,6 +7,8 @@
 //   mnemod listening on HOST:PORT (admin http HOST:PORT)
 // on stdout once it serves, which scripts and tests wait for.
 #include <CLI/CLI.hpp>
+
+#include <optional>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -86,7 +88,7 @@ int Main(int argc, char** argv) {
   app.add_option("--listen", s.listen, "wire protocol address")->capture_default_str();
   app.add_option("--http", s.http, "admin HTTP address (healthz, metrics)")->capture_default_str();
   app.add_flag("--sync-writes", s.sync_writes, "sync the write-ahead log before each ack");
-  app.add_option("--auth-file", s.auth_file, "API keys (not supported yet)");
+  app.add_option("--auth-file", s.auth_file, "TOML file of API keys, roles and collections (see net/key_ring.h)");
   app.add_option("--config", config, "TOML file with any of these settings");
   app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O and searches (0: one per 4 cores, 1 to 4)");
@@ -117,9 +119,15 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "mnemod: --data-dir is required\n");
     return 2;
   }
+  std::optional<mnemo::net::KeyRing> keys;
   if (!s.auth_file.empty()) {
-    std::fprintf(stderr, "mnemod: --auth-file is not supported by this version yet\n");
-    return 2;
+    auto ring = mnemo::net::KeyRing::Load(s.auth_file);
+    if (!ring.ok()) {
+      std::fprintf(stderr, "mnemod: %s\n", ring.status().ToString().c_str());
+      return 2;
+    }
+    keys = std::move(ring).value();
+    s.server.keys = &*keys;
   }
   s.server.listen = s.listen;
   s.server.idle_timeout = std::chrono::seconds(s.idle_timeout_s);
@@ -160,7 +168,8 @@ int Main(int argc, char** argv) {
   std::printf("mnemod listening on %s (admin http %s)\n", server.address().c_str(),
               admin.address().c_str());
   std::fflush(stdout);
-  spdlog::info("serving {} collections from {}", (*engine)->ListCollections().size(), s.data_dir);
+  spdlog::info("serving {} collections from {}{}", (*engine)->ListCollections().size(), s.data_dir,
+               keys ? " with " + std::to_string(keys->size()) + " API keys" : std::string());
 
   int sig = 0;
   sigwait(&stop_signals, &sig);

@@ -136,3 +136,50 @@ def test_quickstart_script_imports_and_queries(daemon):
     assert p.returncode == 0, p.stderr
     assert "imported 3000 generated vectors" in p.stdout
     assert "recall@10 over 100 queries" in p.stdout
+
+
+def test_api_keys_bound_roles_and_collections(daemon_factory, build_dir, tmp_path):
+    auth = tmp_path / "keys.toml"
+    auth.write_text('[[key]]\nkey = "root"\nrole = "admin"\n\n'
+                    '[[key]]\nkey = "reader"\nrole = "read"\n\n'
+                    '[[key]]\nkey = "writer"\nrole = "write"\ncollections = ["mine"]\n')
+    d = daemon_factory(tmp_path / "data", "--auth-file", str(auth))
+    admin = mnemo.Client(d.address, api_key="root")
+    admin.create_collection("mine", dim=2)
+    admin.create_collection("theirs", dim=2)
+    v = np.array([[1, 2], [3, 4]], np.float32)
+    admin.upsert("theirs", [1, 2], v)
+
+    with pytest.raises(mnemo.Unauthenticated, match="requires an API key"):
+        mnemo.Client(d.address).list()
+    with pytest.raises(mnemo.Unauthenticated, match="unknown API key"):
+        mnemo.Client(d.address, api_key="guess").search("theirs", v[0], k=1)
+
+    reader = mnemo.Client(d.address, api_key="reader")
+    assert reader.search("theirs", v[0], k=1)[1][0][0] == 1
+    with pytest.raises(mnemo.PermissionDenied, match="a read key may not upsert"):
+        reader.upsert("theirs", [3], v[:1])
+
+    writer = mnemo.Client(d.address, api_key="writer")
+    writer.upsert("mine", [7], v[:1])
+    assert [s.name for s in writer.list()] == ["mine"]
+    with pytest.raises(mnemo.PermissionDenied, match="may not use 'theirs'"):
+        writer.get("theirs", [1])
+    with pytest.raises(mnemo.PermissionDenied, match="may not create_collection"):
+        writer.create_collection("more", dim=2)
+    assert admin.stats("theirs").count == 2 and admin.stats("mine").count == 1
+
+    # The command-line tool passes --api-key.
+    tool = str(build_dir / "tools" / "mnemo")
+    ok = subprocess.run([tool, "--addr", d.address, "--api-key", "reader", "stats", "mine"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "count=1" in ok.stdout
+    denied = subprocess.run([tool, "--addr", d.address, "drop", "mine"], capture_output=True,
+                            text=True)
+    assert denied.returncode == 1 and "requires an API key" in denied.stderr
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[key]]\nkey = "x"\nrole = "owner"\n')
+    p = subprocess.run([str(build_dir / "tools" / "mnemod"), "--data-dir", str(tmp_path / "d2"),
+                        "--auth-file", str(bad)], capture_output=True, text=True)
+    assert p.returncode == 2 and "role must be read, write or admin" in p.stderr
