@@ -210,7 +210,11 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   Hash h;
   std::memcpy(h.data(), hash.data(), kChunkHashBytes);
 
-  std::lock_guard<std::mutex> lock(mu_);
+  // Puts take turns; the state lock is not held across the store write, so
+  // that gets and prefix matches (a serving engine's critical path) never
+  // wait for megabytes to reach the log.
+  std::lock_guard<std::mutex> put_lock(put_mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
   const int64_t now = now_ms_();
   // Victims first, applied to memory only once the write succeeded.
@@ -249,7 +253,9 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
     }
   }
   batch.Put(Cf::kKv, storage::KvHeadKey(record_.id, hash), EncodeHead(seq, now, shape.tokens, total));
+  lock.unlock();
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
+  lock.lock();
 
   for (const Hash& k : expired) ForgetLocked(k, nullptr);
   for (const Hash& k : evicted) ForgetLocked(k, nullptr);
@@ -367,6 +373,7 @@ KvSpaceStats KvSpace::Stats() const {
 }
 
 Status KvSpace::Drop() {
+  std::lock_guard<std::mutex> put_lock(put_mu_);
   std::lock_guard<std::mutex> lock(mu_);
   std::string begin = storage::CollectionPrefix(record_.id);
   std::string end = storage::CollectionPrefix(record_.id + 1);

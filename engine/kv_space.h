@@ -136,6 +136,7 @@ class KvSpace {
   const kv::CodecSpec codec_;
   const NowMs now_ms_;
 
+  std::mutex put_mu_;      // one put (or drop) at a time; taken before mu_
   mutable std::mutex mu_;  // guards the members below
   std::list<Hash> lru_;    // most recently used first
   std::unordered_map<Hash, Segment, HashOf> segments_;

@@ -4,17 +4,26 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include <rocksdb/file_system.h>
 
 namespace mnemo::testing {
 
-// A file system whose writable files fail every append while `fail` is set.
+// A file system whose writable files fail every append while `fail` is set,
+// and hold every append (the writer waits, `held` counts it) while `hold` is.
 class FailingFs : public rocksdb::FileSystemWrapper {
  public:
   explicit FailingFs(const std::shared_ptr<rocksdb::FileSystem>& base) : FileSystemWrapper(base) {}
   const char* Name() const override { return "FailingFs"; }
   std::atomic<bool> fail{false};
+  std::atomic<bool> hold{false};
+  std::atomic<int> held{0};
+  void Gate() {
+    if (!hold) return;
+    held++;
+    while (hold) std::this_thread::yield();
+  }
 
   rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
                                     std::unique_ptr<rocksdb::FSWritableFile>* r,
@@ -31,12 +40,14 @@ class FailingFs : public rocksdb::FileSystemWrapper {
         : FSWritableFileOwnerWrapper(std::move(f)), fs_(fs) {}
     rocksdb::IOStatus Append(const rocksdb::Slice& d, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* dbg) override {
+      fs_->Gate();
       if (fs_->fail) return rocksdb::IOStatus::IOError("injected write failure");
       return FSWritableFileOwnerWrapper::Append(d, o, dbg);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& d, const rocksdb::IOOptions& o,
                              const rocksdb::DataVerificationInfo& v,
                              rocksdb::IODebugContext* dbg) override {
+      fs_->Gate();
       if (fs_->fail) return rocksdb::IOStatus::IOError("injected write failure");
       return FSWritableFileOwnerWrapper::Append(d, o, v, dbg);
     }

@@ -5,9 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <future>
 #include <random>
+#include <thread>
+
+#include <rocksdb/env.h>
 
 #include "engine/engine.h"
+#include "tests/failing_fs.h"
 #include "tests/test_util.h"
 
 namespace mnemo::engine {
@@ -200,6 +205,37 @@ TEST_F(KvSpaceTest, WrongShapesAndNamesAreRefusedAndChangeNothing) {
   EXPECT_EQ(s->Put(HashOf(1), k, k).code(), StatusCode::kNotFound);
   Open();
   EXPECT_EQ(engine_->GetKvSpace("s").status().code(), StatusCode::kNotFound);
+}
+
+// A put whose log write is held must not hold up prefix matches, gets or
+// stats of the same space: they are a serving engine's critical path.
+TEST(KvSpaceConcurrencyTest, ReadsDoNotWaitForAPutsWrite) {
+  TempDir dir;
+  auto fs = std::make_shared<mnemo::testing::FailingFs>(rocksdb::FileSystem::Default());
+  auto env = rocksdb::NewCompositeEnv(fs);
+  auto o = mnemo::testing::OptionsFor(dir.path());
+  o.env = env.get();
+  auto engine = std::move(Engine::Open(o)).value();
+  auto s = std::move(engine->CreateKvSpace({"s", kLayers, kHeads, kDim, "f32", kChunk, "raw", 0, 0})).value();
+  ASSERT_TRUE(s->Put(HashOf(1), Tensor(kChunk, 1), Tensor(kChunk, 1)).ok());
+
+  fs->hold = true;
+  auto k2 = Tensor(kChunk, 2);
+  std::thread writer([&] { EXPECT_TRUE(s->Put(HashOf(2), k2, k2).ok()); });
+  while (fs->held == 0) std::this_thread::yield();  // the put is inside its log write
+  auto reads = std::async(std::launch::async, [&] {
+    return std::tuple{*s->MatchPrefix(HashOf(1) + HashOf(2)), s->Get(HashOf(1), {}).ok(),
+                      s->Stats().segments};
+  });
+  // A generous bound: the reads take microseconds unless they wait for the put.
+  const bool answered = reads.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  fs->hold = false;
+  writer.join();
+  ASSERT_TRUE(answered) << "reads waited for the held put";
+  EXPECT_EQ(reads.get(), (std::tuple{size_t(1), true, uint64_t(1)}));  // not yet the new one
+  EXPECT_EQ(*s->MatchPrefix(HashOf(1) + HashOf(2)), 2u);
+  s.reset();
+  engine.reset();
 }
 
 }  // namespace
