@@ -12,6 +12,9 @@
 
 namespace mnemo::engine {
 
+constexpr uint32_t kMaxEf = 1 << 16;          // HNSW efSearch at most
+constexpr uint64_t kMaxResults = 1ull << 24;  // n * k per search (200 MB of reply)
+
 using storage::Cf;
 
 Collection::Collection(storage::Store* store, const EngineOptions* options,
@@ -210,6 +213,16 @@ Status Collection::ValidateSearch(const SearchRequest& r) const {
   if (r.k == 0 || r.k > options_->max_k) {
     return Status::OutOfRange("k must be in 1.." + std::to_string(options_->max_k) + ", got " +
                               std::to_string(r.k));
+  }
+  if (uint64_t(n) * r.k > kMaxResults) {
+    return Status::OutOfRange(std::to_string(n) + " queries x k=" + std::to_string(r.k) +
+                              " exceed " + std::to_string(kMaxResults) + " results per search");
+  }
+  // HNSW sizes its candidate heap by ef: an unbounded ef would let one
+  // request allocate gigabytes (found by tests/fuzz/frame_fuzzer).
+  if (r.ef > kMaxEf) {
+    return Status::OutOfRange("ef must be at most " + std::to_string(kMaxEf) + ", got " +
+                              std::to_string(r.ef));
   }
   return ValidateVectors(r.queries, n, "query");
 }

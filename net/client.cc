@@ -291,6 +291,97 @@ Result<engine::SearchResult> Client::Search(std::string_view name, std::span<con
   return out;
 }
 
+namespace {
+
+engine::KvSpaceStats KvStatsOf(const wire::KvSpaceInfo* i) {
+  auto str = [](const flatbuffers::String* x) { return x ? x->str() : std::string(); };
+  engine::KvSpaceStats s;
+  s.config = {str(i->name()), i->layers(), i->kv_heads(), i->head_dim(), str(i->dtype()),
+              i->chunk_tokens(), str(i->codec()), i->capacity_bytes(), i->ttl_s()};
+  s.segments = i->segments();
+  s.bytes_stored = i->bytes_stored();
+  s.raw_bytes = i->raw_bytes();
+  s.hits = i->hits();
+  s.misses = i->misses();
+  s.evictions = i->evictions();
+  s.expirations = i->expirations();
+  return s;
+}
+
+flatbuffers::Offset<flatbuffers::Vector<uint8_t>> ByteVector(FlatBufferBuilder& b,
+                                                             std::string_view bytes) {
+  return b.CreateVector(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+}  // namespace
+
+Result<engine::KvSpaceStats> Client::CreateKvSpace(const engine::KvSpaceConfig& c) {
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::CreateKvSpace, [&](auto& b) {
+    return wire::CreateCreateKvSpaceDirect(b, c.name.c_str(), c.layers, c.kv_heads, c.head_dim,
+                                           c.dtype.c_str(), c.chunk_tokens, c.codec.c_str(),
+                                           c.capacity_bytes, c.ttl_seconds)
+        .Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::KvSpaceInfo>(r.second, wire::Response::KvSpaceInfo));
+  return KvStatsOf(info);
+}
+
+Status Client::DropKvSpace(std::string_view name) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::DropKvSpace, [&](auto& b) {
+    return wire::CreateDropKvSpaceDirect(b, n.c_str()).Union();
+  }));
+  return ErrorOf(r.second);
+}
+
+Result<engine::KvSpaceStats> Client::KvStats(std::string_view name) {
+  std::string n(name);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::GetKvStats, [&](auto& b) {
+    return wire::CreateGetKvStatsDirect(b, n.c_str()).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::KvSpaceInfo>(r.second, wire::Response::KvSpaceInfo));
+  return KvStatsOf(info);
+}
+
+Status Client::PutKv(std::string_view space, std::string_view hash, std::span<const uint8_t> keys,
+                     std::span<const uint8_t> values, uint32_t tokens) {
+  std::string sp(space);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::PutKv, [&](auto& b) {
+    auto vv = b.CreateVector(values.data(), values.size());
+    auto kv = b.CreateVector(keys.data(), keys.size());
+    auto hv = ByteVector(b, hash);
+    return wire::CreatePutKv(b, b.CreateString(sp), hv, kv, vv, tokens).Union();
+  }, 256 + keys.size() + values.size()));
+  return ErrorOf(r.second);
+}
+
+Result<engine::KvSegment> Client::GetKv(std::string_view space, std::string_view hash,
+                                        std::span<const uint32_t> layers) {
+  std::string sp(space);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::GetKv, [&](auto& b) {
+    auto lv = layers.empty() ? 0 : b.CreateVector(layers.data(), layers.size());
+    auto hv = ByteVector(b, hash);
+    return wire::CreateGetKv(b, b.CreateString(sp), hv, lv).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto seg, As<wire::KvSegment>(r.second, wire::Response::KvSegment));
+  engine::KvSegment out;
+  out.tokens = seg->tokens();
+  if (seg->layers()) out.layers.assign(seg->layers()->begin(), seg->layers()->end());
+  if (seg->keys()) out.keys.assign(seg->keys()->begin(), seg->keys()->end());
+  if (seg->values()) out.values.assign(seg->values()->begin(), seg->values()->end());
+  return out;
+}
+
+Result<size_t> Client::MatchPrefix(std::string_view space, std::string_view hashes) {
+  std::string sp(space);
+  MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::MatchPrefix, [&](auto& b) {
+    auto hv = ByteVector(b, hashes);
+    return wire::CreateMatchPrefix(b, b.CreateString(sp), hv).Union();
+  }));
+  MNEMO_ASSIGN_OR_RETURN(auto ack, As<wire::Ack>(r.second, wire::Response::Ack));
+  return size_t(ack->count());
+}
+
 Status Client::SendFrame(std::span<const uint8_t> frame) {
   uint8_t prefix[kLengthPrefixBytes];
   PutLength(prefix, uint32_t(frame.size()));

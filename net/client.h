@@ -58,6 +58,17 @@ class Client {
   Result<engine::SearchResult> Search(std::string_view name, std::span<const float> queries,
                                       const SearchOptions& options = {});
 
+  // KV spaces (engine/kv_space.h). keys/values: [layers, kv_heads, tokens,
+  // head_dim] in the space's dtype, as bytes; hashes are 32 bytes each.
+  Result<engine::KvSpaceStats> CreateKvSpace(const engine::KvSpaceConfig& config);
+  Status DropKvSpace(std::string_view name);
+  Result<engine::KvSpaceStats> KvStats(std::string_view name);
+  Status PutKv(std::string_view space, std::string_view hash, std::span<const uint8_t> keys,
+               std::span<const uint8_t> values, uint32_t tokens = 0);
+  Result<engine::KvSegment> GetKv(std::string_view space, std::string_view hash,
+                                  std::span<const uint32_t> layers = {});
+  Result<size_t> MatchPrefix(std::string_view space, std::string_view hashes);
+
   // Raw access, for tests and pipelining: sends frame bytes with a length
   // prefix; receives one reply frame's bytes.
   Status SendFrame(std::span<const uint8_t> frame);

@@ -110,6 +110,12 @@ TEST_P(BadInputTest, KOutOfRange) {
               "k must be in 1..4096, got 0");
   ExpectError(c_->Search({.queries = q, .k = 5000}).status(), StatusCode::kOutOfRange,
               "got 5000");
+  // An HNSW heap of ef entries: 4 billion would be gigabytes.
+  ExpectError(c_->Search({.queries = q, .k = 1, .ef = 4000000000u}).status(),
+              StatusCode::kOutOfRange, "ef must be at most 65536, got 4000000000");
+  std::vector<float> many(4 * 5000, 1.f);  // 5000 queries x k=4096 > 2^24 results
+  ExpectError(c_->Search({.queries = many, .k = 4096}).status(), StatusCode::kOutOfRange,
+              "results per search");
   ExpectUnchanged();
 }
 

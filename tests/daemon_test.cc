@@ -88,6 +88,33 @@ TEST(DaemonTest, EveryOperationThroughTheCppClient) {
   EXPECT_TRUE(c->DropCollection("docs").ok());
   EXPECT_EQ(c->Stats("docs").status().code(), StatusCode::kNotFound);
   EXPECT_EQ(c->Search("docs", q).status().code(), StatusCode::kNotFound);
+
+  // KV: 2 layers x 1 head x 3 tokens x 2 dims of f32, raw.
+  auto kv = c->CreateKvSpace({"kv", 2, 1, 2, "f32", 4, "raw", 0, 0});
+  ASSERT_TRUE(kv.ok()) << kv.status().ToString();
+  EXPECT_EQ(kv->config.codec, "raw");
+  std::vector<float> kf(12), vf(12);
+  for (size_t i = 0; i < 12; ++i) kf[i] = float(i), vf[i] = -float(i);
+  auto bytes = [](const std::vector<float>& x) {
+    return std::span(reinterpret_cast<const uint8_t*>(x.data()), x.size() * 4);
+  };
+  const std::string h1(32, 'a'), h2(32, 'b');
+  ASSERT_TRUE(c->PutKv("kv", h1, bytes(kf), bytes(vf), 3).ok());
+  EXPECT_EQ(c->PutKv("kv", h2, bytes(kf), bytes(vf), 2).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*c->MatchPrefix("kv", h1 + h2), 1u);
+  std::vector<uint32_t> layer1 = {1};
+  auto seg = c->GetKv("kv", h1, layer1);
+  ASSERT_TRUE(seg.ok()) << seg.status().ToString();
+  EXPECT_EQ(seg->tokens, 3u);
+  std::vector<uint8_t> want_keys(bytes(kf).begin() + 24, bytes(kf).end());
+  EXPECT_EQ(seg->keys, want_keys);
+  EXPECT_EQ(c->GetKv("kv", h2).status().code(), StatusCode::kNotFound);
+  auto ks = c->KvStats("kv");
+  ASSERT_TRUE(ks.ok());
+  EXPECT_EQ(ks->segments, 1u);
+  EXPECT_EQ(ks->misses, 1u);
+  EXPECT_TRUE(c->DropKvSpace("kv").ok());
+  EXPECT_EQ(c->KvStats("kv").status().code(), StatusCode::kNotFound);
 }
 
 TEST(DaemonTest, ErrorsCarryTheServersCodeAndMessage) {
