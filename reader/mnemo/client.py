@@ -44,13 +44,14 @@ def _send_all(sock, parts):
             views[0] = views[0][sent:]
 
 
-def _bytes_vector_of(b, data):
-    """A [ubyte] vector holding `data` (a flat uint8 array), copied into the
-    builder once (flatbuffers' CreateNumpyVector copies it twice)."""
-    n = data.size
+def _bytes_vector(b, data):
+    """A [ubyte] vector holding `data` (bytes, or a flat uint8 array), copied
+    into the builder once (flatbuffers' CreateNumpyVector copies it twice)."""
+    view = memoryview(data).cast("B")
+    n = view.nbytes
     b.StartVector(1, n, 1)
     b.head = b.Head() - n
-    b.Bytes[b.Head():b.Head() + n] = memoryview(data)
+    b.Bytes[b.Head():b.Head() + n] = view
     b.vectorNumElems = n
     return b.EndVector()
 
@@ -136,10 +137,6 @@ def _string(b, s):
 
 def _u64(b, values):
     return b.CreateNumpyVector(np.ascontiguousarray(values, dtype=np.uint64).ravel())
-
-
-def _bytes_vector(b, data):
-    return b.CreateNumpyVector(np.frombuffer(bytes(data), dtype=np.uint8))
 
 
 def _stats(info) -> CollectionStats:
@@ -389,7 +386,7 @@ class Client:
         k, v = _raw_bytes(keys), _raw_bytes(values)
         self._call(Request.Request.PutKv, lambda b: _table(
             b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Keys=_bytes_vector_of(b, k), Values=_bytes_vector_of(b, v), Tokens=int(shape[2])),
+            Keys=_bytes_vector(b, k), Values=_bytes_vector(b, v), Tokens=int(shape[2])),
             256 + k.nbytes + v.nbytes)
 
     def _kv_shape(self, space: str, refresh: bool = False):
