@@ -150,14 +150,15 @@ bool KvSpace::ExpiredLocked(const Segment& s, int64_t now) const {
   return ttl != 0 && now - s.written_ms >= int64_t(ttl) * 1000;
 }
 
-void KvSpace::ForgetLocked(const Hash& h, storage::WriteBatch* batch) {
+void KvSpace::DeleteSegment(const Hash& h, storage::WriteBatch* batch) const {
   const std::string_view hv(reinterpret_cast<const char*>(h.data()), h.size());
-  if (batch != nullptr) {
-    batch->Delete(Cf::kKv, storage::KvHeadKey(record_.id, hv));
-    for (uint32_t l = 0; l < record_.config.layers; ++l) {
-      batch->Delete(Cf::kKv, storage::KvLayerKey(record_.id, hv, uint16_t(l)));
-    }
+  batch->Delete(Cf::kKv, storage::KvHeadKey(record_.id, hv));
+  for (uint32_t l = 0; l < record_.config.layers; ++l) {
+    batch->Delete(Cf::kKv, storage::KvLayerKey(record_.id, hv, uint16_t(l)));
   }
+}
+
+void KvSpace::ForgetLocked(const Hash& h) {
   auto it = segments_.find(h);
   if (it == segments_.end()) return;
   bytes_ -= it->second.bytes;
@@ -236,13 +237,8 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
     }
   }
   storage::WriteBatch batch(*store_);
-  auto erase = [&](const Hash& k) {
-    const std::string_view kv(reinterpret_cast<const char*>(k.data()), k.size());
-    batch.Delete(Cf::kKv, storage::KvHeadKey(record_.id, kv));
-    for (uint32_t l = 0; l < c.layers; ++l) batch.Delete(Cf::kKv, storage::KvLayerKey(record_.id, kv, uint16_t(l)));
-  };
-  for (const Hash& k : expired) erase(k);
-  for (const Hash& k : evicted) erase(k);
+  for (const Hash& k : expired) DeleteSegment(k, &batch);
+  for (const Hash& k : evicted) DeleteSegment(k, &batch);
   const uint64_t seq = next_seq_;
   for (uint32_t l = 0; l < c.layers; ++l) {
     const std::string key = storage::KvLayerKey(record_.id, hash, uint16_t(l));
@@ -257,11 +253,11 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
   lock.lock();
 
-  for (const Hash& k : expired) ForgetLocked(k, nullptr);
-  for (const Hash& k : evicted) ForgetLocked(k, nullptr);
+  for (const Hash& k : expired) ForgetLocked(k);
+  for (const Hash& k : evicted) ForgetLocked(k);
   expirations_ += expired.size();
   evictions_ += evicted.size();
-  ForgetLocked(h, nullptr);
+  ForgetLocked(h);
   next_seq_ = seq + 1;
   lru_.push_front(h);
   segments_.emplace(h, Segment{lru_.begin(), total, shape.tokens, now, seq});
@@ -313,7 +309,8 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
     auto it = segments_.find(h);
     if (it != segments_.end() && ExpiredLocked(it->second, now_ms_())) {
       storage::WriteBatch batch(*store_);
-      ForgetLocked(h, &batch);
+      DeleteSegment(h, &batch);
+      ForgetLocked(h);
       expirations_++;
       (void)store_->Write(&batch);  // a failed delete leaves a segment no one sees
       it = segments_.end();

@@ -125,10 +125,10 @@ class KvSpace {
 
   Status CheckHash(std::string_view hash) const;
   bool ExpiredLocked(const Segment& s, int64_t now) const;
-  void ForgetLocked(const Hash& h, storage::WriteBatch* batch);
-  // Deletes expired segments, then LRU ones until `incoming` more bytes fit.
-  void MakeRoomLocked(uint64_t incoming, int64_t now, storage::WriteBatch* batch,
-                      uint64_t* evicted, uint64_t* expired);
+  // Deletes a segment's keys in `batch`.
+  void DeleteSegment(const Hash& h, storage::WriteBatch* batch) const;
+  // Drops a segment from memory (nothing if it is not there).
+  void ForgetLocked(const Hash& h);
 
   storage::Store* const store_;
   const KvSpaceRecord record_;
