@@ -154,21 +154,23 @@ int Import(net::Client& c, const std::string& name, const std::string& file,
     }
     return Fail(Status(st.code(), m));
   };
-  auto receive_one = [&]() -> Status {
-    MNEMO_RETURN_IF_ERROR(c.ReceiveUpsert().status());
-    state->rows += in_flight.front();
-    in_flight.pop_front();
-    progress.Update(state->rows - first);
-    return SaveImportState(o.state_path, *state);
+  // Receives acknowledgements until at most `pending` upserts are in flight.
+  auto receive_until = [&](size_t pending) -> Status {
+    while (in_flight.size() > pending) {
+      MNEMO_RETURN_IF_ERROR(c.ReceiveUpsert().status());
+      state->rows += in_flight.front();
+      in_flight.pop_front();
+      progress.Update(state->rows - first);
+      MNEMO_RETURN_IF_ERROR(SaveImportState(o.state_path, *state));
+    }
+    return Status::OK();
   };
   for (;;) {
     rows.clear();
     auto n = (*reader)->Read(o.batch, &rows);
     if (!n.ok()) {
-      while (!in_flight.empty()) {
-        if (Status st = receive_one(); !st.ok()) return fail_keeping_state(st);
-      }
-      return fail_keeping_state(n.status());
+      Status st = receive_until(0);
+      return fail_keeping_state(st.ok() ? n.status() : st);
     }
     if (*n == 0) break;
     std::vector<uint64_t> ids = rows.ids;
@@ -181,13 +183,9 @@ int Import(net::Client& c, const std::string& name, const std::string& file,
     if (!st.ok()) return fail_keeping_state(st);
     in_flight.push_back(*n);
     sent += *n;
-    while (in_flight.size() >= o.depth) {
-      if (Status st = receive_one(); !st.ok()) return fail_keeping_state(st);
-    }
+    if (st = receive_until(o.depth - 1); !st.ok()) return fail_keeping_state(st);
   }
-  while (!in_flight.empty()) {
-    if (Status st = receive_one(); !st.ok()) return fail_keeping_state(st);
-  }
+  if (Status st = receive_until(0); !st.ok()) return fail_keeping_state(st);
   progress.Done();
   if (Status st = RemoveImportState(o.state_path); !st.ok()) return Fail(st);
   const uint64_t done = state->rows - first;
