@@ -35,7 +35,37 @@ Result<EvictPolicy> ParseEvict(std::string_view s) {
                                  "' (expected fifo or lru)");
 }
 
-}  // namespace
+// Reads the id counter at `next_key` (if any) and decodes every record
+// stored under `prefix` in the meta column family.
+template <typename Record>
+Status LoadRecords(const storage::Store& store, std::string_view next_key, std::string_view prefix,
+                   uint32_t* next_id, std::vector<Record>* records) {
+  MNEMO_ASSIGN_OR_RETURN(auto next, store.Get(Cf::kMeta, next_key));
+  if (next && next->size() == 4) *next_id = storage::DecodeFixed32(next->data());
+  Status decode = Status::OK();
+  std::string end(prefix);
+  end.back()++;
+  MNEMO_RETURN_IF_ERROR(store.Scan(Cf::kMeta, prefix, end, [&](std::string_view, std::string_view v) {
+    auto r = Record::Decode(v);
+    if (!r.ok()) { decode = r.status(); return false; }
+    records->push_back(std::move(r).value());
+    return true;
+  }));
+  return decode;
+}
+
+// Writes a new record under `key` with id *next_id, and the counter past it.
+Status WriteNewRecord(storage::Store* store, const std::string& key, const std::string& value,
+                      std::string_view next_key, uint32_t* next_id) {
+  storage::WriteBatch batch(*store);
+  batch.Put(Cf::kMeta, key, value);
+  std::string next;
+  storage::PutFixed32(&next, *next_id + 1);
+  batch.Put(Cf::kMeta, next_key, next);
+  MNEMO_RETURN_IF_ERROR(store->Write(&batch));
+  ++*next_id;
+  return Status::OK();
+}
 
 int64_t WallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -47,6 +77,8 @@ EngineOptions WithClock(EngineOptions o) {
   if (!o.now_ms) o.now_ms = WallClockMs;
   return o;
 }
+
+}  // namespace
 
 Engine::Engine(EngineOptions options, std::unique_ptr<storage::Store> store)
     : options_(WithClock(std::move(options))), store_(std::move(store)) {}
@@ -66,20 +98,9 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
 }
 
 Status Engine::LoadCollections() {
-  MNEMO_ASSIGN_OR_RETURN(auto next, store_->Get(Cf::kMeta, storage::kNextCollectionIdKey));
-  if (next && next->size() == 4) next_collection_id_ = storage::DecodeFixed32(next->data());
   std::vector<CollectionRecord> records;
-  Status decode = Status::OK();
-  std::string end(storage::kCollectionMetaPrefix);
-  end.back()++;
-  MNEMO_RETURN_IF_ERROR(store_->Scan(
-      Cf::kMeta, storage::kCollectionMetaPrefix, end, [&](std::string_view, std::string_view v) {
-        auto r = CollectionRecord::Decode(v);
-        if (!r.ok()) { decode = r.status(); return false; }
-        records.push_back(std::move(r).value());
-        return true;
-      }));
-  MNEMO_RETURN_IF_ERROR(decode);
+  MNEMO_RETURN_IF_ERROR(LoadRecords(*store_, storage::kNextCollectionIdKey,
+                                    storage::kCollectionMetaPrefix, &next_collection_id_, &records));
   for (auto& r : records) {
     std::string name = r.name;
     auto c = std::make_shared<Collection>(store_.get(), &options_, std::move(r));
@@ -122,13 +143,9 @@ Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionCon
     return Status::AlreadyExists("collection '" + config.name + "' already exists");
   }
   record.id = next_collection_id_;
-  storage::WriteBatch batch(*store_);
-  batch.Put(Cf::kMeta, storage::CollectionMetaKey(record.name), record.Encode());
-  std::string next;
-  storage::PutFixed32(&next, record.id + 1);
-  batch.Put(Cf::kMeta, storage::kNextCollectionIdKey, next);
-  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
-  next_collection_id_ = record.id + 1;
+  MNEMO_RETURN_IF_ERROR(WriteNewRecord(store_.get(), storage::CollectionMetaKey(record.name),
+                                       record.Encode(), storage::kNextCollectionIdKey,
+                                       &next_collection_id_));
   auto c = std::make_shared<Collection>(store_.get(), &options_, std::move(record));
   MNEMO_RETURN_IF_ERROR(c->Load());  // an empty index of the right kind
   collections_.emplace(config.name, c);
@@ -136,20 +153,9 @@ Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionCon
 }
 
 Status Engine::LoadKvSpaces() {
-  MNEMO_ASSIGN_OR_RETURN(auto next, store_->Get(Cf::kMeta, storage::kNextKvSpaceIdKey));
-  if (next && next->size() == 4) next_kv_space_id_ = storage::DecodeFixed32(next->data());
   std::vector<KvSpaceRecord> records;
-  Status decode = Status::OK();
-  std::string end(storage::kKvSpaceMetaPrefix);
-  end.back()++;
-  MNEMO_RETURN_IF_ERROR(store_->Scan(
-      Cf::kMeta, storage::kKvSpaceMetaPrefix, end, [&](std::string_view, std::string_view v) {
-        auto r = KvSpaceRecord::Decode(v);
-        if (!r.ok()) { decode = r.status(); return false; }
-        records.push_back(std::move(r).value());
-        return true;
-      }));
-  MNEMO_RETURN_IF_ERROR(decode);
+  MNEMO_RETURN_IF_ERROR(LoadRecords(*store_, storage::kNextKvSpaceIdKey,
+                                    storage::kKvSpaceMetaPrefix, &next_kv_space_id_, &records));
   for (auto& r : records) {
     std::string name = r.config.name;
     MNEMO_RETURN_IF_ERROR(KvSpace::Validate(r.config));
@@ -175,13 +181,9 @@ Result<std::shared_ptr<KvSpace>> Engine::CreateKvSpace(const KvSpaceConfig& conf
     return Status::AlreadyExists("KV space '" + config.name + "' already exists");
   }
   record.id = next_kv_space_id_;
-  storage::WriteBatch batch(*store_);
-  batch.Put(Cf::kMeta, storage::KvSpaceMetaKey(config.name), record.Encode());
-  std::string next;
-  storage::PutFixed32(&next, record.id + 1);
-  batch.Put(Cf::kMeta, storage::kNextKvSpaceIdKey, next);
-  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
-  next_kv_space_id_ = record.id + 1;
+  MNEMO_RETURN_IF_ERROR(WriteNewRecord(store_.get(), storage::KvSpaceMetaKey(config.name),
+                                       record.Encode(), storage::kNextKvSpaceIdKey,
+                                       &next_kv_space_id_));
   auto space = std::make_shared<KvSpace>(store_.get(), std::move(record), options_.now_ms);
   kv_spaces_.emplace(config.name, space);
   return space;
