@@ -12,15 +12,16 @@ using storage::Cf;
 
 namespace {
 
-Status ValidateName(std::string_view name) {
+// `what`: "collection" or "KV space", for the message.
+Status ValidateName(std::string_view name, const std::string& what) {
   if (name.empty() || name.size() > 128) {
-    return Status::InvalidArgument("collection name must have 1..128 characters");
+    return Status::InvalidArgument(what + " name must have 1..128 characters");
   }
   for (char c : name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-' || c == '.';
     if (!ok) {
-      return Status::InvalidArgument("collection name '" + std::string(name) +
+      return Status::InvalidArgument(what + " name '" + std::string(name) +
                                      "' may only contain letters, digits, '_', '-' and '.'");
     }
   }
@@ -114,7 +115,7 @@ Status Engine::LoadCollections() {
 }
 
 Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionConfig& config) {
-  MNEMO_RETURN_IF_ERROR(ValidateName(config.name));
+  MNEMO_RETURN_IF_ERROR(ValidateName(config.name, "collection"));
   MNEMO_ASSIGN_OR_RETURN(index::Metric metric, index::ParseMetric(config.metric));
   MNEMO_ASSIGN_OR_RETURN(EvictPolicy evict, ParseEvict(config.evict));
   if ((config.capacity == 0) != (evict == EvictPolicy::kNone)) {
@@ -168,7 +169,7 @@ Status Engine::LoadKvSpaces() {
 }
 
 Result<std::shared_ptr<KvSpace>> Engine::CreateKvSpace(const KvSpaceConfig& config) {
-  MNEMO_RETURN_IF_ERROR(ValidateName(config.name));
+  MNEMO_RETURN_IF_ERROR(ValidateName(config.name, "KV space"));
   MNEMO_RETURN_IF_ERROR(KvSpace::Validate(config));
   KvSpaceRecord record;
   record.config = config;
