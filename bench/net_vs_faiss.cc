@@ -78,7 +78,6 @@ struct Row {
   double faiss_qps = 0, faiss_32_qps = 0, net_qps = 0, faiss_p50 = 0, net_p50 = 0, batch = 0;
 };
 
-double Median(std::vector<double> v) { return P50(std::move(v)); }
 
 std::unique_ptr<faiss::Index> BuildFaiss(const Config& cfg, const std::string& factory,
                                          const testing::Dataset& data) {
@@ -171,9 +170,9 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
     if (net.back() == 0) return std::fprintf(stderr, "searches over the network failed\n"), false;
   }
   const auto after = BatchCounters(daemon.http_address());
-  row->faiss_qps = Median(faiss_all);
-  row->faiss_32_qps = Median(faiss_32);
-  row->net_qps = Median(net);
+  row->faiss_qps = P50(faiss_all);
+  row->faiss_32_qps = P50(faiss_32);
+  row->net_qps = P50(net);
   row->batch = (after.first - before.first) / std::max(1.0, after.second - before.second);
 
   // (b): blocks of single queries, in-process on this thread and over the
