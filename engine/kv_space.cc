@@ -132,6 +132,7 @@ Status KvSpace::Load() {
     lru_.push_back(f.hash);
     f.seg.lru = std::prev(lru_.end());
     bytes_ += f.seg.bytes;
+    tokens_ += f.seg.tokens;
     next_seq_ = std::max(next_seq_, f.seg.seq + 1);
     segments_.emplace(f.hash, f.seg);
   }
@@ -162,6 +163,7 @@ void KvSpace::ForgetLocked(const Hash& h) {
   auto it = segments_.find(h);
   if (it == segments_.end()) return;
   bytes_ -= it->second.bytes;
+  tokens_ -= it->second.tokens;
   lru_.erase(it->second.lru);
   segments_.erase(it);
 }
@@ -262,6 +264,7 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   lru_.push_front(h);
   segments_.emplace(h, Segment{lru_.begin(), total, shape.tokens, now, seq});
   bytes_ += total;
+  tokens_ += shape.tokens;
   return Status::OK();
 }
 
@@ -361,7 +364,7 @@ KvSpaceStats KvSpace::Stats() const {
   s.bytes_stored = bytes_;
   const size_t per_token = size_t(s.config.layers) * s.config.kv_heads * s.config.head_dim *
                            kv::DtypeBytes(dtype_) * 2;
-  for (const auto& [h, seg] : segments_) s.raw_bytes += per_token * seg.tokens;
+  s.raw_bytes = per_token * tokens_;
   s.hits = hits_;
   s.misses = misses_;
   s.evictions = evictions_;
@@ -382,6 +385,7 @@ Status KvSpace::Drop() {
   segments_.clear();
   lru_.clear();
   bytes_ = 0;
+  tokens_ = 0;
   return Status::OK();
 }
 

@@ -140,7 +140,8 @@ class KvSpace {
   mutable std::mutex mu_;  // guards the members below
   std::list<Hash> lru_;    // most recently used first
   std::unordered_map<Hash, Segment, HashOf> segments_;
-  uint64_t bytes_ = 0;
+  uint64_t bytes_ = 0;   // encoded layers of all segments
+  uint64_t tokens_ = 0;  // tokens of all segments (for raw_bytes)
   uint64_t next_seq_ = 1;
   uint64_t puts_ = 0;
   bool dropped_ = false;
