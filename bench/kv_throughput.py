@@ -104,16 +104,22 @@ def tcp_round(payload_bytes, count):
     return 2 * payload_bytes * count / secs / 1e6  # bytes moved both ways
 
 
-def mnemo_round(c, space, hashes, k, v):
+def mnemo_round(c, space, hashes, k, v, staging):
+    """put, get into fresh arrays, get into the caller's (staging) arrays."""
+    seg = k.nbytes + v.nbytes
     start_t = time.perf_counter()
     for h in hashes:
         c.put_kv(space, h, k, v)
-    put = len(hashes) * (k.nbytes + v.nbytes) / (time.perf_counter() - start_t) / 1e6
+    put = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
     start_t = time.perf_counter()
     for h in hashes:
-        k2, v2 = c.get_kv(space, h)
-    get = len(hashes) * (k2.nbytes + v2.nbytes) / (time.perf_counter() - start_t) / 1e6
-    return put, get
+        c.get_kv(space, h)
+    get = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
+    start_t = time.perf_counter()
+    for h in hashes:
+        c.get_kv(space, h, out=staging)
+    get_out = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
+    return put, get, get_out
 
 
 def redis_round(r, hashes, k, v):
@@ -185,23 +191,24 @@ def main():
         print(f"segment: {LAYERS} layers x {HEADS} heads x {TOKENS} tokens x {DIM} dims, f16: "
               f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
               f"{args.segments} segments per round, {args.rounds} rounds, {os.cpu_count()} cores")
-        results = {"tcp": [], "mput": [], "mget": [], "rput": [], "rget": []}
+        staging = (np.empty_like(k), np.empty_like(v))
+        results = {key: [] for key in ("tcp", "mput", "mget", "mget_out", "rput", "rget")}
         for rnd in range(args.rounds):
             hashes = [bytes([rnd, i]) * 16 for i in range(args.segments)]
             results["tcp"].append(tcp_round(seg, args.segments))
-            mp, mg = mnemo_round(c, "bench", hashes, k, v)
+            mp, mg, mgo = mnemo_round(c, "bench", hashes, k, v, staging)
             rp, rg = redis_round(r, hashes, k, v)
-            results["mput"].append(mp)
-            results["mget"].append(mg)
-            results["rput"].append(rp)
-            results["rget"].append(rg)
+            for key, val in (("mput", mp), ("mget", mg), ("mget_out", mgo), ("rput", rp),
+                             ("rget", rg)):
+                results[key].append(val)
             r.flushall()
         med = {key: statistics.median(vals) for key, vals in results.items()}
         print(f"loopback TCP (Python socket copy, payload MB/s): {med['tcp']:.0f}")
-        print(f"{'':6} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
-        for op in ("put", "get"):
-            m, rr = med["m" + op], med["r" + op]
-            print(f"{op:6} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
+        print(f"{'':14} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
+        for label, m, rr in (("put", med["mput"], med["rput"]),
+                             ("get", med["mget"], med["rget"]),
+                             ("get into out=", med["mget_out"], med["rget"])):
+            print(f"{label:14} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
         print("targets: (a) >= 0.8, (b) >= 5")
         print()
         print("codecs on structured f16 tensors (2 layers x 8 heads x 1024 tokens x 128):")

@@ -3,6 +3,9 @@
 #include <chrono>
 #include <filesystem>
 
+#include <rocksdb/env.h>
+#include <rocksdb/file_system.h>
+
 #include "index/vector_index.h"
 #include "storage/keys.h"
 
@@ -81,8 +84,9 @@ EngineOptions WithClock(EngineOptions o) {
 
 }  // namespace
 
-Engine::Engine(EngineOptions options, std::unique_ptr<storage::Store> store)
-    : options_(WithClock(std::move(options))), store_(std::move(store)) {}
+Engine::Engine(EngineOptions options, std::unique_ptr<storage::Store> store,
+               std::unique_ptr<storage::ValueLog> values)
+    : options_(WithClock(std::move(options))), store_(std::move(store)), values_(std::move(values)) {}
 
 Engine::~Engine() { (void)Close(); }
 
@@ -92,9 +96,15 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   so.sync_writes = options.sync_writes;
   so.env = options.env;
   MNEMO_ASSIGN_OR_RETURN(auto store, storage::Store::Open(options.data_dir, so));
-  std::unique_ptr<Engine> engine(new Engine(options, std::move(store)));
+  storage::ValueLogOptions vo;
+  vo.sync_writes = options.sync_writes;
+  if (options.env != nullptr) vo.fs = options.env->GetFileSystem().get();
+  MNEMO_ASSIGN_OR_RETURN(auto values,
+                         storage::ValueLog::Open(options.data_dir + "/" + kValueLogDir, vo));
+  std::unique_ptr<Engine> engine(new Engine(options, std::move(store), std::move(values)));
   MNEMO_RETURN_IF_ERROR(engine->LoadCollections());
   MNEMO_RETURN_IF_ERROR(engine->LoadKvSpaces());
+  MNEMO_RETURN_IF_ERROR(engine->values_->FinishRecovery());
   return engine;
 }
 
@@ -160,7 +170,7 @@ Status Engine::LoadKvSpaces() {
   for (auto& r : records) {
     std::string name = r.config.name;
     MNEMO_RETURN_IF_ERROR(KvSpace::Validate(r.config));
-    auto space = std::make_shared<KvSpace>(store_.get(), std::move(r), options_.now_ms);
+    auto space = std::make_shared<KvSpace>(store_.get(), values_.get(), std::move(r), options_.now_ms);
     Status st = space->Load();
     if (!st.ok()) return Status(st.code(), "cannot load KV space '" + name + "': " + st.message());
     kv_spaces_.emplace(name, std::move(space));
@@ -185,7 +195,7 @@ Result<std::shared_ptr<KvSpace>> Engine::CreateKvSpace(const KvSpaceConfig& conf
   MNEMO_RETURN_IF_ERROR(WriteNewRecord(store_.get(), storage::KvSpaceMetaKey(config.name),
                                        record.Encode(), storage::kNextKvSpaceIdKey,
                                        &next_kv_space_id_));
-  auto space = std::make_shared<KvSpace>(store_.get(), std::move(record), options_.now_ms);
+  auto space = std::make_shared<KvSpace>(store_.get(), values_.get(), std::move(record), options_.now_ms);
   kv_spaces_.emplace(config.name, space);
   return space;
 }
@@ -272,7 +282,10 @@ Status Engine::Backup(const std::string& dir) {
     for (auto& [name, c] : collections_) all.push_back(c);
   }
   for (auto& c : all) MNEMO_RETURN_IF_ERROR(c->SaveSnapshot());
+  // No value file may go between the checkpoint and its copy.
+  storage::ValueLog::DeletionHold hold(values_.get());
   Status st = store_->Checkpoint(dir);
+  if (st.ok()) st = values_->LinkInto(dir + "/" + kValueLogDir);
   if (!st.ok()) fs::remove_all(path, ec);
   return st;
 }

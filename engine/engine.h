@@ -19,8 +19,12 @@
 #include "engine/collection.h"
 #include "engine/kv_space.h"
 #include "storage/store.h"
+#include "storage/value_log.h"
 
 namespace mnemo::engine {
+
+// The value log of KV layers (storage/value_log.h), inside data_dir.
+inline constexpr const char* kValueLogDir = "kv-values";
 
 struct EngineOptions {
   std::string data_dir;
@@ -85,15 +89,18 @@ class Engine {
   Status Backup(const std::string& dir);
 
   storage::Store* store() { return store_.get(); }
+  storage::ValueLog* value_log() { return values_.get(); }
   const EngineOptions& options() const { return options_; }
 
  private:
-  Engine(EngineOptions options, std::unique_ptr<storage::Store> store);
+  Engine(EngineOptions options, std::unique_ptr<storage::Store> store,
+         std::unique_ptr<storage::ValueLog> values);
   Status LoadCollections();
   Status LoadKvSpaces();
 
   const EngineOptions options_;
   std::unique_ptr<storage::Store> store_;
+  std::unique_ptr<storage::ValueLog> values_;  // KV layers; spaces point into it
 
   mutable std::shared_mutex mu_;  // guards the members below
   std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_;

@@ -93,8 +93,10 @@ size_t KvSpace::HashOf::operator()(const Hash& h) const {
   return v;
 }
 
-KvSpace::KvSpace(storage::Store* store, KvSpaceRecord record, NowMs now_ms)
+KvSpace::KvSpace(storage::Store* store, storage::ValueLog* values, KvSpaceRecord record,
+                 NowMs now_ms)
     : store_(store),
+      values_(values),
       record_(std::move(record)),
       dtype_(kv::ParseDtype(record_.config.dtype).value()),
       codec_(kv::CodecSpec::Parse(record_.config.codec).value()),
@@ -125,10 +127,46 @@ Status KvSpace::Load() {
     return true;
   }));
   MNEMO_RETURN_IF_ERROR(bad);
+  // Then every layer's reference; a put writes a head and all its layers in
+  // one batch, so a segment has all or none.
+  std::unordered_map<Hash, size_t, HashOf> index;
+  for (size_t i = 0; i < found.size(); ++i) {
+    index.emplace(found[i].hash, i);
+    found[i].seg.layers.resize(record_.config.layers);
+  }
+  const std::string lbegin = storage::KvLayerPrefix(record_.id);
+  std::string lend = lbegin;
+  lend.back()++;
+  MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, lbegin, lend, [&](std::string_view k, std::string_view v) {
+    Hash h;
+    auto ref = storage::ValueRef::Decode(v);
+    if (k.size() != lbegin.size() + kChunkHashBytes + 2 || !ref.ok()) {
+      bad = Status::Corruption("bad KV layer reference in space '" + record_.config.name + "'");
+      return false;
+    }
+    std::memcpy(h.data(), k.data() + lbegin.size(), kChunkHashBytes);
+    const uint16_t layer = uint16_t(uint8_t(k[k.size() - 2]) << 8 | uint8_t(k.back()));
+    auto it = index.find(h);
+    if (it == index.end() || layer >= record_.config.layers) {
+      bad = Status::Corruption("KV layer without its segment in space '" + record_.config.name + "'");
+      return false;
+    }
+    found[it->second].seg.layers[layer] = *ref;
+    return true;
+  }));
+  MNEMO_RETURN_IF_ERROR(bad);
+  for (const auto& f : found) {
+    for (const auto& ref : f.seg.layers) {
+      if (ref.file == 0) {
+        return Status::Corruption("a KV segment misses a layer in space '" + record_.config.name + "'");
+      }
+    }
+  }
   // Most recent put first: the LRU order a restart can know.
   std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.seg.seq > b.seg.seq; });
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& f : found) {
+    for (const auto& ref : f.seg.layers) values_->AddLive(ref);
     lru_.push_back(f.hash);
     f.seg.lru = std::prev(lru_.end());
     bytes_ += f.seg.bytes;
@@ -159,38 +197,69 @@ void KvSpace::DeleteSegment(const Hash& h, storage::WriteBatch* batch) const {
   }
 }
 
-void KvSpace::ForgetLocked(const Hash& h) {
+void KvSpace::ForgetLocked(const Hash& h, std::vector<storage::ValueRef>* released) {
   auto it = segments_.find(h);
   if (it == segments_.end()) return;
+  released->insert(released->end(), it->second.layers.begin(), it->second.layers.end());
   bytes_ -= it->second.bytes;
   tokens_ -= it->second.tokens;
   lru_.erase(it->second.lru);
   segments_.erase(it);
 }
 
+void KvSpace::Release(const std::vector<storage::ValueRef>& refs) {
+  for (const auto& ref : refs) values_->Release(ref);
+}
+
+Result<uint32_t> KvSpace::TokensOf(size_t bytes, uint32_t tokens) const {
+  const auto& c = record_.config;
+  const size_t per_token = size_t(c.layers) * c.kv_heads * c.head_dim * kv::DtypeBytes(dtype_);
+  if (bytes == 0 || bytes % per_token != 0 || bytes / per_token > c.chunk_tokens ||
+      (tokens != 0 && bytes != tokens * per_token)) {
+    return Status::InvalidArgument(
+        "keys of " + std::to_string(bytes) + " bytes are not [layers=" +
+        std::to_string(c.layers) + ", kv_heads=" + std::to_string(c.kv_heads) +
+        ", tokens<=" + std::to_string(c.chunk_tokens) + ", head_dim=" + std::to_string(c.head_dim) +
+        "] of " + c.dtype + " (" + std::to_string(per_token) + " bytes per token)" +
+        (tokens != 0 ? " with tokens=" + std::to_string(tokens) : std::string()));
+  }
+  return uint32_t(bytes / per_token);
+}
+
 Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
                     std::span<const uint8_t> values, uint32_t tokens) {
   MNEMO_RETURN_IF_ERROR(CheckHash(hash));
-  const auto& c = record_.config;
-  const size_t per_token = size_t(c.layers) * c.kv_heads * c.head_dim * kv::DtypeBytes(dtype_);
   if (keys.size() != values.size()) {
     return Status::InvalidArgument("keys have " + std::to_string(keys.size()) +
                                    " bytes and values " + std::to_string(values.size()));
   }
-  if (keys.empty() || keys.size() % per_token != 0 || keys.size() / per_token > c.chunk_tokens ||
-      (tokens != 0 && keys.size() != tokens * per_token)) {
-    return Status::InvalidArgument(
-        "keys of " + std::to_string(keys.size()) + " bytes are not [layers=" +
-        std::to_string(c.layers) + ", kv_heads=" + std::to_string(c.kv_heads) +
-        ", tokens<=" + std::to_string(c.chunk_tokens) + ", head_dim=" + std::to_string(c.head_dim) +
-        "] of " + c.dtype + " (" + std::to_string(per_token) + " bytes per token)");
+  MNEMO_ASSIGN_OR_RETURN(const uint32_t n, TokensOf(keys.size(), tokens));
+  const size_t lb = keys.size() / record_.config.layers;
+  return PutLayers(hash, n, lb, [&](uint32_t l) {
+    return std::pair{keys.subspan(l * lb, lb), values.subspan(l * lb, lb)};
+  });
+}
+
+Status KvSpace::PutInterleaved(std::string_view hash, std::span<const uint8_t> layers,
+                               uint32_t tokens) {
+  MNEMO_RETURN_IF_ERROR(CheckHash(hash));
+  if (tokens == 0) return Status::InvalidArgument("KV layers in an attachment need their token count");
+  MNEMO_ASSIGN_OR_RETURN(const uint32_t n, TokensOf(layers.size() / 2, tokens));
+  if (layers.size() % 2 != 0) {
+    return Status::InvalidArgument("KV layers of " + std::to_string(layers.size()) +
+                                   " bytes are not keys and values of equal size");
   }
-  const kv::LayerShape shape{c.kv_heads, uint32_t(keys.size() / per_token), c.head_dim};
-  const size_t layer_bytes = keys.size() / c.layers;
-  auto bytes_of = [&](std::span<const uint8_t> all, uint32_t l) {
-    return std::string_view(reinterpret_cast<const char*>(all.data()) + l * layer_bytes, layer_bytes);
-  };
-  // Raw layers go into the write batch straight from the request; the others
+  const size_t lb = layers.size() / 2 / record_.config.layers;
+  return PutLayers(hash, n, lb, [&](uint32_t l) {
+    return std::pair{layers.subspan(2 * l * lb, lb), layers.subspan((2 * l + 1) * lb, lb)};
+  });
+}
+
+Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_bytes,
+                          const LayerParts& layer) {
+  const auto& c = record_.config;
+  const kv::LayerShape shape{c.kv_heads, tokens, c.head_dim};
+  // Raw layers go to the value log straight from the request; the others
   // are encoded first.
   const bool raw = codec_.id == kv::CodecId::kRaw;
   std::vector<std::string> encoded(c.layers);
@@ -200,8 +269,8 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
       encoded[l] = kv::LayerHeader(codec_, dtype_, shape.tokens, uint32_t(layer_bytes));
       total += encoded[l].size() + 2 * layer_bytes;
     } else {
-      encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, keys.subspan(l * layer_bytes, layer_bytes),
-                                   values.subspan(l * layer_bytes, layer_bytes));
+      auto [k, v] = layer(l);
+      encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, k, v);
       total += encoded[l].size();
     }
   }
@@ -213,12 +282,34 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   Hash h;
   std::memcpy(h.data(), hash.data(), kChunkHashBytes);
 
-  // Puts take turns; the state lock is not held across the store write, so
-  // that gets and prefix matches (a serving engine's critical path) never
-  // wait for megabytes to reach the log.
+  // Puts take turns; the state lock is not held across the writes, so that
+  // gets and prefix matches (a serving engine's critical path) never wait
+  // for megabytes to reach the disk.
   std::lock_guard<std::mutex> put_lock(put_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
+  }
+  std::vector<storage::ValueRef> written;
+  for (uint32_t l = 0; l < c.layers; ++l) {
+    auto [k, v] = layer(l);
+    const auto* head = reinterpret_cast<const uint8_t*>(encoded[l].data());
+    const std::span<const uint8_t> parts[3] = {{head, encoded[l].size()}, k, v};
+    auto ref = values_->Append(std::span(parts, raw ? 3 : 1));
+    if (!ref.ok()) {
+      Release(written);
+      return ref.status();
+    }
+    written.push_back(*ref);
+    encoded[l] = std::string();  // give the memory back early
+  }
+
   std::unique_lock<std::mutex> lock(mu_);
-  if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
+  if (dropped_) {
+    lock.unlock();
+    Release(written);
+    return Status::NotFound("KV space '" + c.name + "' was dropped");
+  }
   const int64_t now = now_ms_();
   // Victims first, applied to memory only once the write succeeded.
   std::vector<Hash> expired, evicted;
@@ -243,28 +334,29 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
   for (const Hash& k : evicted) DeleteSegment(k, &batch);
   const uint64_t seq = next_seq_;
   for (uint32_t l = 0; l < c.layers; ++l) {
-    const std::string key = storage::KvLayerKey(record_.id, hash, uint16_t(l));
-    if (raw) {
-      batch.PutParts(Cf::kKv, key, {encoded[l], bytes_of(keys, l), bytes_of(values, l)});
-    } else {
-      batch.Put(Cf::kKv, key, encoded[l]);
-    }
+    batch.Put(Cf::kKv, storage::KvLayerKey(record_.id, hash, uint16_t(l)), written[l].Encode());
   }
   batch.Put(Cf::kKv, storage::KvHeadKey(record_.id, hash), EncodeHead(seq, now, shape.tokens, total));
   lock.unlock();
-  MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
+  if (Status st = store_->Write(&batch); !st.ok()) {
+    Release(written);
+    return st;
+  }
   lock.lock();
 
-  for (const Hash& k : expired) ForgetLocked(k);
-  for (const Hash& k : evicted) ForgetLocked(k);
+  std::vector<storage::ValueRef> released;
+  for (const Hash& k : expired) ForgetLocked(k, &released);
+  for (const Hash& k : evicted) ForgetLocked(k, &released);
   expirations_ += expired.size();
   evictions_ += evicted.size();
-  ForgetLocked(h);
+  ForgetLocked(h, &released);
   next_seq_ = seq + 1;
   lru_.push_front(h);
-  segments_.emplace(h, Segment{lru_.begin(), total, shape.tokens, now, seq});
+  segments_.emplace(h, Segment{lru_.begin(), total, shape.tokens, now, seq, std::move(written)});
   bytes_ += total;
   tokens_ += shape.tokens;
+  lock.unlock();
+  Release(released);
   return Status::OK();
 }
 
@@ -280,13 +372,39 @@ Result<KvSegment> KvSpace::Get(std::string_view hash, std::span<const uint32_t> 
 }
 
 Status KvSpace::DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) const {
-  const auto& c = record_.config;
-  const kv::LayerShape shape{c.kv_heads, read.tokens, c.head_dim};
   for (size_t i = 0; i < read.stored.size(); ++i) {
-    MNEMO_RETURN_IF_ERROR(kv::DecodeLayerInto(read.stored[i], shape, keys + i * read.layer_bytes,
-                                              values + i * read.layer_bytes));
+    MNEMO_RETURN_IF_ERROR(
+        DecodeLayerInto(read, i, keys + i * read.layer_bytes, values + i * read.layer_bytes));
   }
   return Status::OK();
+}
+
+Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uint8_t* values) const {
+  const auto& c = record_.config;
+  const storage::ValueRef& ref = read.stored[i];
+  auto gone = [&](Status st) {
+    return st.code() == StatusCode::kNotFound
+               ? Status::NotFound("the KV segment was evicted while it was read")
+               : st;
+  };
+  if (codec_.id == kv::CodecId::kRaw) {
+    // Straight into the caller's memory: the layer is header, keys, values.
+    const std::string want = kv::LayerHeader(codec_, dtype_, read.tokens, uint32_t(read.layer_bytes));
+    std::string head(want.size(), '\0');
+    const std::span<uint8_t> into[3] = {{reinterpret_cast<uint8_t*>(head.data()), head.size()},
+                                        {keys, read.layer_bytes},
+                                        {values, read.layer_bytes}};
+    if (ref.length != head.size() + 2 * read.layer_bytes) {
+      return Status::Corruption("stored raw KV layer has " + std::to_string(ref.length) + " bytes");
+    }
+    MNEMO_RETURN_IF_ERROR(gone(values_->Read(ref, std::span(into))));
+    if (head != want) return Status::Corruption("stored raw KV layer has a bad header");
+    return Status::OK();
+  }
+  std::string stored(ref.length, '\0');
+  MNEMO_RETURN_IF_ERROR(gone(values_->Read(ref, reinterpret_cast<uint8_t*>(stored.data()))));
+  const kv::LayerShape shape{c.kv_heads, read.tokens, c.head_dim};
+  return kv::DecodeLayerInto(stored, shape, keys, values);
 }
 
 Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> layers) {
@@ -313,9 +431,13 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
     if (it != segments_.end() && ExpiredLocked(it->second, now_ms_())) {
       storage::WriteBatch batch(*store_);
       DeleteSegment(h, &batch);
-      ForgetLocked(h);
       expirations_++;
-      (void)store_->Write(&batch);  // a failed delete leaves a segment no one sees
+      // A failed delete leaves a segment no one sees; its values stay live
+      // until a restart finds it expired again.
+      std::vector<storage::ValueRef> released;
+      const bool deleted = store_->Write(&batch).ok();
+      ForgetLocked(h, &released);
+      if (deleted) Release(released);
       it = segments_.end();
     }
     if (it == segments_.end()) {
@@ -325,13 +447,7 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     hits_++;
     out.tokens = it->second.tokens;
-  }
-  std::vector<std::string> keys;
-  for (uint32_t l : out.layers) keys.push_back(storage::KvLayerKey(record_.id, hash, uint16_t(l)));
-  MNEMO_ASSIGN_OR_RETURN(auto stored, store_->MultiGet(Cf::kKv, keys));
-  for (auto& s : stored) {
-    if (!s) return Status::NotFound("the KV segment was evicted while it was read");
-    out.stored.push_back(std::move(*s));
+    for (uint32_t l : out.layers) out.stored.push_back(it->second.layers[l]);
   }
   out.layer_bytes = size_t(c.kv_heads) * out.tokens * c.head_dim * kv::DtypeBytes(dtype_);
   return out;
@@ -382,6 +498,7 @@ Status KvSpace::Drop() {
   batch.Delete(Cf::kMeta, storage::KvSpaceMetaKey(record_.config.name));
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
   dropped_ = true;
+  for (auto& [h, seg] : segments_) Release(seg.layers);
   segments_.clear();
   lru_.clear();
   bytes_ = 0;

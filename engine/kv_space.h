@@ -32,6 +32,7 @@
 #include "kv/codec.h"
 #include "storage/keys.h"
 #include "storage/store.h"
+#include "storage/value_log.h"
 
 namespace mnemo::engine {
 
@@ -72,13 +73,13 @@ struct KvSegment {
   std::vector<uint8_t> keys, values;
 };
 
-// A segment's layers as stored, read but not yet decoded: the daemon decodes
-// them straight into its reply.
+// Where a segment's layers are, found but not yet read: the daemon reads and
+// decodes them straight into its reply.
 struct KvRead {
   uint32_t tokens = 0;
   std::vector<uint32_t> layers;
-  std::vector<std::string> stored;  // one per layer, in the order of `layers`
-  size_t layer_bytes = 0;           // decoded bytes of keys (or values) per layer
+  std::vector<storage::ValueRef> stored;  // one per layer, in the order of `layers`
+  size_t layer_bytes = 0;                 // decoded bytes of keys (or values) per layer
 };
 
 class KvSpace {
@@ -87,8 +88,10 @@ class KvSpace {
   // Validates the config; InvalidArgument names the offending field.
   static Status Validate(const KvSpaceConfig& config);
 
-  KvSpace(storage::Store* store, KvSpaceRecord record, NowMs now_ms);
-  // Reads the segment heads into memory.
+  // `values` holds the encoded layers; not owned, must outlive the space.
+  KvSpace(storage::Store* store, storage::ValueLog* values, KvSpaceRecord record, NowMs now_ms);
+  // Reads the segment heads and layer references into memory (and reports
+  // them to the value log as live).
   Status Load();
 
   // keys and values: [layers, kv_heads, tokens, head_dim] in the space's
@@ -96,12 +99,19 @@ class KvSpace {
   // `tokens`, when not 0, is what the caller meant: it must match the sizes.
   Status Put(std::string_view hash, std::span<const uint8_t> keys,
              std::span<const uint8_t> values, uint32_t tokens = 0);
+  // The same, with the layers in one buffer as a frame attachment carries
+  // them: keys of layer 0, values of layer 0, keys of layer 1, ...; `tokens`
+  // is required.
+  Status PutInterleaved(std::string_view hash, std::span<const uint8_t> layers, uint32_t tokens);
   // All layers when `layers` is empty.
   Result<KvSegment> Get(std::string_view hash, std::span<const uint32_t> layers);
   // Get in two steps: Read, then DecodeInto memory the caller owns, each of
-  // keys and values layers.size() * layer_bytes.
+  // keys and values layers.size() * layer_bytes. DecodeInto fails with
+  // NotFound if the segment was evicted meanwhile and its file deleted.
   Result<KvRead> Read(std::string_view hash, std::span<const uint32_t> layers);
   Status DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) const;
+  // One layer of a Read (index i of read.layers).
+  Status DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uint8_t* values) const;
   // How many leading hashes are stored (`hashes`: 32 bytes each).
   Result<size_t> MatchPrefix(std::string_view hashes);
   KvSpaceStats Stats() const;
@@ -121,16 +131,26 @@ class KvSpace {
     uint32_t tokens = 0;
     int64_t written_ms = 0;
     uint64_t seq = 0;
+    std::vector<storage::ValueRef> layers;  // where each layer's encoding is
   };
 
   Status CheckHash(std::string_view hash) const;
+  // Tokens of a segment whose keys are `bytes` (all layers); InvalidArgument
+  // when that is no valid shape, or not `tokens` (unless 0).
+  Result<uint32_t> TokensOf(size_t bytes, uint32_t tokens) const;
+  using LayerParts = std::function<std::pair<std::span<const uint8_t>, std::span<const uint8_t>>(uint32_t)>;
+  Status PutLayers(std::string_view hash, uint32_t tokens, size_t layer_bytes, const LayerParts& layer);
   bool ExpiredLocked(const Segment& s, int64_t now) const;
   // Deletes a segment's keys in `batch`.
   void DeleteSegment(const Hash& h, storage::WriteBatch* batch) const;
-  // Drops a segment from memory (nothing if it is not there).
-  void ForgetLocked(const Hash& h);
+  // Drops a segment from memory (nothing if it is not there) and appends its
+  // layer references to `released`, for the value log once the delete is
+  // committed.
+  void ForgetLocked(const Hash& h, std::vector<storage::ValueRef>* released);
+  void Release(const std::vector<storage::ValueRef>& refs);
 
   storage::Store* const store_;
+  storage::ValueLog* const values_;
   const KvSpaceRecord record_;
   const kv::Dtype dtype_;
   const kv::CodecSpec codec_;

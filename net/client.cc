@@ -27,6 +27,7 @@ struct Client::Impl {
   std::deque<uint64_t> awaiting;  // ids of requests sent, replies not read
 
   Result<std::vector<uint8_t>> ReadFrame();
+  std::vector<uint8_t> attachment;  // of the last frame read
 
   // Sends the request built by `body`, without waiting for the reply.
   template <typename BuildBody>
@@ -93,10 +94,10 @@ Status Client::Impl::Send(wire::Request type, BuildBody&& body, size_t hint) {
   auto key = api_key.empty() ? 0 : b.CreateString(api_key);
   const uint64_t id = next_id++;
   b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, id, key, type, request));
-  uint8_t prefix[kLengthPrefixBytes];
-  PutLength(prefix, b.GetSize());
+  uint8_t header[FrameHeader::kBytes];
+  FrameHeader{b.GetSize(), 0}.EncodeTo(header);
   boost::system::error_code ec;
-  std::array<asio::const_buffer, 2> bufs = {asio::buffer(prefix),
+  std::array<asio::const_buffer, 2> bufs = {asio::buffer(header),
                                             asio::buffer(b.GetBufferPointer(), b.GetSize())};
   asio::write(socket, bufs, ec);
   if (ec) return Broken(ec);
@@ -128,10 +129,13 @@ Result<std::vector<uint8_t>> Client::Impl::ReadFrame() {
     }
     return Status::OK();
   };
-  MNEMO_RETURN_IF_ERROR(fill_to(kLengthPrefixBytes));
-  const size_t total = kLengthPrefixBytes + GetLength(rbuf.data());
+  MNEMO_RETURN_IF_ERROR(fill_to(FrameHeader::kBytes));
+  const FrameHeader h = FrameHeader::DecodeFrom(rbuf.data());
+  const size_t total = FrameHeader::kBytes + size_t(h.body) + h.attachment;
   MNEMO_RETURN_IF_ERROR(fill_to(total));
-  std::vector<uint8_t> frame(rbuf.begin() + kLengthPrefixBytes, rbuf.begin() + total);
+  std::vector<uint8_t> frame(rbuf.begin() + FrameHeader::kBytes,
+                             rbuf.begin() + FrameHeader::kBytes + h.body);
+  attachment.assign(rbuf.begin() + FrameHeader::kBytes + h.body, rbuf.begin() + total);
   std::memmove(rbuf.data(), rbuf.data() + total, rfilled - total);
   rfilled -= total;
   return frame;
@@ -382,12 +386,13 @@ Result<size_t> Client::MatchPrefix(std::string_view space, std::string_view hash
   return size_t(ack->count());
 }
 
-Status Client::SendFrame(std::span<const uint8_t> frame) {
-  uint8_t prefix[kLengthPrefixBytes];
-  PutLength(prefix, uint32_t(frame.size()));
+Status Client::SendFrame(std::span<const uint8_t> frame, std::span<const uint8_t> attachment) {
+  uint8_t header[FrameHeader::kBytes];
+  FrameHeader{uint32_t(frame.size()), uint32_t(attachment.size())}.EncodeTo(header);
   boost::system::error_code ec;
-  std::array<asio::const_buffer, 2> bufs = {asio::buffer(prefix),
-                                            asio::buffer(frame.data(), frame.size())};
+  std::array<asio::const_buffer, 3> bufs = {asio::buffer(header),
+                                            asio::buffer(frame.data(), frame.size()),
+                                            asio::buffer(attachment.data(), attachment.size())};
   asio::write(impl_->socket, bufs, ec);
   return ec ? Broken(ec) : Status::OK();
 }
@@ -399,5 +404,6 @@ Status Client::SendRaw(std::span<const uint8_t> bytes) {
 }
 
 Result<std::vector<uint8_t>> Client::ReceiveFrame() { return impl_->ReadFrame(); }
+const std::vector<uint8_t>& Client::last_attachment() const { return impl_->attachment; }
 
 }  // namespace mnemo::net

@@ -69,11 +69,13 @@ class Client {
                                   std::span<const uint32_t> layers = {});
   Result<size_t> MatchPrefix(std::string_view space, std::string_view hashes);
 
-  // Raw access, for tests and pipelining: sends frame bytes with a length
-  // prefix; receives one reply frame's bytes.
-  Status SendFrame(std::span<const uint8_t> frame);
-  Status SendRaw(std::span<const uint8_t> bytes);  // no prefix added
+  // Raw access, for tests and pipelining: sends a FlatBuffer and an
+  // attachment with their frame header; receives one reply's FlatBuffer
+  // (and keeps its attachment).
+  Status SendFrame(std::span<const uint8_t> frame, std::span<const uint8_t> attachment = {});
+  Status SendRaw(std::span<const uint8_t> bytes);  // no header added
   Result<std::vector<uint8_t>> ReceiveFrame();
+  const std::vector<uint8_t>& last_attachment() const;  // of the last frame received
 
  private:
   struct Impl;

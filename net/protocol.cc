@@ -59,11 +59,17 @@ const char* RequestName(wire::Request type) {
   }
 }
 
-void PutLength(uint8_t* dst, uint32_t length) { std::memcpy(dst, &length, 4); }
-uint32_t GetLength(const uint8_t* src) {
-  uint32_t v;
-  std::memcpy(&v, src, 4);
-  return v;
+// Little-endian on the wire; every machine mnemo builds for is too.
+void FrameHeader::EncodeTo(uint8_t* dst) const {
+  std::memcpy(dst, &body, 4);
+  std::memcpy(dst + 4, &attachment, 4);
+}
+
+FrameHeader FrameHeader::DecodeFrom(const uint8_t* src) {
+  FrameHeader h;
+  std::memcpy(&h.body, src, 4);
+  std::memcpy(&h.attachment, src + 4, 4);
+  return h;
 }
 
 }  // namespace mnemo::net

@@ -5,17 +5,19 @@
 
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 #include <flatbuffers/flatbuffers.h>
 
 #include "common/status.h"
+#include "net/buffer_pool.h"
 #include "net/mnemo_generated.h"
 
 namespace mnemo::net {
 
-inline constexpr uint16_t kProtocolVersion = 1;
-inline constexpr size_t kLengthPrefixBytes = 4;
-inline constexpr uint32_t kDefaultMaxFrameBytes = 256u << 20;
+inline constexpr uint16_t kProtocolVersion = 2;
+inline constexpr uint32_t kDefaultMaxFrameBytes = 256u << 20;       // FlatBuffer part
+inline constexpr uint32_t kDefaultMaxAttachmentBytes = 2047u << 20;  // attachment part
 
 // Bounds for the FlatBuffers verifier: nesting is shallow in this schema, and
 // the table count bounds the per-entry payload tables of one upsert.
@@ -33,8 +35,29 @@ flatbuffers::DetachedBuffer ErrorResponse(uint64_t request_id, const Status& sta
 // The operation's name, for logs and metrics ("search", "upsert", ...).
 const char* RequestName(wire::Request type);
 
-// Little-endian uint32 length prefix.
-void PutLength(uint8_t* dst, uint32_t length);
-uint32_t GetLength(const uint8_t* src);
+// Every frame's header (net/mnemo.fbs, "Framing"): the bytes of its
+// FlatBuffer and of its attachment, as two little-endian uint32s.
+struct FrameHeader {
+  static constexpr size_t kBytes = 8;
+  uint32_t body = 0;
+  uint32_t attachment = 0;
+  void EncodeTo(uint8_t* dst) const;
+  static FrameHeader DecodeFrom(const uint8_t* src);
+};
+
+// A request as received: its FlatBuffer and its attachment (often empty).
+struct InFrame {
+  std::vector<uint8_t> body;
+  Buffer attachment;
+};
+
+// A reply to send: a finished ResponseFrame and its attachment.
+struct Reply {
+  Reply() = default;
+  Reply(flatbuffers::DetachedBuffer b) : body(std::move(b)) {}  // NOLINT: implicit on purpose
+  Reply(flatbuffers::DetachedBuffer b, Buffer a) : body(std::move(b)), attachment(std::move(a)) {}
+  flatbuffers::DetachedBuffer body;
+  Buffer attachment;
+};
 
 }  // namespace mnemo::net

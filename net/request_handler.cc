@@ -69,9 +69,10 @@ Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flat
   return e.GetCollection(name->string_view());
 }
 
-// Synchronous operations: a reply or a Status.
+// Synchronous operations: a reply or a Status. `in`: the request's
+// attachment; `out`: the reply's.
 Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::RequestFrame& f,
-                                           const Grant* grant) {
+                                           const Grant* grant, const Buffer& in, Buffer* out) {
   const uint64_t id = f.request_id();
   switch (f.request_type()) {
     case wire::Request::CreateCollection: {
@@ -166,14 +167,38 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
     case wire::Request::PutKv: {
       auto* r = f.request_as_PutKv();
       MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
-      MNEMO_RETURN_IF_ERROR(
-          space->Put(Bytes(r->chunk_hash()), Span(r->keys()), Span(r->values()), r->tokens()));
+      if (in.empty()) {
+        MNEMO_RETURN_IF_ERROR(
+            space->Put(Bytes(r->chunk_hash()), Span(r->keys()), Span(r->values()), r->tokens()));
+      } else {
+        if (r->keys() != nullptr || r->values() != nullptr) {
+          return Status::InvalidArgument(
+              "put_kv carries keys and values either in the frame or in its attachment, not both");
+        }
+        MNEMO_RETURN_IF_ERROR(space->PutInterleaved(Bytes(r->chunk_hash()), in.span(), r->tokens()));
+      }
       return AckReply(id, 1);
     }
     case wire::Request::GetKv: {
       auto* r = f.request_as_GetKv();
       MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
       MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r->chunk_hash()), Span(r->layers())));
+      if (r->attachment()) {
+        // Read (raw: one pread per layer) straight into the attachment, each
+        // layer's keys then values, in the order a streaming reader uses them.
+        const size_t lb = read.layer_bytes;
+        Buffer att = Buffer::Acquire(2 * lb * read.layers.size());
+        for (size_t i = 0; i < read.layers.size(); ++i) {
+          MNEMO_RETURN_IF_ERROR(
+              space->DecodeLayerInto(read, i, att.data() + 2 * i * lb, att.data() + (2 * i + 1) * lb));
+        }
+        FlatBufferBuilder b(256 + 4 * read.layers.size());
+        auto body = wire::CreateKvSegment(b, read.tokens, b.CreateString(space->config().dtype),
+                                          b.CreateVector(read.layers), 0, 0, lb,
+                                          space->config().kv_heads, space->config().head_dim);
+        *out = std::move(att);
+        return Finish(b, id, wire::Response::KvSegment, body.Union());
+      }
       // Decoded straight into the reply: room for both vectors up front, so
       // that the builder does not move them while they are filled.
       const size_t n = read.layer_bytes * read.layers.size();
@@ -184,7 +209,8 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
       kp = flatbuffers::GetMutableTemporaryPointer(b, kv)->data();
       MNEMO_RETURN_IF_ERROR(space->DecodeInto(read, kp, vp));
       auto body = wire::CreateKvSegment(b, read.tokens, b.CreateString(space->config().dtype),
-                                        b.CreateVector(read.layers), kv, vv);
+                                        b.CreateVector(read.layers), kv, vv, read.layer_bytes,
+                                        space->config().kv_heads, space->config().head_dim);
       return Finish(b, id, wire::Response::KvSegment, body.Union());
     }
     case wire::Request::MatchPrefix: {
@@ -201,7 +227,9 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
 
 }  // namespace
 
-bool RequestHandler::IsSearch(const std::vector<uint8_t>& frame) {
+bool RequestHandler::IsSearch(const InFrame& in) {
+  const std::vector<uint8_t>& frame = in.body;
+  if (!in.attachment.empty()) return false;
   // Large frames (many queries, or not searches at all) are not worth it.
   if (frame.size() > kInlineSearchMaxBytes) return false;
   flatbuffers::Verifier v(frame.data(), frame.size(), kVerifierMaxDepth, kVerifierMaxTables);
@@ -211,15 +239,14 @@ bool RequestHandler::IsSearch(const std::vector<uint8_t>& frame) {
 
 void RequestHandler::Handle(Frame frame, Done done) {
   const auto start = std::chrono::steady_clock::now();
-  auto finish = [this, start, done = std::move(done)](wire::Request type,
-                                                      flatbuffers::DetachedBuffer reply,
+  auto finish = [this, start, done = std::move(done)](wire::Request type, Reply reply,
                                                       bool error) {
     metrics_->RecordRequest(
         type, error, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     done(std::move(reply));
   };
   auto verified = VerifyRequest(
-      std::string_view(reinterpret_cast<const char*>(frame->data()), frame->size()));
+      std::string_view(reinterpret_cast<const char*>(frame->body.data()), frame->body.size()));
   if (!verified.ok()) {
     finish(wire::Request::NONE, ErrorResponse(0, verified.status()), true);
     return;
@@ -233,6 +260,13 @@ void RequestHandler::Handle(Frame frame, Done done) {
     finish(type, ErrorResponse(id, Status::InvalidArgument(
                                        std::string("request '") + RequestName(type) +
                                        "' has no body")), true);
+    return;
+  }
+
+  if (!frame->attachment.empty() && type != wire::Request::PutKv) {
+    finish(type, ErrorResponse(id, Status::InvalidArgument(
+                                       std::string("request '") + RequestName(type) +
+                                       "' takes no attachment")), true);
     return;
   }
 
@@ -270,11 +304,12 @@ void RequestHandler::Handle(Frame frame, Done done) {
     });
     return;
   }
-  auto reply = Execute(*engine_, f, grant);
+  Buffer attachment;
+  auto reply = Execute(*engine_, f, grant, frame->attachment, &attachment);
   if (!reply.ok()) {
     finish(type, ErrorResponse(id, reply.status()), true);
   } else {
-    finish(type, std::move(reply).value(), false);
+    finish(type, Reply(std::move(reply).value(), std::move(attachment)), false);
   }
 }
 

@@ -16,14 +16,15 @@
 #include "engine/engine.h"
 #include "net/key_ring.h"
 #include "net/metrics.h"
+#include "net/protocol.h"
 #include "net/search_batcher.h"
 
 namespace mnemo::net {
 
 class RequestHandler {
  public:
-  using Frame = std::shared_ptr<const std::vector<uint8_t>>;
-  using Done = std::function<void(flatbuffers::DetachedBuffer reply)>;
+  using Frame = std::shared_ptr<const InFrame>;
+  using Done = std::function<void(Reply reply)>;
 
   // Not owned; all must outlive the handler. With `keys`, every request must
   // carry a key that allows it (net/key_ring.h); without, none is needed.
@@ -38,7 +39,7 @@ class RequestHandler {
 
   // Whether `frame` is a small search (at most 16 KiB): the server runs
   // those on the I/O thread.
-  static bool IsSearch(const std::vector<uint8_t>& frame);
+  static bool IsSearch(const InFrame& frame);
 
  private:
   engine::Engine* const engine_;

@@ -132,8 +132,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   struct Slot {
     bool ready = false;
-    flatbuffers::DetachedBuffer reply;
-    uint8_t prefix[kLengthPrefixBytes];
+    Reply reply;
+    uint8_t header[FrameHeader::kBytes];
   };
 
   Slot* Enqueue() {
@@ -157,6 +157,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Reads whatever the socket has into buffer_ and dispatches every complete
   // frame in it: one syscall serves many pipelined or small requests.
   void Read() {
+    if (reading_attachment_) return;  // its completion reads on
     if (closing_ || slots_.size() >= server_->options().max_inflight) {
       read_paused_ = !closing_;
       return;
@@ -175,23 +176,43 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // Dispatches the complete frames at the front of buffer_; false when the
-  // connection must close (a frame over the size limit).
+  // connection must close (a frame over the size limits) or an attachment is
+  // being read (its completion goes on from there).
   bool ParseFrames() {
+    const auto& o = server_->options();
     size_t at = 0;
-    while (filled_ - at >= kLengthPrefixBytes) {
-      const uint32_t length = GetLength(&buffer_[at]);
-      if (length > server_->options().max_frame_bytes || length == 0) {
-        RejectFrame(length);
+    std::shared_ptr<InFrame> partial;  // a frame whose attachment is still on its way
+    size_t partial_have = 0;
+    while (filled_ - at >= FrameHeader::kBytes) {
+      const FrameHeader h = FrameHeader::DecodeFrom(&buffer_[at]);
+      if (h.body > o.max_frame_bytes || h.body == 0 || h.attachment > o.max_attachment_bytes) {
+        RejectFrame(h);
         return false;
       }
-      if (filled_ - at - kLengthPrefixBytes < length) {
-        // Incomplete: make room for the whole frame and read on.
-        if (buffer_.size() < kLengthPrefixBytes + length) buffer_.resize(kLengthPrefixBytes + length);
+      const size_t avail = filled_ - at - FrameHeader::kBytes;
+      if (avail < h.body) {
+        // Incomplete: make room for the whole FlatBuffer and read on.
+        if (buffer_.size() < FrameHeader::kBytes + h.body) buffer_.resize(FrameHeader::kBytes + h.body);
         break;
       }
-      const uint8_t* body = &buffer_[at + kLengthPrefixBytes];
-      Dispatch(std::make_shared<std::vector<uint8_t>>(body, body + length));
-      at += kLengthPrefixBytes + length;
+      const uint8_t* body = &buffer_[at + FrameHeader::kBytes];
+      auto in = std::make_shared<InFrame>();
+      in->body.assign(body, body + h.body);
+      at += FrameHeader::kBytes + h.body;
+      if (h.attachment > 0) {
+        // Attachments (megabytes of KV layers) go to their own buffer; what
+        // is not read yet is read straight into it.
+        in->attachment = Buffer::Acquire(h.attachment);
+        const size_t have = std::min<size_t>(avail - h.body, h.attachment);
+        std::memcpy(in->attachment.data(), body + h.body, have);
+        at += have;
+        if (have < h.attachment) {
+          partial = std::move(in);
+          partial_have = have;
+          break;
+        }
+      }
+      Dispatch(std::move(in));
       if (closing_) return false;
     }
     if (at > 0) {
@@ -202,15 +223,39 @@ class Connection : public std::enable_shared_from_this<Connection> {
       buffer_.resize(kReadChunk);  // give back what a huge frame needed
       buffer_.shrink_to_fit();
     }
+    if (partial) {
+      ReadAttachment(std::move(partial), partial_have);
+      return false;
+    }
     return true;
   }
 
-  void RejectFrame(uint32_t length) {
+  void ReadAttachment(std::shared_ptr<InFrame> in, size_t have) {
+    reading_attachment_ = true;
+    auto rest = asio::buffer(in->attachment.data() + have, in->attachment.size() - have);
+    asio::async_read(socket_, rest,
+                     asio::bind_executor(strand_, [self = shared_from_this(), in](
+                                                      const boost::system::error_code& ec, size_t) mutable {
+                       self->reading_attachment_ = false;
+                       if (ec) return self->OnReadEnd(ec);
+                       if (self->closing_) return self->MaybeClose();  // stopping
+                       self->ArmIdleTimer();
+                       self->Dispatch(std::move(in));
+                       if (self->closing_) return;
+                       if (self->ParseFrames()) self->Read();
+                     }));
+  }
+
+  void RejectFrame(const FrameHeader& h) {
+    const auto& o = server_->options();
     Slot* slot = Enqueue();
     slot->reply = ErrorResponse(
-        0, Status::InvalidArgument("frame of " + std::to_string(length) + " bytes is outside 1.." +
-                                   std::to_string(server_->options().max_frame_bytes) +
-                                   "; closing the connection"));
+        0, Status::InvalidArgument(
+               h.attachment > o.max_attachment_bytes
+                   ? "attachment of " + std::to_string(h.attachment) + " bytes is over the limit of " +
+                         std::to_string(o.max_attachment_bytes) + "; closing the connection"
+                   : "frame of " + std::to_string(h.body) + " bytes is outside 1.." +
+                         std::to_string(o.max_frame_bytes) + "; closing the connection"));
     slot->ready = true;
     closing_ = true;
     server_->metrics().RecordRequest(wire::Request::NONE, true, 0);
@@ -222,16 +267,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // pipelined write is applied after the writes before it, and a search sees
   // them. Searches run on this strand (short and batched: that saves two
   // thread hops per query); everything else runs on the compute pool.
-  void Dispatch(std::shared_ptr<std::vector<uint8_t>> body) {
+  void Dispatch(std::shared_ptr<InFrame> frame) {
     Slot* slot = Enqueue();
-    Pending p{RequestHandler::IsSearch(*body), std::move(body), slot};
+    Pending p{RequestHandler::IsSearch(*frame), std::move(frame), slot};
     if (ordered_running_ == 0 && held_.empty()) return Run(std::move(p));
     held_.push_back(std::move(p));
   }
 
   struct Pending {
     bool search;
-    std::shared_ptr<std::vector<uint8_t>> body;
+    std::shared_ptr<const InFrame> body;
     Slot* slot;
   };
 
@@ -240,7 +285,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     auto work = asio::make_work_guard(server_->io());
     const bool ordered = !p.search;
     auto done = [self = shared_from_this(), slot = p.slot, work,
-                 ordered](flatbuffers::DetachedBuffer reply) mutable {
+                 ordered](Reply reply) mutable {
       // Inline when the request ran on this strand; posted from the pool.
       asio::dispatch(self->strand_, [self, slot, reply = std::move(reply), work, ordered]() mutable {
         slot->reply = std::move(reply);
@@ -273,10 +318,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Flush() {
     if (writing_ || slots_.empty() || !slots_.front().ready) return MaybeClose();
     Slot& s = slots_.front();
-    PutLength(s.prefix, uint32_t(s.reply.size()));
+    FrameHeader{uint32_t(s.reply.body.size()), uint32_t(s.reply.attachment.size())}.EncodeTo(s.header);
     writing_ = true;
-    std::array<asio::const_buffer, 2> bufs = {asio::buffer(s.prefix),
-                                              asio::buffer(s.reply.data(), s.reply.size())};
+    std::array<asio::const_buffer, 3> bufs = {
+        asio::buffer(s.header), asio::buffer(s.reply.body.data(), s.reply.body.size()),
+        asio::buffer(s.reply.attachment.data(), s.reply.attachment.size())};
     asio::async_write(socket_, bufs,
                       asio::bind_executor(strand_, [self = shared_from_this()](
                                                        const boost::system::error_code& ec, size_t) {
@@ -338,7 +384,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<Slot> slots_;
   std::deque<Pending> held_;    // read, waiting for an earlier ordered request
   size_t ordered_running_ = 0;  // non-search requests started, not finished
-  bool writing_ = false, read_paused_ = false;
+  bool writing_ = false, read_paused_ = false, reading_attachment_ = false;
   bool closing_ = false, closed_ = false, write_failed_ = false;
 };
 

@@ -10,7 +10,7 @@
 //
 // A connection reads frames continuously (clients may pipeline) up to
 // `max_inflight` unanswered requests, and writes replies strictly in request
-// order. A frame whose length prefix exceeds max_frame_bytes gets an error
+// order. A frame whose header exceeds max_frame_bytes or max_attachment_bytes gets an error
 // reply and the connection is closed (the stream cannot be resynchronized);
 // a frame that fails verification gets an error reply and the connection
 // goes on. Connections idle for idle_timeout are closed.
@@ -37,7 +37,8 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0 picks a free port
   size_t io_threads = 0;      // 0: one per 4 cores, at least 1, at most 4
   size_t worker_threads = 0;  // 0: one per core
-  uint32_t max_frame_bytes = kDefaultMaxFrameBytes;
+  uint32_t max_frame_bytes = kDefaultMaxFrameBytes;            // a frame's FlatBuffer
+  uint32_t max_attachment_bytes = kDefaultMaxAttachmentBytes;  // and its attachment
   size_t max_connections = 1024;
   size_t max_inflight = 256;  // unanswered requests per connection
   std::chrono::seconds idle_timeout{300};

@@ -68,9 +68,14 @@ std::string KvHeadKey(KvSpaceId space, std::string_view hash) {
   return KvHeadPrefix(space) + std::string(hash);
 }
 
-std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer) {
+std::string KvLayerPrefix(KvSpaceId space) {
   std::string k = CollectionPrefix(space);
   k.push_back('\1');
+  return k;
+}
+
+std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer) {
+  std::string k = KvLayerPrefix(space);
   k += hash;
   k.push_back(char(layer >> 8));
   k.push_back(char(layer & 0xFF));

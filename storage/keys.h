@@ -13,7 +13,7 @@
 //   meta:    "k/" name                 -> KvSpaceRecord (engine/kv_space.h)
 //            "next_kv_space_id"        -> fixed32 little-endian
 //   kv:      be32(space) 0x00 hash[32]          -> KV segment head
-//            be32(space) 0x01 hash[32] be16(layer) -> one encoded layer (kv/codec.h)
+//            be32(space) 0x01 hash[32] be16(layer) -> ValueRef of one encoded layer
 #pragma once
 
 #include <cstdint>
@@ -44,8 +44,10 @@ std::string KvSpaceMetaKey(std::string_view name);
 // be32(space) 0x00 hash: a segment's head; KvHeadPrefix(s) begins them all.
 std::string KvHeadKey(KvSpaceId space, std::string_view hash);
 std::string KvHeadPrefix(KvSpaceId space);
-// be32(space) 0x01 hash be16(layer): one layer of a segment.
+// be32(space) 0x01 hash be16(layer): one layer of a segment; its value is
+// the layer's ValueRef (storage/value_log.h). KvLayerPrefix(s) begins them.
 std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer);
+std::string KvLayerPrefix(KvSpaceId space);
 
 // Fixed-width little-endian helpers for values.
 void PutFixed32(std::string* dst, uint32_t v);

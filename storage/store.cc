@@ -36,17 +36,8 @@ rocksdb::ColumnFamilyOptions CfOptions(Cf cf) {
   o.compression = dense ? rocksdb::kNoCompression : rocksdb::kLZ4Compression;
   o.write_buffer_size = dense ? 128 << 20 : 16 << 20;
   if (cf == Cf::kIndex) o.enable_blob_files = true;  // multi-MB snapshot chunks
-  if (cf == Cf::kKv) {
-    // KV layers are MBs each and already compressed by their codec: keep
-    // them in blob files (compaction then moves keys, not values) and do
-    // not compress them again.
-    o.enable_blob_files = true;
-    o.min_blob_size = 4096;
-    o.compression = rocksdb::kNoCompression;
-    o.blob_compression_type = rocksdb::kNoCompression;
-    o.write_buffer_size = 256 << 20;  // a few segments per flush
-    o.max_write_buffer_number = 4;     // flushes overlap writes instead of stalling them
-  }
+  // kv holds segment heads and references into the value log
+  // (storage/value_log.h), where the layers themselves are: small values.
   rocksdb::BlockBasedTableOptions t;
   t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));

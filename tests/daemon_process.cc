@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <vector>
@@ -20,7 +21,10 @@ namespace mnemo::testing {
 DaemonProcess::DaemonProcess(const std::string& data_dir, const std::string& extra) {
   int fds[2];
   if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
-  std::vector<std::string> args = {MNEMOD_PATH, "--data-dir", data_dir, "--listen",
+  // $MNEMOD runs another build (bench/gpu/run.sh runs a carried one).
+  const char* env_path = std::getenv("MNEMOD");
+  const std::string path = env_path != nullptr && *env_path != '\0' ? env_path : MNEMOD_PATH;
+  std::vector<std::string> args = {path, "--data-dir", data_dir, "--listen",
                                    "127.0.0.1:0", "--http", "127.0.0.1:0", "--log-level", "warn"};
   std::istringstream more(extra);
   for (std::string a; more >> a;) args.push_back(a);
@@ -31,7 +35,7 @@ DaemonProcess::DaemonProcess(const std::string& data_dir, const std::string& ext
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], STDOUT_FILENO);
   posix_spawn_file_actions_addclose(&actions, fds[0]);
-  if (posix_spawn(&pid_, MNEMOD_PATH, &actions, nullptr, argv.data(), environ) != 0) {
+  if (posix_spawn(&pid_, path.c_str(), &actions, nullptr, argv.data(), environ) != 0) {
     throw std::runtime_error("cannot start mnemod");
   }
   posix_spawn_file_actions_destroy(&actions);

@@ -241,15 +241,32 @@ TEST(DaemonTest, BadInputOnTheWireNeverTakesTheDaemonDown) {
   }
   {  // a truncated frame: the prefix promises more than ever arrives
     auto c = Connect(d);
-    std::vector<uint8_t> partial = {100, 0, 0, 0, 1, 2, 3};
+    std::vector<uint8_t> partial = {100, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3};
     ASSERT_TRUE(c->SendRaw(partial).ok());
   }
   {  // a 4 GiB length prefix: an error, then the connection is closed
     auto c = Connect(d);
-    std::vector<uint8_t> huge = {0xff, 0xff, 0xff, 0xff};
+    std::vector<uint8_t> huge = {0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0};
     ASSERT_TRUE(c->SendRaw(huge).ok());
     expect_error_reply(*c, "outside 1..");
     EXPECT_FALSE(c->ReceiveFrame().ok());  // closed
+  }
+  {  // a 4 GiB attachment: the same
+    auto c = Connect(d);
+    std::vector<uint8_t> huge = {16, 0, 0, 0, 0xff, 0xff, 0xff, 0xff};
+    ASSERT_TRUE(c->SendRaw(huge).ok());
+    expect_error_reply(*c, "attachment of 4294967295 bytes is over the limit");
+    EXPECT_FALSE(c->ReceiveFrame().ok());  // closed
+  }
+  {  // an attachment on an operation that takes none: an error, the connection goes on
+    auto c = Connect(d);
+    flatbuffers::FlatBufferBuilder b;
+    b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, 5, 0, wire::Request::ListCollections,
+                                      wire::CreateListCollections(b).Union()));
+    std::vector<uint8_t> extra(1000, 7);
+    ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}, extra).ok());
+    expect_error_reply(*c, "takes no attachment");
+    ASSERT_TRUE(c->ListCollections().ok());
   }
   {  // an unknown operation
     auto c = Connect(d);
@@ -281,6 +298,48 @@ TEST(DaemonTest, BadInputOnTheWireNeverTakesTheDaemonDown) {
     b.Finish(wire::CreateRequestFrame(b, kProtocolVersion, 6, 0, wire::Request::MatchPrefix, body));
     ASSERT_TRUE(c->SendFrame({b.GetBufferPointer(), b.GetSize()}).ok());
     expect_error_reply(*c, "chunk hashes must be 32 bytes each");
+
+    // KV layers in attachments: layer by layer, keys then values, both ways.
+    const std::string hash(32, 'h');
+    std::vector<uint8_t> hv(hash.begin(), hash.end());
+    auto put = [&](std::span<const uint8_t> attachment, bool with_keys, uint32_t tokens) {
+      flatbuffers::FlatBufferBuilder p;
+      std::vector<uint8_t> inline_keys(32, 0);
+      auto body = wire::CreatePutKvDirect(p, "kv", &hv, with_keys ? &inline_keys : nullptr, nullptr, tokens);
+      p.Finish(wire::CreateRequestFrame(p, kProtocolVersion, 7, 0, wire::Request::PutKv, body.Union()));
+      return c->SendFrame({p.GetBufferPointer(), p.GetSize()}, attachment);
+    };
+    std::vector<uint8_t> layers(2 * 2 * 16);  // 2 layers x (keys, values) x 2 tokens x 4 dims x f16
+    for (size_t i = 0; i < layers.size(); ++i) layers[i] = uint8_t(i);
+    ASSERT_TRUE(put(layers, false, 2).ok());
+    auto ack = c->ReceiveFrame();
+    ASSERT_TRUE(ack.ok());
+    ASSERT_EQ(flatbuffers::GetRoot<wire::ResponseFrame>(ack->data())->response_type(), wire::Response::Ack);
+    flatbuffers::FlatBufferBuilder g;
+    std::vector<uint32_t> second = {1};
+    g.Finish(wire::CreateRequestFrame(g, kProtocolVersion, 8, 0, wire::Request::GetKv,
+                                      wire::CreateGetKvDirect(g, "kv", &hv, &second, true).Union()));
+    ASSERT_TRUE(c->SendFrame({g.GetBufferPointer(), g.GetSize()}).ok());
+    auto got = c->ReceiveFrame();
+    ASSERT_TRUE(got.ok());
+    auto* seg = flatbuffers::GetRoot<wire::ResponseFrame>(got->data())->response_as_KvSegment();
+    ASSERT_NE(seg, nullptr);
+    EXPECT_EQ(seg->layer_bytes(), 16u);
+    EXPECT_EQ(seg->keys(), nullptr);
+    EXPECT_EQ(c->last_attachment(), std::vector<uint8_t>(layers.begin() + 32, layers.end()));
+    // The C++ client's get (no attachment) sees the same bytes.
+    auto same = c->GetKv("kv", hash);
+    ASSERT_TRUE(same.ok()) << same.status().ToString();
+    EXPECT_TRUE(std::equal(same->keys.begin(), same->keys.begin() + 16, layers.begin()));
+    EXPECT_TRUE(std::equal(same->values.begin(), same->values.begin() + 16, layers.begin() + 16));
+    // Wrong sizes, or layers both inline and attached, change nothing.
+    ASSERT_TRUE(put(std::span(layers).first(40), false, 2).ok());
+    expect_error_reply(*c, "are not [layers=2");
+    ASSERT_TRUE(put(layers, false, 3).ok());
+    expect_error_reply(*c, "with tokens=3");
+    ASSERT_TRUE(put(layers, true, 2).ok());
+    expect_error_reply(*c, "either in the frame or in its attachment");
+    EXPECT_EQ(c->KvStats("kv")->segments, 1u);
   }
   {  // wrong dimension and NaN in valid frames, on a connection that goes on
     auto c = Connect(d);

@@ -207,6 +207,31 @@ TEST_F(KvSpaceTest, WrongShapesAndNamesAreRefusedAndChangeNothing) {
   EXPECT_EQ(engine_->GetKvSpace("s").status().code(), StatusCode::kNotFound);
 }
 
+// Evicted, replaced and dropped segments give their value-log bytes back,
+// and a restart finds exactly the live ones.
+TEST_F(KvSpaceTest, ValueLogBytesFollowTheLiveSegments) {
+  Open();
+  auto probe = Create();
+  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
+  const uint64_t one = probe->Stats().bytes_stored;
+  EXPECT_EQ(engine_->value_log()->live_bytes(), one);
+  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 1), Tensor(kChunk, 1)).ok());  // replaced
+  EXPECT_EQ(engine_->value_log()->live_bytes(), one);
+  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  EXPECT_EQ(engine_->value_log()->live_bytes(), 0u);
+  auto s = Create("raw", 2 * one);
+  for (int i : {1, 2, 3}) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, i), Tensor(kChunk, i)).ok());
+  EXPECT_EQ(engine_->value_log()->live_bytes(), 2 * one);  // 1 was evicted
+  s.reset();
+  Open();
+  EXPECT_EQ(engine_->value_log()->live_bytes(), 2 * one);
+  auto got = Space()->Get(HashOf(3), {});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->keys, Tensor(kChunk, 3));
+  // Every file left holds something live, or is the one appended to.
+  EXPECT_LE(engine_->value_log()->file_count(), 2u);
+}
+
 // A put whose log write is held must not hold up prefix matches, gets or
 // stats of the same space: they are a serving engine's critical path.
 TEST(KvSpaceConcurrencyTest, ReadsDoNotWaitForAPutsWrite) {

@@ -76,6 +76,9 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
   if (app.count("--max-frame-bytes") == 0 && t["max_frame_bytes"].value<int64_t>()) {
     s->server.max_frame_bytes = uint32_t(*t["max_frame_bytes"].value<int64_t>());
   }
+  if (app.count("--max-attachment-bytes") == 0 && t["max_attachment_bytes"].value<int64_t>()) {
+    s->server.max_attachment_bytes = uint32_t(*t["max_attachment_bytes"].value<int64_t>());
+  }
   return mnemo::Status::OK();
 }
 
@@ -94,7 +97,10 @@ int Main(int argc, char** argv) {
   app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O and searches (0: one per 4 cores, 1 to 4)");
   app.add_option("--worker-threads", s.server.worker_threads, "threads executing requests (0: one per core)");
   app.add_option("--max-connections", s.server.max_connections, "open connections at most")->capture_default_str();
-  app.add_option("--max-frame-bytes", s.server.max_frame_bytes, "largest request frame")->capture_default_str();
+  app.add_option("--max-frame-bytes", s.server.max_frame_bytes, "largest request FlatBuffer")->capture_default_str();
+  app.add_option("--max-attachment-bytes", s.server.max_attachment_bytes,
+                 "largest request attachment (the KV layers of one put_kv)")
+      ->capture_default_str();
   app.add_option("--idle-timeout-s", s.idle_timeout_s, "close connections idle this long")->capture_default_str();
   app.add_option("--batch-window-us", s.batch_window_us, "longest wait to gather a search batch")->capture_default_str();
   app.add_option("--batch-window-fraction", s.batch_window_fraction, "wait this fraction of the last batch's run time (0: always --batch-window-us)")->capture_default_str();

@@ -1,9 +1,12 @@
 """The network client for mnemod.
 
-Wire format: a little-endian uint32 length, then one FlatBuffer
-(``net/mnemo.fbs``). A ``Client`` is one TCP connection; it is not safe to
-share between threads (make one per thread).
+Wire format (``net/mnemo.fbs``, "Framing"): an 8-byte header (the
+FlatBuffer's length and the attachment's, little-endian uint32s), one
+FlatBuffer, then the attachment: KV layers, sent from and received into the
+caller's arrays without joined copies. A ``Client`` is one TCP connection;
+it is not safe to share between threads (make one per thread).
 """
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -24,8 +27,9 @@ from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateColle
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = 1
-_LEN = struct.Struct("<I")
+PROTOCOL_VERSION = 2
+_HEADER = struct.Struct("<II")  # FlatBuffer bytes, attachment bytes
+_IOV_MAX = 1024  # buffers per sendmsg
 _MAX_REPLY = 1 << 31
 
 
@@ -34,9 +38,9 @@ _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
 
 def _send_all(sock, parts):
     """sendmsg of every part, with no joined copy; retries short writes."""
-    views = [memoryview(p).cast("B") for p in parts]
+    views = [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
     while views:
-        sent = sock.sendmsg(views)
+        sent = sock.sendmsg(views[:_IOV_MAX])
         while views and sent >= len(views[0]):
             sent -= len(views[0])
             views.pop(0)
@@ -56,13 +60,18 @@ def _bytes_vector(b, data):
     return b.EndVector()
 
 
-def _raw_bytes(x):
+def _raw_bytes(x, writable=False):
     """The bytes of a numpy array or torch tensor, as a flat uint8 array
-    (no copy when it is contiguous and on the CPU)."""
+    (no copy when it is contiguous and on the CPU; with ``writable``, only
+    then, and the array is its memory)."""
     if hasattr(x, "detach") and hasattr(x, "element_size"):  # torch, without importing it
+        if writable and (x.device.type != "cpu" or not x.is_contiguous()):
+            raise errors.InvalidArgument("out tensors must be contiguous and on the CPU")
         x = x.detach().cpu().contiguous()
         import torch
         return x.view(torch.uint8).reshape(-1).numpy()
+    if writable and not (isinstance(x, np.ndarray) and x.flags.c_contiguous and x.flags.writeable):
+        raise errors.InvalidArgument("out arrays must be writable C-contiguous numpy arrays")
     a = np.ascontiguousarray(x)
     if a.dtype not in (np.float16, np.float32, np.uint16):
         raise errors.InvalidArgument(f"KV tensors must be float16, bfloat16 or float32, got {a.dtype}")
@@ -184,9 +193,19 @@ class Client:
 
     # --- transport -------------------------------------------------------
 
-    def _call(self, request_type, build, size_hint=256):
-        """Sends one request built by ``build(builder) -> offset`` and returns
-        the reply's ResponseFrame; raises the server's error."""
+    def _call(self, request_type, build, size_hint=256, attachment=()):
+        """Sends one request built by ``build(builder) -> offset`` (and the
+        buffers of ``attachment``) and returns the reply's ResponseFrame;
+        raises the server's error."""
+        with self._exchange(request_type, build, size_hint, attachment) as (f, _):
+            return f
+
+    @contextlib.contextmanager
+    def _exchange(self, request_type, build, size_hint=256, attachment=()):
+        """Sends a request and reads its reply's FlatBuffer; yields
+        (ResponseFrame, read_into) where read_into(buffer) fills a writable
+        buffer from the reply's attachment. Holds the connection until the
+        block ends, and then skips what of the attachment was not read."""
         b = flatbuffers.Builder(size_hint)
         body = build(b)
         key = _string(b, self.api_key)
@@ -196,31 +215,55 @@ class Client:
             frame = _table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=rid,
                            ApiKey=key, RequestType=request_type, Request=body)
             b.Finish(frame)
-            data = memoryview(b.Bytes)[b.Head():]  # no copy of a large frame
+            data = memoryview(b.Bytes)[b.Head():]
+            parts = [memoryview(p).cast("B") for p in attachment]
             try:
-                _send_all(self._sock, [_LEN.pack(len(data)), data])
-                (length,) = _LEN.unpack(self._recv_exact(4))
+                _send_all(self._sock, [_HEADER.pack(len(data), sum(p.nbytes for p in parts)), data,
+                                       *parts])
+                length, left = _HEADER.unpack(self._recv_exact(_HEADER.size))
                 if length > _MAX_REPLY:
                     raise errors.Internal(f"reply of {length} bytes is implausible")
                 reply = self._recv_exact(length)
             except OSError as e:
                 raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
-        f = ResponseFrame.ResponseFrame.GetRootAs(reply, 0)
-        if f.ResponseType() == Response.Response.Error:
-            err = WireError.Error()
-            err.Init(f.Response().Bytes, f.Response().Pos)
-            raise errors.from_code(err.Code(), (err.Message() or b"").decode())
-        return f
+            f = ResponseFrame.ResponseFrame.GetRootAs(reply, 0)
+
+            def read_into(buf):
+                nonlocal left
+                view = memoryview(buf).cast("B")
+                if view.nbytes > left:
+                    raise errors.Internal(f"the reply's attachment has {left} bytes left, "
+                                          f"not {view.nbytes}")
+                self._recv_into(view)
+                left -= view.nbytes
+
+            try:
+                if f.ResponseType() == Response.Response.Error:
+                    err = WireError.Error()
+                    err.Init(f.Response().Bytes, f.Response().Pos)
+                    raise errors.from_code(err.Code(), (err.Message() or b"").decode())
+                yield f, read_into
+            finally:
+                scratch = memoryview(bytearray(min(left, 1 << 20)))
+                while left:  # keeps the stream in step when a reader stops early
+                    n = min(left, scratch.nbytes)
+                    self._recv_into(scratch[:n])
+                    left -= n
+
+    def _recv_into(self, view):
+        got, n = 0, view.nbytes
+        try:
+            while got < n:
+                k = self._sock.recv_into(view[got:], n - got)
+                if k == 0:
+                    raise errors.Unavailable(f"mnemod at {self.address} closed the connection")
+                got += k
+        except OSError as e:
+            raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
 
     def _recv_exact(self, n):
         buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self._sock.recv_into(view[got:], n - got)
-            if k == 0:
-                raise errors.Unavailable(f"mnemod at {self.address} closed the connection")
-            got += k
+        self._recv_into(memoryview(buf))
         return buf  # FlatBuffers reads a bytearray as it is: no copy
 
     @staticmethod
@@ -384,10 +427,16 @@ class Client:
             raise errors.InvalidArgument(f"KV space '{space}' holds kv_heads={heads}, "
                                          f"head_dim={dim}; got the shape {shape}")
         k, v = _raw_bytes(keys), _raw_bytes(values)
+        # The layers travel in the attachment, each layer's keys then values,
+        # straight from the tensors' memory.
+        n = shape[0]
+        lb = k.nbytes // n if n else 0
+        parts = []
+        for layer in range(n):
+            parts += [k[layer * lb:(layer + 1) * lb], v[layer * lb:(layer + 1) * lb]]
         self._call(Request.Request.PutKv, lambda b: _table(
             b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Keys=_bytes_vector(b, k), Values=_bytes_vector(b, v), Tokens=int(shape[2])),
-            256 + k.nbytes + v.nbytes)
+            Tokens=int(shape[2])), attachment=parts)
 
     def _kv_shape(self, space: str, refresh: bool = False):
         if refresh or space not in self._kv_shapes:
@@ -395,28 +444,64 @@ class Client:
             self._kv_shapes[space] = (st.kv_heads, st.head_dim)
         return self._kv_shapes[space]
 
-    def get_kv(self, space: str, chunk_hash: bytes, layers=None):
+    def get_kv(self, space: str, chunk_hash: bytes, layers=None, out=None):
         """(keys, values), each [len(layers), kv_heads, tokens, head_dim]:
         numpy float16 / float32, or uint16 holding bf16 bits (view them with
-        torch as bfloat16). The arrays are views of the reply, not copies.
-        Raises NotFound when the segment is not stored."""
+        torch as bfloat16). The bytes are received straight into the arrays;
+        with ``out=(keys, values)`` (C-contiguous numpy arrays or CPU torch
+        tensors of that shape and element size, e.g. pinned staging buffers)
+        into those, which are returned. Raises NotFound when the segment is
+        not stored."""
+        with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, _, read_into):
+            if out is None:
+                keys, values = np.empty(shape, dtype), np.empty(shape, dtype)
+                kb, vb = keys, values
+            else:
+                keys, values = out
+                kb, vb = _raw_bytes(keys, writable=True), _raw_bytes(values, writable=True)
+                want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+                if kb.nbytes != want or vb.nbytes != want:
+                    raise errors.InvalidArgument(
+                        f"out arrays must hold {shape} of {np.dtype(dtype).name} "
+                        f"({want} bytes each), got {kb.nbytes} and {vb.nbytes} bytes")
+            kb, vb = kb.reshape(shape[0], -1), vb.reshape(shape[0], -1)
+            for i in range(shape[0]):
+                read_into(kb[i])
+                read_into(vb[i])
+        return keys, values
+
+    def get_kv_layers(self, space: str, chunk_hash: bytes, layers=None):
+        """Yields (layer, keys, values) for each layer in order, each
+        [kv_heads, tokens, head_dim], as soon as that layer has arrived: a
+        model can run layer 0 while later layers are still on the wire. The
+        connection is busy until the iteration ends."""
+        with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, numbers, read_into):
+            for layer in numbers:
+                k, v = np.empty(shape[1:], dtype), np.empty(shape[1:], dtype)
+                read_into(k)
+                read_into(v)
+                yield layer, k, v
+
+    @contextlib.contextmanager
+    def _kv_reply(self, space, chunk_hash, layers):
+        """GetKv with the layers in the reply's attachment; yields (shape,
+        numpy dtype, layer numbers, read_into) with the attachment not yet
+        read."""
         def build(b):
             lv = None
             if layers is not None:
                 lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
             return _table(b, GetKv, Space=_string(b, space),
-                          ChunkHash=_bytes_vector(b, chunk_hash), Layers=lv)
-        f = self._call(Request.Request.GetKv, build)
-        seg = self._body(f, KvSegment.KvSegment, Response.Response.KvSegment)
-        dtype = _NUMPY_DTYPES[seg.Dtype().decode()]
-        n_layers, tokens = seg.LayersLength(), seg.Tokens()
-        keys = seg.KeysAsNumpy().view(dtype)
-        values = seg.ValuesAsNumpy().view(dtype)
-        heads, dim = self._kv_shape(space)
-        if heads * dim * tokens * n_layers != keys.size:  # the space was made anew
-            heads, dim = self._kv_shape(space, refresh=True)
-        shape = (n_layers, heads, tokens, dim)
-        return keys.reshape(shape), values.reshape(shape)
+                          ChunkHash=_bytes_vector(b, chunk_hash), Layers=lv, Attachment=True)
+        with self._exchange(Request.Request.GetKv, build) as (f, read_into):
+            seg = self._body(f, KvSegment.KvSegment, Response.Response.KvSegment)
+            dtype = _NUMPY_DTYPES[seg.Dtype().decode()]
+            shape = (seg.LayersLength(), seg.KvHeads(), seg.Tokens(), seg.HeadDim())
+            if int(np.prod(shape[1:])) * np.dtype(dtype).itemsize != seg.LayerBytes():
+                raise errors.Internal(f"reply of layers {shape[1:]} of {seg.Dtype().decode()} "
+                                      f"in {seg.LayerBytes()} bytes each")
+            numbers = [int(x) for x in seg.LayersAsNumpy()] if seg.LayersLength() else []
+            yield shape, dtype, numbers, read_into
 
     def match_prefix(self, space: str, chunk_hashes) -> int:
         """How many leading chunk hashes (32 bytes each) the space stores."""

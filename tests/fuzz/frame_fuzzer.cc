@@ -4,6 +4,7 @@
 // reply that verifies, and must not crash (ASan checks memory safety).
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -56,14 +57,23 @@ struct World {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static World* world = new World();  // lives for the whole run
-  auto frame = std::make_shared<const std::vector<uint8_t>>(data, data + size);
-  int replies = 0;
-  world->handler->Handle(frame, [&](flatbuffers::DetachedBuffer reply) {
-    ++replies;
-    auto v = mnemo::net::VerifyResponse(
-        std::string_view(reinterpret_cast<const char*>(reply.data()), reply.size()));
-    if (!v.ok()) std::abort();
-  });
-  if (replies != 1) std::abort();  // searches run inline when nothing else is batching
+  // The input as a frame's FlatBuffer; then once more with the same bytes as
+  // its attachment too (PutKv reads KV layers from there).
+  for (bool attach : {false, true}) {
+    auto frame = std::make_shared<mnemo::net::InFrame>();
+    frame->body.assign(data, data + size);
+    if (attach) {
+      frame->attachment = mnemo::net::Buffer::Acquire(size);
+      if (size > 0) std::memcpy(frame->attachment.data(), data, size);
+    }
+    int replies = 0;
+    world->handler->Handle(frame, [&](mnemo::net::Reply reply) {
+      ++replies;
+      auto v = mnemo::net::VerifyResponse(std::string_view(
+          reinterpret_cast<const char*>(reply.body.data()), reply.body.size()));
+      if (!v.ok()) std::abort();
+    });
+    if (replies != 1) std::abort();  // searches run inline when nothing else is batching
+  }
   return 0;
 }

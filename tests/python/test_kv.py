@@ -41,6 +41,37 @@ def test_raw_round_trip_is_bit_exact_and_layers_can_be_chosen(client):
     assert st.segments == 1 and st.hits == 2 and st.bytes_stored >= k.nbytes + v.nbytes
 
 
+def test_layers_stream_in_order_and_land_in_caller_buffers(client):
+    client.create_kv_space("s", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=CHUNK, codec="int8")
+    k, v = kv(CHUNK, 5), kv(CHUNK, 6)
+    client.put_kv("s", b"s" * 32, k, v)
+    full_k, full_v = client.get_kv("s", b"s" * 32)
+    # Layer by layer, in the order asked for, each [heads, tokens, dim].
+    seen = [(layer, lk, lv) for layer, lk, lv in client.get_kv_layers("s", b"s" * 32, layers=[2, 0])]
+    assert [layer for layer, _, _ in seen] == [2, 0]
+    np.testing.assert_array_equal(seen[0][1], full_k[2])
+    np.testing.assert_array_equal(seen[1][2], full_v[0])
+    # A reader that stops after layer 0 leaves the connection in step.
+    for layer, lk, _ in client.get_kv_layers("s", b"s" * 32):
+        assert layer == 0 and lk.shape == (HEADS, CHUNK, DIM)
+        break
+    assert client.match_prefix("s", [b"s" * 32]) == 1
+    # Into the caller's arrays (say, pinned staging buffers): those come back.
+    ko, vo = np.zeros_like(k), np.zeros_like(v)
+    rk, rv = client.get_kv("s", b"s" * 32, out=(ko, vo))
+    assert rk is ko and rv is vo
+    np.testing.assert_array_equal(ko, full_k)
+    np.testing.assert_array_equal(vo, full_v)
+    with pytest.raises(mnemo.InvalidArgument, match="out arrays must hold"):
+        client.get_kv("s", b"s" * 32, out=(ko[:2], vo[:2]))
+    with pytest.raises(mnemo.InvalidArgument, match="writable C-contiguous"):
+        client.get_kv("s", b"s" * 32, out=(ko[:, :, ::2], vo))
+    # The connection survived the refusals too.
+    with pytest.raises(mnemo.NotFound):
+        client.get_kv("s", b"x" * 32)
+    assert client.kv_stats("s").segments == 1
+
+
 @pytest.mark.parametrize("codec,ratio", [("int8", 1.7), ("int4", 3.0), ("entropy", 2.0)])
 def test_lossy_codecs_stay_within_their_bounds(client, codec, ratio):
     client.create_kv_space(codec, LAYERS, HEADS, DIM, dtype="f32", chunk_tokens=CHUNK,

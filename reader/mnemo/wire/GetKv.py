@@ -85,7 +85,14 @@ class GetKv(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(8))
         return o == 0
 
-def GetKvStart(builder): builder.StartObject(3)
+    # GetKv
+    def Attachment(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def GetKvStart(builder): builder.StartObject(4)
 def Start(builder):
     return GetKvStart(builder)
 def GetKvAddSpace(builder, space): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(space), 0)
@@ -103,6 +110,9 @@ def AddLayers(builder, layers):
 def GetKvStartLayersVector(builder, numElems): return builder.StartVector(4, numElems, 4)
 def StartLayersVector(builder, numElems):
     return GetKvStartLayersVector(builder, numElems)
+def GetKvAddAttachment(builder, attachment): builder.PrependBoolSlot(3, attachment, 0)
+def AddAttachment(builder, attachment):
+    return GetKvAddAttachment(builder, attachment)
 def GetKvEnd(builder): return builder.EndObject()
 def End(builder):
     return GetKvEnd(builder)

@@ -119,7 +119,28 @@ class KvSegment(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
         return o == 0
 
-def KvSegmentStart(builder): builder.StartObject(5)
+    # KvSegment
+    def LayerBytes(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+    # KvSegment
+    def KvHeads(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(16))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # KvSegment
+    def HeadDim(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def KvSegmentStart(builder): builder.StartObject(8)
 def Start(builder):
     return KvSegmentStart(builder)
 def KvSegmentAddTokens(builder, tokens): builder.PrependUint32Slot(0, tokens, 0)
@@ -146,6 +167,15 @@ def AddValues(builder, values):
 def KvSegmentStartValuesVector(builder, numElems): return builder.StartVector(1, numElems, 1)
 def StartValuesVector(builder, numElems):
     return KvSegmentStartValuesVector(builder, numElems)
+def KvSegmentAddLayerBytes(builder, layerBytes): builder.PrependUint64Slot(5, layerBytes, 0)
+def AddLayerBytes(builder, layerBytes):
+    return KvSegmentAddLayerBytes(builder, layerBytes)
+def KvSegmentAddKvHeads(builder, kvHeads): builder.PrependUint32Slot(6, kvHeads, 0)
+def AddKvHeads(builder, kvHeads):
+    return KvSegmentAddKvHeads(builder, kvHeads)
+def KvSegmentAddHeadDim(builder, headDim): builder.PrependUint32Slot(7, headDim, 0)
+def AddHeadDim(builder, headDim):
+    return KvSegmentAddHeadDim(builder, headDim)
 def KvSegmentEnd(builder): return builder.EndObject()
 def End(builder):
     return KvSegmentEnd(builder)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Packs what the GPU machine (Ubuntu 24.04, no apt, no network) needs to run
+# mnemod and the benchmarks: the stripped binaries, every shared library they
+# load that is not glibc's, redis-server for bench/kv_throughput.py, and the
+# pure-Python modules the client and the benchmark import (flatbuffers,
+# redis). Writes build/gpu-carry.tar.gz; bench/gpu/run.sh unpacks and runs it.
+#
+#   bash bench/gpu/pack.sh   # after building into build/
+# then, with the device tool: carry ["build/gpu-carry.tar.gz"] and run
+#   bash bench/gpu/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=build/gpu-carry
+rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/python"
+bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss /usr/bin/redis-server)
+for b in "${bins[@]}"; do
+  strip --strip-unneeded -o "$out/bin/$(basename "$b")" "$b"
+  ldd "$b" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
+    case "$(basename "$lib")" in
+      libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*) ;;  # the target's own
+      *) cp -L "$lib" "$out/lib/" ;;
+    esac
+  done
+done
+strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
+cp -r /usr/lib/python3/dist-packages/flatbuffers /usr/lib/python3/dist-packages/redis "$out/python/"
+tar -C build -czf build/gpu-carry.tar.gz gpu-carry
+du -sh build/gpu-carry build/gpu-carry.tar.gz

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repository root, after bench/gpu/pack.sh
+# here: unpacks build/gpu-carry.tar.gz and runs the KV and the search
+# benchmarks with the carried binaries. Output goes to stdout (and $OUT).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+work=${TMPDIR:-/tmp}/mnemo-gpu
+rm -rf "$work" && mkdir -p "$work"
+tar -C "$work" -xzf build/gpu-carry.tar.gz
+carry=$work/gpu-carry
+export LD_LIBRARY_PATH=$carry/lib PATH=$carry/bin:$PATH OPENBLAS_NUM_THREADS=1
+export PYTHONPATH=$PWD/reader:$carry/python
+py=$(command -v python3)
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; python $($py -V 2>&1)"
+case "${1:-all}" in
+  kv|all) $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod" ${KV_ARGS:-} ;;&
+  search|all) MNEMOD=$carry/bin/mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
+esac

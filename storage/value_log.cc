@@ -1,0 +1,326 @@
+#include "storage/value_log.h"
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include <rocksdb/file_system.h>
+#define XXH_INLINE_ALL  // header-only: nothing more to link or to carry to other machines
+#include <xxhash.h>
+
+#include "storage/keys.h"
+
+namespace mnemo::storage {
+namespace {
+
+constexpr uint8_t kRefVersion = 1;
+constexpr std::string_view kSuffix = ".vlog";
+
+Status FromIo(const rocksdb::IOStatus& s, const std::string& what) {
+  if (s.ok()) return Status::OK();
+  if (s.IsNoSpace()) return Status::ResourceExhausted(what + ": " + s.ToString());
+  return Status::IOError(what + ": " + s.ToString());
+}
+
+// "000042.vlog" -> 42; 0 for other names.
+uint32_t NumberOf(const std::string& name) {
+  if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix)) return 0;
+  uint32_t n = 0;
+  for (size_t i = 0; i + kSuffix.size() < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9' || n > UINT32_MAX / 10 - 1) return 0;
+    n = n * 10 + uint32_t(name[i] - '0');
+  }
+  return n;
+}
+
+}  // namespace
+
+std::string ValueRef::Encode() const {
+  std::string out(1, char(kRefVersion));
+  PutFixed32(&out, file);
+  PutFixed64(&out, offset);
+  PutFixed64(&out, length);
+  PutFixed64(&out, checksum);
+  return out;
+}
+
+Result<ValueRef> ValueRef::Decode(std::string_view in) {
+  if (in.size() != kEncodedBytes || uint8_t(in[0]) != kRefVersion) {
+    return Status::Corruption("bad value reference (" + std::to_string(in.size()) + " bytes)");
+  }
+  ValueRef r;
+  r.file = DecodeFixed32(in.data() + 1);
+  r.offset = DecodeFixed64(in.data() + 5);
+  r.length = DecodeFixed64(in.data() + 13);
+  r.checksum = DecodeFixed64(in.data() + 21);
+  return r;
+}
+
+struct ValueLog::File {
+  uint32_t number = 0;
+  uint64_t size = 0;  // bytes appended (or reserved by an append in flight)
+  uint64_t live = 0;  // bytes of values not released
+  std::unique_ptr<rocksdb::FSWritableFile> writer;  // the file being appended to only
+  std::unique_ptr<rocksdb::FSRandomAccessFile> reader;
+};
+
+ValueLog::ValueLog(std::string dir, ValueLogOptions options)
+    : dir_(std::move(dir)),
+      options_(options),
+      fs_(options.fs != nullptr ? options.fs : rocksdb::FileSystem::Default().get()) {}
+
+ValueLog::~ValueLog() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& [n, f] : files_) {
+    if (f->writer) (void)f->writer->Close(rocksdb::IOOptions(), nullptr);
+  }
+}
+
+std::string ValueLog::PathOf(uint32_t number) const {
+  char name[32];
+  std::snprintf(name, sizeof(name), "/%06" PRIu32 "%s", number, kSuffix.data());
+  return dir_ + name;
+}
+
+Result<std::unique_ptr<ValueLog>> ValueLog::Open(const std::string& dir, ValueLogOptions options) {
+  std::unique_ptr<ValueLog> log(new ValueLog(dir, options));
+  rocksdb::IOOptions io;
+  MNEMO_RETURN_IF_ERROR(FromIo(log->fs_->CreateDirIfMissing(dir, io, nullptr),
+                               "cannot create value log directory '" + dir + "'"));
+  std::vector<std::string> names;
+  MNEMO_RETURN_IF_ERROR(FromIo(log->fs_->GetChildren(dir, io, &names, nullptr),
+                               "cannot list value log directory '" + dir + "'"));
+  for (const auto& name : names) {
+    const uint32_t n = NumberOf(name);
+    if (n == 0) continue;
+    auto f = std::make_shared<File>();
+    f->number = n;
+    const std::string path = log->PathOf(n);
+    MNEMO_RETURN_IF_ERROR(FromIo(log->fs_->GetFileSize(path, io, &f->size, nullptr),
+                                 "cannot stat '" + path + "'"));
+    MNEMO_RETURN_IF_ERROR(FromIo(
+        log->fs_->NewRandomAccessFile(path, rocksdb::FileOptions(), &f->reader, nullptr),
+        "cannot open '" + path + "'"));
+    log->files_.emplace(n, std::move(f));
+  }
+  return log;
+}
+
+Status ValueLog::StartFileLocked() {
+  const uint32_t n = files_.empty() ? 1 : files_.rbegin()->first + 1;
+  if (n == 0) return Status::ResourceExhausted("value log file numbers are used up");
+  auto f = std::make_shared<File>();
+  f->number = n;
+  const std::string path = PathOf(n);
+  rocksdb::FileOptions fo;
+  MNEMO_RETURN_IF_ERROR(
+      FromIo(fs_->NewWritableFile(path, fo, &f->writer, nullptr), "cannot create '" + path + "'"));
+  auto st = FromIo(fs_->NewRandomAccessFile(path, fo, &f->reader, nullptr), "cannot open '" + path + "'");
+  if (!st.ok()) {
+    (void)f->writer->Close(rocksdb::IOOptions(), nullptr);
+    (void)fs_->DeleteFile(path, rocksdb::IOOptions(), nullptr);
+    return st;
+  }
+  const uint32_t previous = active_;
+  files_.emplace(n, std::move(f));
+  active_ = n;
+  if (previous != 0) {
+    auto& old = files_.at(previous);
+    (void)old->writer->Close(rocksdb::IOOptions(), nullptr);
+    old->writer.reset();
+    MaybeDeleteLocked(previous);
+  }
+  return Status::OK();
+}
+
+Result<ValueRef> ValueLog::Append(std::span<const std::span<const uint8_t>> parts) {
+  uint64_t length = 0;
+  for (auto p : parts) length += p.size();
+  std::lock_guard<std::mutex> append_lock(append_mu_);
+  std::shared_ptr<File> file;
+  ValueRef ref;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (active_ == 0 || files_.at(active_)->size >= options_.file_bytes) {
+      MNEMO_RETURN_IF_ERROR(StartFileLocked());
+    }
+    file = files_.at(active_);
+    ref.file = file->number;
+    ref.offset = file->size;
+    ref.length = length;
+    file->size += length;  // reserved: readers never see it before a ref to it exists
+    file->live += length;
+  }
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  rocksdb::IOStatus io;
+  for (auto p : parts) {
+    if (p.empty()) continue;
+    io = file->writer->Append(rocksdb::Slice(reinterpret_cast<const char*>(p.data()), p.size()),
+                              rocksdb::IOOptions(), nullptr);
+    if (!io.ok()) break;
+    XXH3_64bits_update(&state, p.data(), p.size());
+  }
+  if (io.ok() && options_.sync_writes) io = file->writer->Sync(rocksdb::IOOptions(), nullptr);
+  if (!io.ok()) {
+    // Where the file ends is now unknown: append to a fresh one from here on.
+    std::lock_guard<std::mutex> lock(mu_);
+    file->live -= length;
+    (void)file->writer->Close(rocksdb::IOOptions(), nullptr);
+    file->writer.reset();
+    active_ = 0;
+    MaybeDeleteLocked(file->number);
+    return FromIo(io, "value log write to '" + PathOf(ref.file) + "' failed");
+  }
+  ref.checksum = XXH3_64bits_digest(&state);
+  return ref;
+}
+
+std::shared_ptr<ValueLog::File> ValueLog::FindFile(uint32_t number) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = files_.find(number);
+  return it == files_.end() ? nullptr : it->second;
+}
+
+Status ValueLog::Read(const ValueRef& ref, std::span<const std::span<uint8_t>> into) const {
+  uint64_t want = 0;
+  for (auto p : into) want += p.size();
+  if (want != ref.length) {
+    return Status::InvalidArgument("value of " + std::to_string(ref.length) + " bytes read into " +
+                                   std::to_string(want));
+  }
+  // A reader keeps the file open even if it is deleted meanwhile.
+  std::shared_ptr<File> file = FindFile(ref.file);
+  if (file == nullptr) return Status::NotFound("the value was deleted while it was read");
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  uint64_t at = ref.offset;
+  for (auto p : into) {
+    if (p.empty()) continue;
+    rocksdb::Slice got;
+    auto io = file->reader->Read(at, p.size(), rocksdb::IOOptions(), &got,
+                                 reinterpret_cast<char*>(p.data()), nullptr);
+    MNEMO_RETURN_IF_ERROR(FromIo(io, "value log read of '" + PathOf(ref.file) + "' failed"));
+    if (got.size() != p.size()) {
+      return Status::Corruption("value log file '" + PathOf(ref.file) + "' ends before offset " +
+                                std::to_string(at + p.size()));
+    }
+    if (got.data() != reinterpret_cast<const char*>(p.data())) std::memcpy(p.data(), got.data(), got.size());
+    XXH3_64bits_update(&state, p.data(), p.size());
+    at += p.size();
+  }
+  if (XXH3_64bits_digest(&state) != ref.checksum) {
+    return Status::Corruption("checksum mismatch in value log file '" + PathOf(ref.file) +
+                              "' at offset " + std::to_string(ref.offset));
+  }
+  return Status::OK();
+}
+
+Status ValueLog::Read(const ValueRef& ref, uint8_t* into) const {
+  const std::span<uint8_t> one(into, ref.length);
+  return Read(ref, std::span<const std::span<uint8_t>>(&one, 1));
+}
+
+void ValueLog::Release(const ValueRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = files_.find(ref.file);
+  if (it == files_.end()) return;
+  it->second->live -= std::min(it->second->live, ref.length);
+  MaybeDeleteLocked(ref.file);
+}
+
+void ValueLog::AddLive(const ValueRef& ref) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = files_.find(ref.file);
+  if (it != files_.end()) it->second->live += ref.length;
+}
+
+Status ValueLog::FinishRecovery() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<uint32_t> numbers;
+  for (auto& [n, f] : files_) numbers.push_back(n);
+  for (uint32_t n : numbers) MaybeDeleteLocked(n);
+  return Status::OK();
+}
+
+void ValueLog::MaybeDeleteLocked(uint32_t number) {
+  auto it = files_.find(number);
+  if (it == files_.end() || number == active_ || it->second->live != 0) return;
+  if (holds_ > 0) {
+    deferred_.push_back(number);
+    return;
+  }
+  files_.erase(it);  // readers in flight keep their handle
+  // A file that cannot be deleted is only wasted space; the next start retries.
+  (void)fs_->DeleteFile(PathOf(number), rocksdb::IOOptions(), nullptr);
+}
+
+ValueLog::DeletionHold::DeletionHold(ValueLog* log) : log_(log) {
+  std::lock_guard<std::mutex> lock(log_->mu_);
+  log_->holds_++;
+}
+
+ValueLog::DeletionHold::~DeletionHold() {
+  std::lock_guard<std::mutex> lock(log_->mu_);
+  if (--log_->holds_ > 0) return;
+  auto deferred = std::move(log_->deferred_);
+  log_->deferred_.clear();
+  for (uint32_t n : deferred) log_->MaybeDeleteLocked(n);
+}
+
+Status ValueLog::LinkInto(const std::string& dir) const {
+  rocksdb::IOOptions io;
+  MNEMO_RETURN_IF_ERROR(FromIo(fs_->CreateDirIfMissing(dir, io, nullptr), "cannot create '" + dir + "'"));
+  std::vector<uint32_t> numbers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [n, f] : files_) numbers.push_back(n);
+  }
+  for (uint32_t n : numbers) {
+    const std::string from = PathOf(n);
+    char name[32];
+    std::snprintf(name, sizeof(name), "/%06" PRIu32 "%s", n, kSuffix.data());
+    const std::string to = dir + name;
+    // Files are append-only, so a link is a consistent copy of every value
+    // a ref in the checkpoint names.
+    if (fs_->LinkFile(from, to, io, nullptr).ok()) continue;
+    std::unique_ptr<rocksdb::FSSequentialFile> in;
+    std::unique_ptr<rocksdb::FSWritableFile> out;
+    MNEMO_RETURN_IF_ERROR(FromIo(fs_->NewSequentialFile(from, rocksdb::FileOptions(), &in, nullptr),
+                                 "cannot open '" + from + "'"));
+    MNEMO_RETURN_IF_ERROR(FromIo(fs_->NewWritableFile(to, rocksdb::FileOptions(), &out, nullptr),
+                                 "cannot create '" + to + "'"));
+    std::vector<char> buf(4 << 20);
+    for (;;) {
+      rocksdb::Slice got;
+      MNEMO_RETURN_IF_ERROR(FromIo(in->Read(buf.size(), io, &got, buf.data(), nullptr), "cannot read '" + from + "'"));
+      if (got.empty()) break;
+      MNEMO_RETURN_IF_ERROR(FromIo(out->Append(got, io, nullptr), "cannot write '" + to + "'"));
+    }
+    MNEMO_RETURN_IF_ERROR(FromIo(out->Sync(io, nullptr), "cannot sync '" + to + "'"));
+    MNEMO_RETURN_IF_ERROR(FromIo(out->Close(io, nullptr), "cannot close '" + to + "'"));
+  }
+  return Status::OK();
+}
+
+uint64_t ValueLog::file_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t n = 0;
+  for (auto& [k, f] : files_) n += f->size;
+  return n;
+}
+
+uint64_t ValueLog::live_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t n = 0;
+  for (auto& [k, f] : files_) n += f->live;
+  return n;
+}
+
+size_t ValueLog::file_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return files_.size();
+}
+
+}  // namespace mnemo::storage

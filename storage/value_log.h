@@ -1,0 +1,134 @@
+// ValueLog: large values (encoded KV layers, megabytes each) written once to
+// append-only files beside the RocksDB store, addressed by a ValueRef that
+// the caller keeps in RocksDB (the WiscKey design).
+//
+// Why not RocksDB's blob files: its integrated BlobDB copies every value
+// three times on the way to disk (write-ahead log, memtable, blob file at
+// flush) and checksums it twice with CRC32c; a KV segment of 32 MiB then
+// costs more than its transfer. Here a value is written once, checksummed
+// with XXH3, and read back with one pread straight into the caller's memory.
+//
+// Durability: Append returns after the bytes are in the file (the OS page
+// cache), with ValueLogOptions::sync_writes after they are synced. The
+// caller makes a value live by committing its ValueRef to RocksDB after
+// Append returned; a value whose ref never got committed (a crash, a failed
+// batch) is dead space. Files are never rewritten: a file whose values are
+// all released is deleted, the file being appended to excepted.
+//
+// Recovery: Open starts a new file to append to; the owner reports every
+// committed ref with AddLive and then calls FinishRecovery, which deletes
+// the files that hold no live value.
+//
+// Thread-safe. Appends take turns (one file being appended to); reads run
+// in parallel with each other and with appends. Errors: IOError for a failed
+// write, read or sync (nothing is made live); NotFound for a read of a value
+// whose file was deleted (every value in it was released); Corruption when
+// the bytes read do not match the ref's checksum.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace rocksdb {
+class FileSystem;
+class FSWritableFile;
+class FSRandomAccessFile;
+}  // namespace rocksdb
+
+namespace mnemo::storage {
+
+// Where a value lies, and its checksum. Stored in RocksDB as 29 bytes.
+struct ValueRef {
+  uint32_t file = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint64_t checksum = 0;  // XXH3-64 of the value
+
+  static constexpr size_t kEncodedBytes = 29;
+  std::string Encode() const;
+  static Result<ValueRef> Decode(std::string_view bytes);
+  bool operator==(const ValueRef&) const = default;
+};
+
+struct ValueLogOptions {
+  // Sync each appended value before Append returns.
+  bool sync_writes = false;
+  // A new file is started once the current one holds this many bytes.
+  uint64_t file_bytes = uint64_t(256) << 20;
+  // File I/O, a seam for fault injection; not owned; the default when null.
+  rocksdb::FileSystem* fs = nullptr;
+};
+
+class ValueLog {
+ public:
+  // Opens (creating it if missing) the log in directory `dir`.
+  static Result<std::unique_ptr<ValueLog>> Open(const std::string& dir, ValueLogOptions options);
+  ~ValueLog();
+  ValueLog(const ValueLog&) = delete;
+  ValueLog& operator=(const ValueLog&) = delete;
+
+  // Writes the concatenation of `parts` as one value.
+  Result<ValueRef> Append(std::span<const std::span<const uint8_t>> parts);
+  // Reads a value into consecutive destinations whose sizes add up to
+  // ref.length, and checks it against the ref's checksum.
+  Status Read(const ValueRef& ref, std::span<const std::span<uint8_t>> into) const;
+  Status Read(const ValueRef& ref, uint8_t* into) const;
+
+  // The value is no longer referenced (its ref was deleted, and the delete
+  // committed, or its ref was never committed).
+  void Release(const ValueRef& ref);
+
+  // Recovery: see the header comment.
+  void AddLive(const ValueRef& ref);
+  Status FinishRecovery();
+
+  // Backups: while a hold is alive no file is deleted, so that a RocksDB
+  // checkpoint taken under it finds every file its refs name; LinkInto then
+  // hard-links (or copies) every file into `dir`.
+  class DeletionHold {
+   public:
+    explicit DeletionHold(ValueLog* log);
+    ~DeletionHold();
+    DeletionHold(const DeletionHold&) = delete;
+    DeletionHold& operator=(const DeletionHold&) = delete;
+
+   private:
+    ValueLog* const log_;
+  };
+  Status LinkInto(const std::string& dir) const;
+
+  // Bytes in files on disk, and of those the bytes of live values.
+  uint64_t file_bytes() const;
+  uint64_t live_bytes() const;
+  size_t file_count() const;
+
+ private:
+  struct File;
+  ValueLog(std::string dir, ValueLogOptions options);
+  std::string PathOf(uint32_t number) const;
+  Status StartFileLocked();  // a new file to append to
+  void MaybeDeleteLocked(uint32_t number);
+  std::shared_ptr<File> FindFile(uint32_t number) const;
+
+  const std::string dir_;
+  const ValueLogOptions options_;
+  rocksdb::FileSystem* const fs_;
+
+  std::mutex append_mu_;  // one append at a time; taken before mu_
+  mutable std::mutex mu_;  // guards the members below
+  std::map<uint32_t, std::shared_ptr<File>> files_;
+  uint32_t active_ = 0;  // the file appended to (0: none yet)
+  int holds_ = 0;
+  std::vector<uint32_t> deferred_;  // files to delete once holds_ is 0
+};
+
+}  // namespace mnemo::storage
