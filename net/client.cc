@@ -99,7 +99,7 @@ Status Client::Impl::Send(wire::Request type, BuildBody&& body, size_t hint) {
   boost::system::error_code ec;
   std::array<asio::const_buffer, 2> bufs = {asio::buffer(header),
                                             asio::buffer(b.GetBufferPointer(), b.GetSize())};
-  asio::write(socket, bufs, ec);
+  asio::write(socket, bufs, TransferAllAtOnce(), ec);
   if (ec) return Broken(ec);
   awaiting.push_back(id);
   return Status::OK();
@@ -393,7 +393,7 @@ Status Client::SendFrame(std::span<const uint8_t> frame, std::span<const uint8_t
   std::array<asio::const_buffer, 3> bufs = {asio::buffer(header),
                                             asio::buffer(frame.data(), frame.size()),
                                             asio::buffer(attachment.data(), attachment.size())};
-  asio::write(impl_->socket, bufs, ec);
+  asio::write(impl_->socket, bufs, TransferAllAtOnce(), ec);
   return ec ? Broken(ec) : Status::OK();
 }
 

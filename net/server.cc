@@ -233,7 +233,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void ReadAttachment(std::shared_ptr<InFrame> in, size_t have) {
     reading_attachment_ = true;
     auto rest = asio::buffer(in->attachment.data() + have, in->attachment.size() - have);
-    asio::async_read(socket_, rest,
+    asio::async_read(socket_, rest, TransferAllAtOnce(),
                      asio::bind_executor(strand_, [self = shared_from_this(), in](
                                                       const boost::system::error_code& ec, size_t) mutable {
                        self->reading_attachment_ = false;
@@ -323,7 +323,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::array<asio::const_buffer, 3> bufs = {
         asio::buffer(s.header), asio::buffer(s.reply.body.data(), s.reply.body.size()),
         asio::buffer(s.reply.attachment.data(), s.reply.attachment.size())};
-    asio::async_write(socket_, bufs,
+    asio::async_write(socket_, bufs, TransferAllAtOnce(),
                       asio::bind_executor(strand_, [self = shared_from_this()](
                                                        const boost::system::error_code& ec, size_t) {
                         self->writing_ = false;
