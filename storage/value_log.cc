@@ -6,8 +6,9 @@
 #include <cstring>
 
 #include <rocksdb/file_system.h>
-#define XXH_INLINE_ALL  // header-only: nothing more to link or to carry to other machines
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
+#include <xxh_x86dispatch.h>  // XXH3 with the widest SIMD this CPU has (AVX2/AVX-512), picked at run time
 
 #include "storage/keys.h"
 
