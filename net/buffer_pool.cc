@@ -36,8 +36,12 @@ class Pool {
     }
     free_.emplace(capacity, p);
     kept_ += capacity;
-    // Over the limit: the smallest go first (the big ones are what the pool
-    // is for).
+    TrimLocked();
+  }
+
+  // Over the limit: the smallest go first (the big ones are what the pool
+  // is for).
+  void TrimLocked() {
     while (kept_ > limit_) {
       auto it = free_.begin();
       kept_ -= it->first;
@@ -46,9 +50,15 @@ class Pool {
     }
   }
 
+  size_t Kept() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return kept_;
+  }
+
   void SetLimit(size_t bytes) {
     std::lock_guard<std::mutex> lock(mu_);
     limit_ = bytes;
+    TrimLocked();
   }
 
  private:
@@ -93,5 +103,6 @@ Buffer& Buffer::operator=(Buffer&& o) noexcept {
 }
 
 void SetBufferPoolLimit(size_t bytes) { ThePool().SetLimit(bytes); }
+size_t BufferPoolBytesKept() { return ThePool().Kept(); }
 
 }  // namespace mnemo::net

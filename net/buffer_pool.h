@@ -42,7 +42,9 @@ class Buffer {
 };
 
 // How many bytes the pool keeps for reuse at most (default 512 MiB); larger
-// buffers, and any beyond it, are freed.
+// buffers, and any beyond it, are freed (at once, when the limit shrinks).
 void SetBufferPoolLimit(size_t bytes);
+// Bytes of free buffers the pool holds now.
+size_t BufferPoolBytesKept();
 
 }  // namespace mnemo::net
