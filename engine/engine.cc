@@ -47,9 +47,7 @@ Status LoadRecords(const storage::Store& store, std::string_view next_key, std::
   MNEMO_ASSIGN_OR_RETURN(auto next, store.Get(Cf::kMeta, next_key));
   if (next && next->size() == 4) *next_id = storage::DecodeFixed32(next->data());
   Status decode = Status::OK();
-  std::string end(prefix);
-  end.back()++;
-  MNEMO_RETURN_IF_ERROR(store.Scan(Cf::kMeta, prefix, end, [&](std::string_view, std::string_view v) {
+  MNEMO_RETURN_IF_ERROR(store.Scan(Cf::kMeta, prefix, storage::PrefixEnd(prefix), [&](std::string_view, std::string_view v) {
     auto r = Record::Decode(v);
     if (!r.ok()) { decode = r.status(); return false; }
     records->push_back(std::move(r).value());

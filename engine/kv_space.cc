@@ -109,10 +109,8 @@ Status KvSpace::Load() {
   };
   std::vector<Found> found;
   const std::string begin = storage::KvHeadPrefix(record_.id);
-  std::string end = begin;
-  end.back()++;
   Status bad = Status::OK();
-  MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, begin, end, [&](std::string_view k, std::string_view v) {
+  MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, begin, storage::PrefixEnd(begin), [&](std::string_view k, std::string_view v) {
     if (k.size() != begin.size() + kChunkHashBytes || v.size() != kHeadBytes) {
       bad = Status::Corruption("bad KV segment head in space '" + record_.config.name + "'");
       return false;
@@ -135,9 +133,7 @@ Status KvSpace::Load() {
     found[i].seg.layers.resize(record_.config.layers);
   }
   const std::string lbegin = storage::KvLayerPrefix(record_.id);
-  std::string lend = lbegin;
-  lend.back()++;
-  MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, lbegin, lend, [&](std::string_view k, std::string_view v) {
+  MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, lbegin, storage::PrefixEnd(lbegin), [&](std::string_view k, std::string_view v) {
     Hash h;
     auto ref = storage::ValueRef::Decode(v);
     if (k.size() != lbegin.size() + kChunkHashBytes + 2 || !ref.ok()) {
@@ -145,7 +141,7 @@ Status KvSpace::Load() {
       return false;
     }
     std::memcpy(h.data(), k.data() + lbegin.size(), kChunkHashBytes);
-    const uint16_t layer = uint16_t(uint8_t(k[k.size() - 2]) << 8 | uint8_t(k.back()));
+    const uint16_t layer = storage::KvLayerFromKey(k);
     auto it = index.find(h);
     if (it == index.end() || layer >= record_.config.layers) {
       bad = Status::Corruption("KV layer without its segment in space '" + record_.config.name + "'");
@@ -244,11 +240,11 @@ Status KvSpace::PutInterleaved(std::string_view hash, std::span<const uint8_t> l
                                uint32_t tokens) {
   MNEMO_RETURN_IF_ERROR(CheckHash(hash));
   if (tokens == 0) return Status::InvalidArgument("KV layers in an attachment need their token count");
-  MNEMO_ASSIGN_OR_RETURN(const uint32_t n, TokensOf(layers.size() / 2, tokens));
   if (layers.size() % 2 != 0) {
     return Status::InvalidArgument("KV layers of " + std::to_string(layers.size()) +
                                    " bytes are not keys and values of equal size");
   }
+  MNEMO_ASSIGN_OR_RETURN(const uint32_t n, TokensOf(layers.size() / 2, tokens));
   const size_t lb = layers.size() / 2 / record_.config.layers;
   return PutLayers(hash, n, lb, [&](uint32_t l) {
     return std::pair{layers.subspan(2 * l * lb, lb), layers.subspan((2 * l + 1) * lb, lb)};

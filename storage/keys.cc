@@ -74,6 +74,16 @@ std::string KvLayerPrefix(KvSpaceId space) {
   return k;
 }
 
+uint16_t KvLayerFromKey(std::string_view key) {
+  return uint16_t(uint8_t(key[key.size() - 2]) << 8 | uint8_t(key.back()));
+}
+
+std::string PrefixEnd(std::string_view prefix) {
+  std::string end(prefix);
+  end.back()++;
+  return end;
+}
+
 std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer) {
   std::string k = KvLayerPrefix(space);
   k += hash;

@@ -48,6 +48,12 @@ std::string KvHeadPrefix(KvSpaceId space);
 // the layer's ValueRef (storage/value_log.h). KvLayerPrefix(s) begins them.
 std::string KvLayerKey(KvSpaceId space, std::string_view hash, uint16_t layer);
 std::string KvLayerPrefix(KvSpaceId space);
+// The layer of a KvLayerKey.
+uint16_t KvLayerFromKey(std::string_view key);
+
+// The end of the range of keys that begin with `prefix` (for Store::Scan);
+// `prefix` is one of the above, which never end in 0xFF.
+std::string PrefixEnd(std::string_view prefix);
 
 // Fixed-width little-endian helpers for values.
 void PutFixed32(std::string* dst, uint32_t v);

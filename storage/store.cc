@@ -81,14 +81,6 @@ WriteBatch& WriteBatch::operator=(WriteBatch&&) noexcept = default;
 void WriteBatch::Put(Cf cf, std::string_view key, std::string_view value) {
   (void)rep_->batch.Put(rep_->handle(cf), ToSlice(key), ToSlice(value));
 }
-void WriteBatch::PutParts(Cf cf, std::string_view key,
-                          std::initializer_list<std::string_view> value_parts) {
-  std::vector<rocksdb::Slice> parts;
-  for (auto p : value_parts) parts.push_back(ToSlice(p));
-  rocksdb::Slice k = ToSlice(key);
-  (void)rep_->batch.Put(rep_->handle(cf), rocksdb::SliceParts(&k, 1),
-                        rocksdb::SliceParts(parts.data(), int(parts.size())));
-}
 void WriteBatch::Delete(Cf cf, std::string_view key) {
   (void)rep_->batch.Delete(rep_->handle(cf), ToSlice(key));
 }

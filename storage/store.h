@@ -12,7 +12,6 @@
 #pragma once
 
 #include <functional>
-#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,9 +49,6 @@ class WriteBatch {
   WriteBatch& operator=(WriteBatch&&) noexcept;
 
   void Put(Cf cf, std::string_view key, std::string_view value);
-  // Put of a value given in pieces, which are copied into the batch once
-  // (no joined copy first: KV layers are megabytes).
-  void PutParts(Cf cf, std::string_view key, std::initializer_list<std::string_view> value_parts);
   void Delete(Cf cf, std::string_view key);
   // Deletes every key in [begin, end).
   void DeleteRange(Cf cf, std::string_view begin, std::string_view end);

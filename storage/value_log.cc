@@ -24,6 +24,13 @@ Status FromIo(const rocksdb::IOStatus& s, const std::string& what) {
   return Status::IOError(what + ": " + s.ToString());
 }
 
+// 42 -> "000042.vlog"; NumberOf is its inverse.
+std::string FileName(uint32_t number) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%06" PRIu32 "%s", number, kSuffix.data());
+  return name;
+}
+
 // "000042.vlog" -> 42; 0 for other names.
 uint32_t NumberOf(const std::string& name) {
   if (name.size() <= kSuffix.size() || !name.ends_with(kSuffix)) return 0;
@@ -78,11 +85,7 @@ ValueLog::~ValueLog() {
   }
 }
 
-std::string ValueLog::PathOf(uint32_t number) const {
-  char name[32];
-  std::snprintf(name, sizeof(name), "/%06" PRIu32 "%s", number, kSuffix.data());
-  return dir_ + name;
-}
+std::string ValueLog::PathOf(uint32_t number) const { return dir_ + "/" + FileName(number); }
 
 Result<std::unique_ptr<ValueLog>> ValueLog::Open(const std::string& dir, ValueLogOptions options) {
   std::unique_ptr<ValueLog> log(new ValueLog(dir, options));
@@ -280,9 +283,7 @@ Status ValueLog::LinkInto(const std::string& dir) const {
   }
   for (uint32_t n : numbers) {
     const std::string from = PathOf(n);
-    char name[32];
-    std::snprintf(name, sizeof(name), "/%06" PRIu32 "%s", n, kSuffix.data());
-    const std::string to = dir + name;
+    const std::string to = dir + "/" + FileName(n);
     // Files are append-only, so a link is a consistent copy of every value
     // a ref in the checkpoint names.
     if (fs_->LinkFile(from, to, io, nullptr).ok()) continue;

@@ -174,7 +174,7 @@ class Client:
         self.address = address
         self.api_key = api_key
         self._next_id = 1
-        self._kv_shapes = {}  # space -> (kv_heads, head_dim), for get_kv's arrays
+        self._kv_shapes = {}  # space -> (kv_heads, head_dim), for put_kv's shape check
         self._lock = threading.Lock()  # guards misuse across threads, not a pool
         try:
             self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
@@ -438,8 +438,8 @@ class Client:
             b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
             Tokens=int(shape[2])), attachment=parts)
 
-    def _kv_shape(self, space: str, refresh: bool = False):
-        if refresh or space not in self._kv_shapes:
+    def _kv_shape(self, space: str):
+        if space not in self._kv_shapes:
             st = self.kv_stats(space)
             self._kv_shapes[space] = (st.kv_heads, st.head_dim)
         return self._kv_shapes[space]
