@@ -17,6 +17,7 @@
 // Usage: net_vs_faiss [--n 100000] [--dim 128] [--queries 2000] [--clients 32]
 //        [--index "Flat;IVF1024,Flat;HNSW32"] [--nprobe 16] [--ef 64]
 //        [--server-cpus LIST --client-cpus LIST | --shared] [--mnemod-flags "..."]
+//        [--rounds 5] [--min-round-ms 500]
 #include <CLI/CLI.hpp>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
@@ -24,11 +25,15 @@
 #include <omp.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -56,6 +61,7 @@ struct Config {
   std::string server_cpus, client_cpus, mnemod_flags;
   bool shared = false;
   int rounds = 5;
+  double min_round_ms = 500;  // a round repeats whole passes until it lasts this long
 };
 
 std::string CpuList(const std::vector<int>& cpus) {
@@ -64,18 +70,60 @@ std::string CpuList(const std::vector<int>& cpus) {
   return s;
 }
 
-// Average queries per FAISS call, from mnemod's /metrics.
-std::pair<double, double> BatchCounters(const std::string& http) {
+// A sum and a count from mnemod's /metrics, e.g. queries per FAISS call.
+std::pair<double, double> SumAndCount(const std::string& http, const std::string& histogram,
+                                      const std::string& labels = "") {
   std::string text = testing::HttpGet(http, "/metrics");
   auto value = [&](const std::string& name) {
-    auto at = text.find("\n" + name + " ");
-    return at == std::string::npos ? 0.0 : std::stod(text.substr(at + name.size() + 2));
+    auto at = text.find("\n" + name + labels + " ");
+    return at == std::string::npos ? 0.0
+                                   : std::stod(text.substr(at + name.size() + labels.size() + 2));
   };
-  return {value("mnemo_search_batch_queries_sum"), value("mnemo_search_batch_queries_count")};
+  return {value(histogram + "_sum"), value(histogram + "_count")};
 }
+
+double MeanBetween(std::pair<double, double> before, std::pair<double, double> after) {
+  return (after.first - before.first) / std::max(1.0, after.second - before.second);
+}
+
+// CPU seconds each named thread group of a process has used (from
+// /proc/PID/task/*/stat: comm, utime + stime), e.g. {"mnemo-work": 3.2}.
+std::map<std::string, double> ThreadCpu(pid_t pid) {
+  std::map<std::string, double> out;
+  const double tick = double(sysconf(_SC_CLK_TCK));
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator(
+           "/proc/" + std::to_string(pid) + "/task", ec)) {
+    std::ifstream in(task.path() / "stat");
+    std::string line;
+    if (!std::getline(in, line)) continue;
+    const auto open = line.find('('), close = line.rfind(')');
+    if (open == std::string::npos || close == std::string::npos) continue;
+    std::string name = line.substr(open + 1, close - open - 1);
+    if (name.rfind("rocksdb", 0) == 0) name = "rocksdb";
+    std::istringstream rest(line.substr(close + 2));
+    std::string field;
+    double utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) utime = std::stod(field);
+      if (i == 15) stime = std::stod(field);
+    }
+    out[name] += (utime + stime) / tick;
+  }
+  return out;
+}
+
+constexpr const char* kBatchQueries = "mnemo_search_batch_queries";
+constexpr const char* kRequestSeconds = "mnemo_request_duration_seconds";
+constexpr const char* kQueueSeconds = "mnemo_search_queue_seconds";
+constexpr const char* kSearchLabel = "{op=\"search\"}";
 
 struct Row {
   double faiss_qps = 0, faiss_32_qps = 0, net_qps = 0, faiss_p50 = 0, net_p50 = 0, batch = 0;
+  double server_us = 0;  // mean time in mnemod per single query of (b), arrival to reply
+  std::map<std::string, double> cores;  // mnemod's busy cores by thread name during (a)
+  double loaded_server_us = 0;  // mean time in mnemod per query of (a), arrival to reply
+  double loaded_queue_us = 0;   // ...of which waiting in the batcher
 };
 
 
@@ -124,18 +172,22 @@ double NetRound(const Config& cfg, const testing::Dataset& data, const std::stri
     clients.push_back(std::move(*c));
   }
   auto t0 = Clock::now();
+  std::atomic<size_t> done{0};
   std::vector<std::thread> threads;
   for (size_t t = 0; t < cfg.clients; ++t) {
     threads.emplace_back([&, t] {
       if (!client_cpus.empty() && !PinThisThread(client_cpus).ok()) failed++;
-      for (size_t q = t; q < cfg.queries; q += cfg.clients) {
-        if (!clients[t]->Search("bench", std::span(data.queries).subspan(q * d, d), opts).ok())
-          failed++;
-      }
+      do {  // passes over this client's share until the round is long enough
+        for (size_t q = t; q < cfg.queries; q += cfg.clients) {
+          if (!clients[t]->Search("bench", std::span(data.queries).subspan(q * d, d), opts).ok())
+            failed++;
+          done++;
+        }
+      } while (Micros(Clock::now() - t0) < cfg.min_round_ms * 1e3);
     });
   }
   for (auto& t : threads) t.join();
-  const double qps = double(cfg.queries) / (Micros(Clock::now() - t0) / 1e6);
+  const double qps = double(done) / (Micros(Clock::now() - t0) / 1e6);
   return failed ? 0 : qps;
 }
 
@@ -153,27 +205,53 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   std::vector<float> dist(cfg.queries * cfg.k);
   std::vector<faiss::Index::idx_t> labels(cfg.queries * cfg.k);
   std::vector<double> faiss_all, faiss_32, net;
-  const auto before = BatchCounters(daemon.http_address());
+  const auto before = SumAndCount(daemon.http_address(), kBatchQueries);
+  double net_seconds = 0;
+  std::map<std::string, double> cpu;
+  const auto served_before = SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel);
+  const auto queued_before = SumAndCount(daemon.http_address(), kQueueSeconds);
+  // Whole passes over the queries until a round lasts --min-round-ms.
+  auto timed = [&](auto&& pass) {
+    const auto t0 = Clock::now();
+    size_t passes = 0;
+    do {
+      pass();
+      passes++;
+    } while (Micros(Clock::now() - t0) < cfg.min_round_ms * 1e3);
+    return double(passes * cfg.queries) / (Micros(Clock::now() - t0) / 1e6);
+  };
   for (int r = 0; r < cfg.rounds; ++r) {
-    auto t0 = Clock::now();
-    index->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
-                  labels.data());
-    faiss_all.push_back(double(cfg.queries) / (Micros(Clock::now() - t0) / 1e6));
-    t0 = Clock::now();
-    for (size_t at = 0; at < cfg.queries; at += cfg.clients) {
-      size_t m = std::min(cfg.clients, cfg.queries - at);
-      index->search(faiss::Index::idx_t(m), &data.queries[at * d], cfg.k, dist.data(),
+    faiss_all.push_back(timed([&] {
+      index->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
                     labels.data());
-    }
-    faiss_32.push_back(double(cfg.queries) / (Micros(Clock::now() - t0) / 1e6));
+    }));
+    faiss_32.push_back(timed([&] {
+      for (size_t at = 0; at < cfg.queries; at += cfg.clients) {
+        size_t m = std::min(cfg.clients, cfg.queries - at);
+        index->search(faiss::Index::idx_t(m), &data.queries[at * d], cfg.k, dist.data(),
+                      labels.data());
+      }
+    }));
+    const auto cpu_before = ThreadCpu(daemon.pid());
+    const auto t0 = Clock::now();
     net.push_back(NetRound(cfg, data, daemon.address(), client_cpus));
+    net_seconds += Micros(Clock::now() - t0) / 1e6;
+    for (const auto& [name, seconds] : ThreadCpu(daemon.pid())) {
+      auto it = cpu_before.find(name);
+      cpu[name] += seconds - (it == cpu_before.end() ? 0 : it->second);
+    }
     if (net.back() == 0) return std::fprintf(stderr, "searches over the network failed\n"), false;
   }
-  const auto after = BatchCounters(daemon.http_address());
+  const auto after = SumAndCount(daemon.http_address(), kBatchQueries);
   row->faiss_qps = P50(faiss_all);
   row->faiss_32_qps = P50(faiss_32);
   row->net_qps = P50(net);
-  row->batch = (after.first - before.first) / std::max(1.0, after.second - before.second);
+  row->batch = MeanBetween(before, after);
+  for (const auto& [name, seconds] : cpu) row->cores[name] = seconds / net_seconds;
+  row->loaded_queue_us =
+      1e6 * MeanBetween(queued_before, SumAndCount(daemon.http_address(), kQueueSeconds));
+  row->loaded_server_us =
+      1e6 * MeanBetween(served_before, SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel));
 
   // (b): blocks of single queries, in-process on this thread and over the
   // network from a client thread, alternating.
@@ -182,6 +260,7 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   if (!client.ok()) return std::fprintf(stderr, "cannot connect\n"), false;
   const net::SearchOptions opts{.k = cfg.k, .nprobe = cfg.nprobe, .ef = cfg.ef};
   const size_t singles = std::min<size_t>(cfg.queries, 1000), block = 50;
+  const auto server_before = SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel);
   bool ok = true;
   for (size_t at = 0; ok && at < singles; at += block) {
     const size_t end = std::min(singles, at + block);
@@ -203,6 +282,8 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   if (!ok) return std::fprintf(stderr, "single-query searches failed\n"), false;
   row->faiss_p50 = P50(faiss_us);
   row->net_p50 = P50(net_us);
+  row->server_us =
+      1e6 * MeanBetween(server_before, SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel));
   return daemon.Signal(SIGTERM) == 0 || (std::fprintf(stderr, "mnemod did not exit 0\n"), false);
 }
 
@@ -235,20 +316,27 @@ int Run(Config cfg) {
               "clients on %s\n",
               cfg.n, cfg.dim, cfg.queries, cfg.k, cfg.clients, CpuList(server_cpus).c_str(),
               client_cpus.empty() ? "the same CPUs (--shared)" : CpuList(client_cpus).c_str());
-  std::printf("%-14s | %9s %9s %9s %6s %6s | %9s %9s %7s | %5s\n", "index", "faiss_all",
-              "faiss_32", "net_qps", "(a)", "(a)_32", "faiss_p50", "net_p50", "(b)_us", "batch");
+  std::printf("%-14s | %9s %9s %9s %6s %6s | %9s %9s %7s %7s | %5s\n", "index", "faiss_all",
+              "faiss_32", "net_qps", "(a)", "(a)_32", "faiss_p50", "net_p50", "(b)_us", "in_srv",
+              "batch");
   std::printf("  medians of --rounds alternating rounds; faiss_all: one batch of all queries;\n"
               "  faiss_32: batches of --clients queries (the most that many single-query clients offer);\n"
               "  (a) = net_qps / faiss_all, (a)_32 = net_qps / faiss_32; (b) = net_p50 - faiss_p50 (us);\n"
+              "  in_srv: mean us a query of (b) spent in mnemod, arrival to reply (the rest is the wire);\n"
               "  batch: queries per FAISS call mnemod made during (a)\n");
   std::stringstream list(cfg.indexes);
   for (std::string factory; std::getline(list, factory, ';');) {
     Row row;
     if (!Measure(cfg, factory, data, client_cpus, &row)) return 1;
-    std::printf("%-14s | %9.0f %9.0f %9.0f %6.3f %6.3f | %9.1f %9.1f %7.1f | %5.1f\n",
+    std::printf("%-14s | %9.0f %9.0f %9.0f %6.3f %6.3f | %9.1f %9.1f %7.1f %7.1f | %5.1f\n",
                 factory.c_str(), row.faiss_qps, row.faiss_32_qps, row.net_qps,
                 row.net_qps / row.faiss_qps, row.net_qps / row.faiss_32_qps, row.faiss_p50,
-                row.net_p50, row.net_p50 - row.faiss_p50, row.batch);
+                row.net_p50, row.net_p50 - row.faiss_p50, row.server_us, row.batch);
+    std::printf("  during (a): %.0f us per query in mnemod (%.0f queued), %.0f us per query and client in all;",
+                row.loaded_server_us, row.loaded_queue_us, 1e6 * double(cfg.clients) / row.net_qps);
+    std::printf(" mnemod's busy cores:");
+    for (const auto& [name, cores] : row.cores) std::printf(" %s %.2f", name.c_str(), cores);
+    std::printf("\n");
     std::fflush(stdout);
   }
   return 0;
@@ -266,6 +354,8 @@ int main(int argc, char** argv) {
   app.add_option("--index", cfg.indexes, "';'-separated FAISS factory strings");
   app.add_option("--nprobe", cfg.nprobe, "IVF lists probed");
   app.add_option("--ef", cfg.ef, "HNSW efSearch");
+  app.add_option("--min-round-ms", cfg.min_round_ms,
+                 "repeat passes over the queries until a round lasts this long")->capture_default_str();
   app.add_option("--server-cpus", cfg.server_cpus, "CPUs for mnemod and in-process FAISS");
   app.add_option("--client-cpus", cfg.client_cpus, "CPUs for the client threads");
   app.add_option("--rounds", cfg.rounds, "alternating rounds of (a); medians are printed");

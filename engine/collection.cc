@@ -242,6 +242,7 @@ Result<SearchResult> Collection::Search(const SearchRequest& r) const {
   params.k = r.k;
   params.nprobe = r.nprobe;
   params.ef = r.ef;
+  params.threads = r.threads;
   if (r.group) {
     group.emplace(slots_, *r.group);
     params.filter = &*group;

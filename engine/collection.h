@@ -57,6 +57,10 @@ struct SearchRequest {
   uint32_t nprobe = 0;  // IVF lists to probe; 0 = index default (1)
   uint32_t ef = 0;      // HNSW efSearch; 0 = index default (16)
   std::optional<uint64_t> group;  // only entries of this group
+  // OpenMP threads FAISS may use for this call; 0: its default (all cores,
+  // one for a few queries on IVF and HNSW). A server that runs several
+  // searches at once gives each fewer.
+  uint32_t threads = 0;
 };
 
 // n rows of k: distances are squared L2 for l2, inner products for ip and

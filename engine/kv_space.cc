@@ -375,6 +375,20 @@ Status KvSpace::DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) c
   return Status::OK();
 }
 
+Status KvSpace::DecodeInterleavedInto(const KvRead& read, uint8_t* out) const {
+  constexpr size_t kParallelLayerBytes = size_t(1) << 20;
+  constexpr size_t kMaxReadThreads = 4;
+  const size_t n = read.stored.size(), lb = read.layer_bytes;
+  const int threads = lb >= kParallelLayerBytes ? int(std::min(n, kMaxReadThreads)) : 1;
+  std::vector<Status> done(n);
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+  for (int64_t i = 0; i < int64_t(n); ++i) {
+    done[i] = DecodeLayerInto(read, size_t(i), out + 2 * i * lb, out + (2 * i + 1) * lb);
+  }
+  for (Status& st : done) MNEMO_RETURN_IF_ERROR(st);
+  return Status::OK();
+}
+
 Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uint8_t* values) const {
   const auto& c = record_.config;
   const storage::ValueRef& ref = read.stored[i];

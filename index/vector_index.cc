@@ -241,30 +241,35 @@ namespace {
 // FAISS parallelises a search over its queries; for a handful of queries the
 // OpenMP team costs more than it gives (and its spinning threads take the
 // cores from the server's), so such calls run on the calling thread alone.
-// (Flat scans are the exception: FAISS splits one query over the data.)
-class SmallSearchThreads {
+// (Flat scans are the exception: FAISS splits one query over the data.) A
+// caller's own thread count wins. OpenMP's thread count is per thread, so
+// this touches no other caller.
+class SearchThreads {
  public:
-  SmallSearchThreads(size_t n, VectorIndex::Kind kind)
-      : saved_(n < kMinParallelQueries && (kind == VectorIndex::Kind::kIvf ||
-                                           kind == VectorIndex::Kind::kHnsw)
-                   ? omp_get_max_threads()
-                   : 0) {
-    if (saved_ != 0) omp_set_num_threads(1);
+  SearchThreads(size_t n, VectorIndex::Kind kind, uint32_t requested) {
+    int want = int(requested);
+    if (want == 0 && n < kMinParallelQueries &&
+        (kind == VectorIndex::Kind::kIvf || kind == VectorIndex::Kind::kHnsw)) {
+      want = 1;
+    }
+    if (want == 0 || want == omp_get_max_threads()) return;
+    saved_ = omp_get_max_threads();
+    omp_set_num_threads(want);
   }
-  ~SmallSearchThreads() {
+  ~SearchThreads() {
     if (saved_ != 0) omp_set_num_threads(saved_);
   }
 
  private:
   static constexpr size_t kMinParallelQueries = 4;
-  const int saved_;
+  int saved_ = 0;
 };
 
 }  // namespace
 
 Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p,
                            float* distances, int64_t* slots) const {
-  SmallSearchThreads threads(n, kind_);
+  SearchThreads threads(n, kind_, p.threads);
   std::unique_ptr<float[]> buf;
   const float* q = Prepare(n, queries, &buf);
   FilterSelector selector(p.filter);

@@ -46,6 +46,8 @@ struct SearchParams {
   uint32_t ef = 0;
   // Not owned; nullptr admits every slot.
   const SlotFilter* filter = nullptr;
+  // OpenMP threads for this call (0: see SearchThreads in the .cc).
+  uint32_t threads = 0;
 };
 
 class VectorIndex {

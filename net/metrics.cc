@@ -31,6 +31,21 @@ std::string Escape(const std::string& s) {
   return out;
 }
 
+// An unlabeled histogram; `unit` scales its integer sum (1e-6: micros to seconds).
+template <size_t N>
+void RenderPlain(const Metrics::Histogram& h, const std::array<double, N>& bounds,
+                 const std::string& name, double unit, std::string* out) {
+  uint64_t cumulative = 0;
+  for (size_t i = 0; i < N; ++i) {
+    cumulative += h.buckets[i];
+    *out += name + "_bucket{le=\"" + Num(bounds[i]) + "\"} " + std::to_string(cumulative) + "\n";
+  }
+  cumulative += h.buckets[N];
+  *out += name + "_bucket{le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
+  *out += name + "_sum " + (unit == 1 ? std::to_string(h.sum_micros) : Num(double(h.sum_micros) * unit)) + "\n";
+  *out += name + "_count " + std::to_string(h.count) + "\n";
+}
+
 }  // namespace
 
 void Metrics::RecordRequest(wire::Request type, bool error, double seconds) {
@@ -40,6 +55,12 @@ void Metrics::RecordRequest(wire::Request type, bool error, double seconds) {
   Observe(latency_[op].buckets, kLatencyBuckets, seconds);
   latency_[op].count++;
   latency_[op].sum_micros += uint64_t(seconds * 1e6);
+}
+
+void Metrics::RecordSearchWait(double seconds) {
+  Observe(queue_.buckets, kLatencyBuckets, seconds);
+  queue_.count++;
+  queue_.sum_micros += uint64_t(seconds * 1e6);
 }
 
 void Metrics::RecordSearchBatch(size_t queries) {
@@ -83,16 +104,10 @@ std::string Metrics::Render(const engine::Engine& engine) const {
   }
   out += "# HELP mnemo_search_batch_queries Queries served by one FAISS search call.\n";
   out += "# TYPE mnemo_search_batch_queries histogram\n";
-  uint64_t cumulative = 0;
-  for (size_t i = 0; i < kBatchBuckets.size(); ++i) {
-    cumulative += batch_.buckets[i];
-    out += "mnemo_search_batch_queries_bucket{le=\"" + Num(kBatchBuckets[i]) + "\"} " +
-           std::to_string(cumulative) + "\n";
-  }
-  cumulative += batch_.buckets[kBatchBuckets.size()];
-  out += "mnemo_search_batch_queries_bucket{le=\"+Inf\"} " + std::to_string(cumulative) + "\n";
-  out += "mnemo_search_batch_queries_sum " + std::to_string(batch_.sum_micros) + "\n";
-  out += "mnemo_search_batch_queries_count " + std::to_string(batch_.count) + "\n";
+  RenderPlain(batch_, kBatchBuckets, "mnemo_search_batch_queries", 1, &out);
+  out += "# HELP mnemo_search_queue_seconds Time a search waited in the batcher for its FAISS call.\n";
+  out += "# TYPE mnemo_search_queue_seconds histogram\n";
+  RenderPlain(queue_, kLatencyBuckets, "mnemo_search_queue_seconds", 1e-6, &out);
   out += "# HELP mnemo_connections_open Client connections open now.\n";
   out += "# TYPE mnemo_connections_open gauge\n";
   out += "mnemo_connections_open " + std::to_string(connections_open_) + "\n";

@@ -20,6 +20,8 @@ class Metrics {
   void RecordRequest(wire::Request type, bool error, double seconds);
   // The number of queries one FAISS call served.
   void RecordSearchBatch(size_t queries);
+  // How long one search waited in the batcher before its FAISS call began.
+  void RecordSearchWait(double seconds);
   void ConnectionOpened() { connections_open_++; connections_total_++; }
   void ConnectionClosed() { connections_open_--; }
   void ConnectionRejected() { connections_rejected_++; }
@@ -32,17 +34,19 @@ class Metrics {
       25e-3, 50e-3, 100e-3, 250e-3, 1.0, 5.0, 30.0};
   static constexpr std::array<double, 10> kBatchBuckets = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512};
 
- private:
-  static constexpr size_t kOps = size_t(wire::Request::MAX) + 1;
   struct Histogram {
     std::array<std::atomic<uint64_t>, 16> buckets{};  // last: +Inf
     std::atomic<uint64_t> count{0};
     std::atomic<uint64_t> sum_micros{0};
   };
+
+ private:
+  static constexpr size_t kOps = size_t(wire::Request::MAX) + 1;
   std::array<std::atomic<uint64_t>, kOps> requests_{};
   std::array<std::atomic<uint64_t>, kOps> errors_{};
   std::array<Histogram, kOps> latency_{};
   Histogram batch_;
+  Histogram queue_;
   std::atomic<int64_t> connections_open_{0};
   std::atomic<uint64_t> connections_total_{0};
   std::atomic<uint64_t> connections_rejected_{0};

@@ -188,10 +188,7 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
         // layer's keys then values, in the order a streaming reader uses them.
         const size_t lb = read.layer_bytes;
         Buffer att = Buffer::Acquire(2 * lb * read.layers.size());
-        for (size_t i = 0; i < read.layers.size(); ++i) {
-          MNEMO_RETURN_IF_ERROR(
-              space->DecodeLayerInto(read, i, att.data() + 2 * i * lb, att.data() + (2 * i + 1) * lb));
-        }
+        MNEMO_RETURN_IF_ERROR(space->DecodeInterleavedInto(read, att.data()));
         FlatBufferBuilder b(256 + 4 * read.layers.size());
         auto body = wire::CreateKvSegment(b, read.tokens, b.CreateString(space->config().dtype),
                                           b.CreateVector(read.layers), 0, 0, lb,

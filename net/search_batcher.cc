@@ -7,6 +7,16 @@ namespace mnemo::net {
 
 using Clock = std::chrono::steady_clock;
 
+namespace {
+SearchBatcher::Options Checked(SearchBatcher::Options o) {
+  o.max_batches = std::max<size_t>(o.max_batches, 1);
+  return o;
+}
+}  // namespace
+
+SearchBatcher::SearchBatcher(Options options, Metrics* metrics)
+    : options_(Checked(std::move(options))), metrics_(metrics) {}
+
 void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
                            const engine::SearchRequest& request, Done done) {
   Key key{collection.get(), request.k, request.nprobe, request.ef, request.group.has_value(),
@@ -17,15 +27,17 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
     std::lock_guard<std::mutex> lock(mu_);
     Queue& q = queues_[key];
     if (!q.collection) q.collection = collection;
-    q.items.push_back({request, std::move(done)});
+    q.items.push_back({request, std::move(done), Clock::now()});
     const bool enough = q.items.size() >= CompanyLocked(key);
+    arrivals_.fetch_add(1, std::memory_order_release);
     if (q.waiting) {
       if (!enough) return;
       q.waiting = false;  // company came before the window ended: start now
-    } else if (q.running) {
-      return;  // the running loop will take it
+    } else if (q.lingering > 0 || q.running >= options_.max_batches) {
+      return;  // a running loop will take it
     } else {
-      q.running = true;
+      q.running++;
+      starting_++;
       window = enough ? std::chrono::microseconds(0) : WindowLocked(key);
       if (window.count() > 0 && options_.schedule) {
         q.waiting = true;
@@ -35,11 +47,11 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
   }
   if (!options_.schedule) {
     SpinWindow(key, window);
-    RunLoop(key);
+    Launch(key);
   } else if (wait_id != 0) {
     options_.schedule(window, [this, key, wait_id] { StartAfterWindow(key, wait_id); });
   } else {
-    options_.schedule(std::chrono::microseconds(0), [this, key] { RunLoop(key); });
+    options_.schedule(std::chrono::microseconds(0), [this, key] { Launch(key); });
   }
 }
 
@@ -50,7 +62,7 @@ void SearchBatcher::StartAfterWindow(const Key& key, uint64_t wait_id) {
     if (it == queues_.end() || !it->second.waiting || it->second.wait_id != wait_id) return;
     it->second.waiting = false;
   }
-  RunLoop(key);
+  Launch(key);
 }
 
 std::chrono::microseconds SearchBatcher::WindowLocked(const Key& key) const {
@@ -78,33 +90,49 @@ void SearchBatcher::SpinWindow(const Key& key, std::chrono::microseconds window)
   }
 }
 
-void SearchBatcher::RunLoop(const Key& key) {
+void SearchBatcher::Launch(const Key& key) {
+  bool offload;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    starting_--;
+    offload = options_.offload && (in_flight_ > 0 || starting_ > 0);
+    in_flight_++;
+  }
+  if (!offload) return RunLoop(key, 0);
+  options_.offload([this, key] { RunLoop(key, options_.offload_threads); });
+}
+
+void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
+  const uint32_t pool_threads = options_.offload_threads;
   for (;;) {
     std::vector<Item> batch;
     std::shared_ptr<engine::Collection> collection;
+    size_t helpers = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      auto it = queues_.find(key);
-      Queue& q = it->second;
-      if (q.items.empty()) {
-        queues_.erase(it);  // nothing waits: forget the key (and the collection)
+      std::unique_lock<std::mutex> lock(mu_);
+      Queue& q = queues_.at(key);
+      // A loop on the I/O loop that finds other batches in flight moves to
+      // the pool, so that its I/O thread goes back to reading.
+      if (threads == 0 && options_.offload && (in_flight_ > 1 || starting_ > 0) &&
+          !q.items.empty()) {
+        lock.unlock();
+        options_.offload([this, key, pool_threads] { RunLoop(key, pool_threads); });
         return;
       }
-      size_t queries = 0, take = 0;
-      const uint32_t dim = q.collection->dim();
-      while (take < q.items.size() &&
-             (take == 0 || queries + q.items[take].request.queries.size() / dim <=
-                               options_.max_queries)) {
-        queries += q.items[take].request.queries.size() / dim;
-        ++take;
+      if (q.items.empty() && (threads == 0 || !LingerLocked(lock, key))) {
+        // This loop ends; the last one of the key forgets it (and the collection).
+        if (--queues_.at(key).running == 0) queues_.erase(key);
+        in_flight_--;
+        return;
       }
-      batch.assign(std::make_move_iterator(q.items.begin()),
-                   std::make_move_iterator(q.items.begin() + take));
-      q.items.erase(q.items.begin(), q.items.begin() + take);
-      collection = q.collection;
+      batch = TakeBatchLocked(key, &collection, &helpers);
+      in_flight_ += helpers;
+    }
+    for (size_t i = 0; i < helpers; ++i) {
+      options_.offload([this, key, pool_threads] { RunLoop(key, pool_threads); });
     }
     const auto start = Clock::now();
-    RunBatch(*collection, batch);
+    RunBatch(*collection, batch, threads);
     const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
     std::lock_guard<std::mutex> lock(mu_);
     if (last_run_.size() > 4096) last_run_.clear();  // keys of dropped collections
@@ -112,10 +140,66 @@ void SearchBatcher::RunLoop(const Key& key) {
   }
 }
 
-void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& batch) {
+bool SearchBatcher::LingerLocked(std::unique_lock<std::mutex>& lock, const Key& key) {
+  if (options_.linger.count() <= 0) return false;
+  queues_.at(key).lingering++;
+  const auto deadline = Clock::now() + options_.linger;
+  for (;;) {
+    const uint64_t seen = arrivals_.load(std::memory_order_acquire);
+    lock.unlock();
+    // Poll without the lock until any search arrives (of any key), then look.
+    while (arrivals_.load(std::memory_order_acquire) == seen && Clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    lock.lock();
+    Queue& q = queues_.at(key);
+    if (!q.items.empty() || Clock::now() >= deadline) {
+      q.lingering--;
+      return !q.items.empty();
+    }
+  }
+}
+
+std::vector<SearchBatcher::Item> SearchBatcher::TakeBatchLocked(
+    const Key& key, std::shared_ptr<engine::Collection>* collection, size_t* helpers) {
+  auto it = queues_.find(key);
+  Queue& q = it->second;
+  *helpers = 0;
+  // A loop takes its share of what waits, as if max_batches loops split it,
+  // and starts helpers for the rest while loops are to spare: a backlog
+  // spreads over the cores instead of running as one call on one thread.
+  const size_t waiting = q.items.size();
+  const size_t ways = options_.offload ? std::min(waiting, options_.max_batches) : 1;
+  const size_t share = (waiting + ways - 1) / ways;
+  size_t queries = 0, take = 0;
+  const uint32_t dim = q.collection->dim();
+  while (take < share &&
+         (take == 0 ||
+          queries + q.items[take].request.queries.size() / dim <= options_.max_queries)) {
+    queries += q.items[take].request.queries.size() / dim;
+    ++take;
+  }
+  std::vector<Item> batch(std::make_move_iterator(q.items.begin()),
+                          std::make_move_iterator(q.items.begin() + take));
+  q.items.erase(q.items.begin(), q.items.begin() + take);
+  if (!q.items.empty() && options_.offload) {
+    *helpers = std::min(options_.max_batches - q.running, (q.items.size() + share - 1) / share);
+  }
+  q.running += *helpers;
+  *collection = q.collection;
+  return batch;
+}
+
+void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& batch,
+                             uint32_t threads) {
   const uint32_t dim = collection.dim();
+  const auto now = Clock::now();
+  for (const Item& item : batch) {
+    metrics_->RecordSearchWait(std::chrono::duration<double>(now - item.queued).count());
+  }
   if (batch.size() == 1) {
     metrics_->RecordSearchBatch(batch[0].request.queries.size() / dim);
+    batch[0].request.threads = threads;
     batch[0].done(collection.Search(batch[0].request));
     return;
   }
@@ -125,6 +209,7 @@ void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& 
   }
   engine::SearchRequest merged = batch[0].request;
   merged.queries = queries;
+  merged.threads = threads;
   metrics_->RecordSearchBatch(queries.size() / dim);
   auto result = collection.Search(merged);
   if (!result.ok()) {

@@ -2,27 +2,39 @@
 // collection and parameters into one FAISS call, so that many clients each
 // sending one query get the throughput of a batched search.
 //
-// Batching is opportunistic: while a batch of a key runs, later arrivals
-// queue, and when it finishes they run together as the next batch. Before a
-// batch starts from idle it waits a window for company: `window_fraction` of
-// the key's previous batch run time, at most `max_window` (with
-// window_fraction 0, always max_window), or until as many searches wait as
-// the previous batch had, whichever comes first. A flat search that costs
-// 5 ms then waits up to 250 us for the other clients, which doubles its
-// throughput under many clients; a lone client starts at once. A batch never
-// exceeds max_queries.
+// Batching is opportunistic: while the batches of a key run, later arrivals
+// queue, and a finishing batch takes them together as its next batch. Before
+// a batch starts it waits a window for company: `window_fraction` of the
+// key's previous batch run time, at most `max_window` (with window_fraction
+// 0, always max_window), or until as many searches wait as the previous
+// batch had, whichever comes first. A flat search that costs 5 ms then waits
+// up to 250 us for the other clients, which doubles its throughput under
+// many clients; a lone client starts at once. A batch never exceeds
+// max_queries.
 //
-// Where a batch starts: with `schedule` unset, Submit spins out the window
-// and runs the batch on the calling thread. A server passes a `schedule`
-// that posts to its I/O loop instead (a timer for the window), so that the
-// batch starts only after every request that arrived in the same round of
-// socket reads has joined it: one I/O thread then gathers batches with no
-// other thread and no lock handoff.
+// Concurrency: up to `max_batches` batches of one key run at once. With one,
+// a server alternates between searching and answering (the clients of a
+// batch are on the wire while the next one gathers); with more, a batch
+// gathers and runs while the previous one's clients are away, and a backlog
+// is split over idle loops rather than run as one call on one thread: that
+// is what keeps many cores busy.
+//
+// Where a batch runs: with `schedule` unset, Submit spins out the window and
+// runs the batch on the calling thread. A server passes a `schedule` that
+// defers to its I/O loop instead (a timer for the window), so that the batch
+// starts only after every request that arrived in the same round of socket
+// reads has joined it; a batch that is alone (no other batch of any key runs
+// or is about to start) then runs right there, which costs a lone client no
+// thread hand-off. Any other batch goes to `offload`, when set (a compute
+// pool, so that the I/O threads keep reading), and asks FAISS for
+// `offload_threads` OpenMP threads: its parallelism comes from the batches
+// beside it.
 //
 // Thread-safe. Completions are called on whichever thread ran the batch,
 // exactly once per Submit.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -42,13 +54,20 @@ class SearchBatcher {
     std::chrono::microseconds max_window{1000};
     double window_fraction = 0.05;
     size_t max_queries = 256;
+    size_t max_batches = 0;  // per key, at once (0: 1; a Server: one per worker thread)
     // Runs a task after a delay (0: soon), elsewhere than the caller.
     std::function<void(std::chrono::microseconds, std::function<void()>)> schedule;
+    // Runs a task on a compute pool; unset: batches run where they start.
+    std::function<void(std::function<void()>)> offload;
+    uint32_t offload_threads = 1;  // FAISS's OpenMP threads in an offloaded batch
+    // A pool loop whose queue ran dry polls this long for more before it
+    // ends: the next search then starts without waking a pool thread, which
+    // costs tens of microseconds on virtual machines. 0: end at once.
+    std::chrono::microseconds linger{0};
   };
   using Done = std::function<void(Result<engine::SearchResult>)>;
 
-  SearchBatcher(Options options, Metrics* metrics)
-      : options_(std::move(options)), metrics_(metrics) {}
+  SearchBatcher(Options options, Metrics* metrics);
 
   // `request.queries` must stay valid until `done` is called; request must
   // have passed collection->ValidateSearch.
@@ -59,14 +78,16 @@ class SearchBatcher {
   struct Item {
     engine::SearchRequest request;
     Done done;
+    std::chrono::steady_clock::time_point queued;
   };
   // Searches that may share one FAISS call.
   using Key = std::tuple<engine::Collection*, uint32_t, uint32_t, uint32_t, bool, uint64_t>;
   struct Queue {
     std::shared_ptr<engine::Collection> collection;
     std::vector<Item> items;
-    bool running = false;   // a batch runs, or one is about to start
-    bool waiting = false;   // ...after the window, unless company comes first
+    size_t running = 0;     // batch loops of this key, the waiting start included
+    size_t lingering = 0;   // ...of which poll for more (see Options::linger)
+    bool waiting = false;   // one start waits out its window, unless company comes first
     uint64_t wait_id = 0;   // which scheduled start may still run
   };
   struct LastRun {
@@ -78,8 +99,18 @@ class SearchBatcher {
   size_t CompanyLocked(const Key& key) const;
   void StartAfterWindow(const Key& key, uint64_t wait_id);
   void SpinWindow(const Key& key, std::chrono::microseconds window);
-  void RunLoop(const Key& key);
-  void RunBatch(engine::Collection& collection, std::vector<Item>& batch);
+  // Runs the key's batches here, or on the offload pool when another batch runs.
+  void Launch(const Key& key);
+  // Runs batches of `key` until its queue is empty; `threads` as in SearchRequest.
+  void RunLoop(const Key& key, uint32_t threads);
+  // With mu_ held and the key's queue empty: false once the loop should end
+  // (it is then no longer counted); true when searches came while it polled.
+  bool LingerLocked(std::unique_lock<std::mutex>& lock, const Key& key);
+  // The next batch of `key`, whose queue must not be empty; `helpers`:
+  // loops to start beside this one for what it leaves.
+  std::vector<Item> TakeBatchLocked(const Key& key, std::shared_ptr<engine::Collection>* collection,
+                                    size_t* helpers);
+  void RunBatch(engine::Collection& collection, std::vector<Item>& batch, uint32_t threads);
 
   const Options options_;
   Metrics* const metrics_;
@@ -89,6 +120,9 @@ class SearchBatcher {
   // collection pointer in a key is never dereferenced). Guarded by mu_.
   std::map<Key, LastRun> last_run_;
   uint64_t next_wait_id_ = 0;  // guarded by mu_
+  size_t in_flight_ = 0;       // batch loops running, all keys; guarded by mu_
+  size_t starting_ = 0;        // starts not yet launched, all keys; guarded by mu_
+  std::atomic<uint64_t> arrivals_{0};  // searches submitted, polled by lingering loops
 };
 
 }  // namespace mnemo::net

@@ -2,11 +2,13 @@
 //
 // Threading: one io_context run by `io_threads` threads does all socket I/O;
 // each connection's handlers run on its own strand, so a connection needs no
-// locks. Searches run on the I/O threads, batched (SearchBatcher): a batch
-// starts once the reads due in the current I/O round have joined it, which
-// saves two thread hand-offs per query. Every other request executes on a
-// separate compute pool (`worker_threads`) and posts its reply back to the
-// connection's strand.
+// locks. Searches are batched (SearchBatcher): a batch starts once the reads
+// due in the current I/O round have joined it, and runs on the I/O thread
+// when nothing else searches (a lone query costs no thread hand-off), or on
+// the compute pool beside the batches already running (up to
+// batching.max_batches per collection, by default one per worker thread).
+// Every other request executes on the compute pool (`worker_threads`) and
+// posts its reply back to the connection's strand.
 //
 // A connection reads frames continuously (clients may pipeline) up to
 // `max_inflight` unanswered requests, and writes replies strictly in request
@@ -44,7 +46,8 @@ struct ServerOptions {
   std::chrono::seconds idle_timeout{300};
   // An I/O thread that runs out of work keeps polling this long before it
   // sleeps in epoll: a request arriving meanwhile skips the wake-up, which
-  // costs tens of microseconds on virtual machines. 0 disables.
+  // costs tens of microseconds on virtual machines. 0 disables. Search
+  // loops on the pool linger as long (unless batching.linger says otherwise).
   std::chrono::microseconds busy_poll{50};
   SearchBatcher::Options batching;
   // API keys every request must present; nullptr: none needed. Not owned.

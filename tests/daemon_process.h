@@ -17,6 +17,7 @@ class DaemonProcess {
   const std::string& address() const { return address_; }
   const std::string& http_address() const { return http_; }
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
   // Sends `sig` and waits for the exit; returns the raw wait status.
   int Signal(int sig);
 

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <future>
 #include <random>
 #include <thread>
@@ -230,6 +232,47 @@ TEST_F(KvSpaceTest, ValueLogBytesFollowTheLiveSegments) {
   EXPECT_EQ(got->keys, Tensor(kChunk, 3));
   // Every file left holds something live, or is the one appended to.
   EXPECT_LE(engine_->value_log()->file_count(), 2u);
+}
+
+// Megabyte layers are read by several threads into the wire's layout (each
+// layer's keys, then its values); a corrupt layer among them fails the read.
+TEST_F(KvSpaceTest, BigLayersAreReadInParallelIntoTheWireLayout) {
+  Open();
+  constexpr uint32_t layers = 6, heads = 8, dim = 128, tokens = 512;  // 1 MiB per layer half
+  KvSpaceConfig c{"big", layers, heads, dim, "f16", tokens, "raw", 0, 0};
+  auto s = engine_->CreateKvSpace(c);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const size_t lb = size_t(heads) * tokens * dim * 2;
+  std::vector<uint8_t> k(layers * lb), v(layers * lb);
+  std::mt19937 rng(5);
+  for (auto& b : k) b = uint8_t(rng());
+  for (auto& b : v) b = uint8_t(rng());
+  ASSERT_TRUE((*s)->Put(HashOf(1), k, v).ok());
+  auto read = (*s)->Read(HashOf(1), {});
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  ASSERT_EQ(read->layer_bytes, lb);
+  std::vector<uint8_t> out(2 * layers * lb);
+  ASSERT_TRUE((*s)->DecodeInterleavedInto(*read, out.data()).ok());
+  for (size_t i = 0; i < layers; ++i) {
+    EXPECT_EQ(0, std::memcmp(out.data() + 2 * i * lb, k.data() + i * lb, lb)) << i;
+    EXPECT_EQ(0, std::memcmp(out.data() + (2 * i + 1) * lb, v.data() + i * lb, lb)) << i;
+  }
+  // Flip a byte inside the fourth layer's values in the log file.
+  const storage::ValueRef& ref = read->stored[3];
+  char path[32];
+  std::snprintf(path, sizeof(path), "/kv-values/%06u.vlog", ref.file);
+  {
+    std::fstream f(dir_.path() + path, std::ios::in | std::ios::out | std::ios::binary);
+    ASSERT_TRUE(f.good()) << dir_.path() + path;
+    f.seekg(std::streamoff(ref.offset + ref.length - 100));
+    char b = 0;
+    f.read(&b, 1);
+    b = char(b ^ 0x5a);
+    f.seekp(std::streamoff(ref.offset + ref.length - 100));
+    f.write(&b, 1);
+  }
+  auto st = (*s)->DecodeInterleavedInto(*read, out.data());
+  EXPECT_EQ(st.code(), StatusCode::kCorruption) << st.ToString();
 }
 
 // A put whose log write is held must not hold up prefix matches, gets or

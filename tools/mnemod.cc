@@ -73,6 +73,7 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
   set_size("worker_threads", "--worker-threads", &s->server.worker_threads);
   set_size("max_connections", "--max-connections", &s->server.max_connections);
   set_size("batch_max_queries", "--batch-max-queries", &s->server.batching.max_queries);
+  set_size("batch_concurrency", "--batch-concurrency", &s->server.batching.max_batches);
   if (app.count("--max-frame-bytes") == 0 && t["max_frame_bytes"].value<int64_t>()) {
     s->server.max_frame_bytes = uint32_t(*t["max_frame_bytes"].value<int64_t>());
   }
@@ -106,6 +107,7 @@ int Main(int argc, char** argv) {
   app.add_option("--batch-window-fraction", s.batch_window_fraction, "wait this fraction of the last batch's run time (0: always --batch-window-us)")->capture_default_str();
   app.add_option("--busy-poll-us", s.busy_poll_us, "an idle I/O thread polls this long before it sleeps (0: never)")->capture_default_str();
   app.add_option("--batch-max-queries", s.server.batching.max_queries, "queries per search batch at most")->capture_default_str();
+  app.add_option("--batch-concurrency", s.server.batching.max_batches, "search batches of one collection running at once (0: one per worker thread)")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,6 +13,8 @@ cd "$(dirname "$0")/../.."
 out=build/gpu-carry
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/python"
 bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss /usr/bin/redis-server)
+# PERF=1 adds perf(1), for profiling mnemod there (perf record -p PID).
+if [[ "${PERF:-}" == 1 ]]; then bins+=("$(readlink -f /usr/bin/perf)"); fi
 for b in "${bins[@]}"; do
   strip --strip-unneeded -o "$out/bin/$(basename "$b")" "$b"
   ldd "$b" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
