@@ -161,7 +161,7 @@ def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     p.add_argument("--mnemod", default=os.path.join(root, "build", "tools", "mnemod"))
     p.add_argument("--segments", type=int, default=16)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     if not shutil.which("redis-server"):
         raise SystemExit("needs redis-server: apt-get install redis-server python3-redis")
@@ -185,9 +185,12 @@ def main():
             except redis.ConnectionError:
                 time.sleep(0.05)
         c = mnemo.Client(f"127.0.0.1:{port}")
-        c.create_kv_space("bench", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=TOKENS)
         k, v = structured(1), structured(2)
         seg = k.nbytes + v.nbytes
+        # A cache at its steady state: the space holds one round of segments,
+        # so from the second round on every put evicts the oldest segment.
+        c.create_kv_space("bench", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=TOKENS,
+                          capacity_bytes=args.segments * seg + seg // 2)
         print(f"segment: {LAYERS} layers x {HEADS} heads x {TOKENS} tokens x {DIM} dims, f16: "
               f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
               f"{args.segments} segments per round, {args.rounds} rounds, {os.cpu_count()} cores")
@@ -204,6 +207,8 @@ def main():
             r.flushall()
         med = {key: statistics.median(vals) for key, vals in results.items()}
         print(f"loopback TCP (Python socket copy, payload MB/s): {med['tcp']:.0f}")
+        print("put by round (the space holds one round: round 1 grows the store, later rounds "
+              "evict as they put): " + ", ".join(f"{x:.0f}" for x in results["mput"]) + " MB/s")
         print(f"{'':14} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
         for label, m, rr in (("put", med["mput"], med["rput"]),
                              ("get", med["mget"], med["rget"]),

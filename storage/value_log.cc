@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include <sys/stat.h>
+
 #include <rocksdb/file_system.h>
 #define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
@@ -40,6 +42,13 @@ uint32_t NumberOf(const std::string& name) {
     n = n * 10 + uint32_t(name[i] - '0');
   }
   return n;
+}
+
+// True when another name links to the file (a backup's hard link), or when
+// that cannot be told: overwriting it would change the backup.
+bool SharedWithABackup(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) != 0 || st.st_nlink != 1;
 }
 
 }  // namespace
@@ -107,19 +116,31 @@ Result<std::unique_ptr<ValueLog>> ValueLog::Open(const std::string& dir, ValueLo
         log->fs_->NewRandomAccessFile(path, rocksdb::FileOptions(), &f->reader, nullptr),
         "cannot open '" + path + "'"));
     log->files_.emplace(n, std::move(f));
+    log->last_number_ = std::max(log->last_number_, n);
   }
   return log;
 }
 
 Status ValueLog::StartFileLocked() {
-  const uint32_t n = files_.empty() ? 1 : files_.rbegin()->first + 1;
+  const uint32_t n = last_number_ + 1;
   if (n == 0) return Status::ResourceExhausted("value log file numbers are used up");
   auto f = std::make_shared<File>();
   f->number = n;
   const std::string path = PathOf(n);
   rocksdb::FileOptions fo;
-  MNEMO_RETURN_IF_ERROR(
-      FromIo(fs_->NewWritableFile(path, fo, &f->writer, nullptr), "cannot create '" + path + "'"));
+  while (!recyclable_.empty() && f->writer == nullptr) {
+    const std::string old = PathOf(recyclable_.back());
+    recyclable_.pop_back();
+    // Renamed and written from offset 0; a failure leaves a file to delete.
+    if (!fs_->ReuseWritableFile(path, old, fo, &f->writer, nullptr).ok()) {
+      (void)fs_->DeleteFile(old, rocksdb::IOOptions(), nullptr);
+    }
+  }
+  if (f->writer == nullptr) {
+    MNEMO_RETURN_IF_ERROR(
+        FromIo(fs_->NewWritableFile(path, fo, &f->writer, nullptr), "cannot create '" + path + "'"));
+  }
+  last_number_ = n;
   auto st = FromIo(fs_->NewRandomAccessFile(path, fo, &f->reader, nullptr), "cannot open '" + path + "'");
   if (!st.ok()) {
     (void)f->writer->Close(rocksdb::IOOptions(), nullptr);
@@ -207,6 +228,7 @@ Status ValueLog::Read(const ValueRef& ref, std::span<const std::span<uint8_t>> i
                                  reinterpret_cast<char*>(p.data()), nullptr);
     MNEMO_RETURN_IF_ERROR(FromIo(io, "value log read of '" + PathOf(ref.file) + "' failed"));
     if (got.size() != p.size()) {
+      if (FindFile(ref.file) == nullptr) return Status::NotFound("the value was deleted while it was read");
       return Status::Corruption("value log file '" + PathOf(ref.file) + "' ends before offset " +
                                 std::to_string(at + p.size()));
     }
@@ -215,6 +237,8 @@ Status ValueLog::Read(const ValueRef& ref, std::span<const std::span<uint8_t>> i
     at += p.size();
   }
   if (XXH3_64bits_digest(&state) != ref.checksum) {
+    // Recycled while it was read: the value was released meanwhile.
+    if (FindFile(ref.file) == nullptr) return Status::NotFound("the value was deleted while it was read");
     return Status::Corruption("checksum mismatch in value log file '" + PathOf(ref.file) +
                               "' at offset " + std::to_string(ref.offset));
   }
@@ -256,6 +280,10 @@ void ValueLog::MaybeDeleteLocked(uint32_t number) {
     return;
   }
   files_.erase(it);  // readers in flight keep their handle
+  if (recyclable_.size() < options_.recycle_files && !SharedWithABackup(PathOf(number))) {
+    recyclable_.push_back(number);
+    return;
+  }
   // A file that cannot be deleted is only wasted space; the next start retries.
   (void)fs_->DeleteFile(PathOf(number), rocksdb::IOOptions(), nullptr);
 }

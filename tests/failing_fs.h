@@ -33,6 +33,15 @@ class FailingFs : public rocksdb::FileSystemWrapper {
     return s;
   }
 
+  rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
+                                      const rocksdb::FileOptions& o,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                      rocksdb::IODebugContext* dbg) override {
+    rocksdb::IOStatus s = target()->ReuseWritableFile(f, old, o, r, dbg);
+    if (s.ok()) *r = std::make_unique<File>(std::move(*r), this);
+    return s;
+  }
+
  private:
   class File : public rocksdb::FSWritableFileOwnerWrapper {
    public:

@@ -85,6 +85,7 @@ TEST(ValueLogTest, FilesGoOnceEveryValueInThemIsReleased) {
   TempDir dir;
   ValueLogOptions o;
   o.file_bytes = 10000;  // a new file every 2 values
+  o.recycle_files = 0;
   auto log = std::move(ValueLog::Open(dir.path(), o)).value();
   std::vector<ValueRef> refs;
   for (int i = 0; i < 6; ++i) refs.push_back(std::move(AppendOne(*log, Bytes(6000, uint8_t(i)))).value());
@@ -103,10 +104,58 @@ TEST(ValueLogTest, FilesGoOnceEveryValueInThemIsReleased) {
   EXPECT_EQ(FilesIn(dir.path()), 2u);
 }
 
+// Dead files are kept (up to recycle_files) and overwritten by the next
+// files; a value read from a recycled file is NotFound, not Corruption; a
+// file a backup links to is deleted, never overwritten.
+TEST(ValueLogTest, DeadFilesAreRecycledUnlessABackupLinksThem) {
+  TempDir dir;
+  ValueLogOptions o;
+  o.file_bytes = 10000;  // a new file every 2 values
+  o.recycle_files = 1;
+  auto log = std::move(ValueLog::Open(dir.path(), o)).value();
+  std::vector<ValueRef> refs;
+  for (int i = 0; i < 4; ++i) refs.push_back(std::move(AppendOne(*log, Bytes(6000, uint8_t(i)))).value());
+  ASSERT_EQ(FilesIn(dir.path()), 2u);
+  log->Release(refs[0]);
+  log->Release(refs[1]);  // file 1 is dead: kept for recycling
+  EXPECT_EQ(FilesIn(dir.path()), 2u);
+  EXPECT_EQ(log->file_count(), 1u);
+  std::vector<uint8_t> out(6000);
+  EXPECT_EQ(log->Read(refs[0], out.data()).code(), StatusCode::kNotFound);
+  auto next = std::move(AppendOne(*log, Bytes(6000, 9))).value();  // file 3, made of file 1
+  EXPECT_EQ(next.file, 3u);
+  EXPECT_EQ(FilesIn(dir.path()), 2u);
+  EXPECT_FALSE(fs::exists(dir.path() + "/000001.vlog"));
+  EXPECT_EQ(ReadAll(*log, next), Bytes(6000, 9));
+  EXPECT_EQ(ReadAll(*log, refs[3]), Bytes(6000, 3));
+
+  // Back up file 2, then let it die: it must not be overwritten.
+  TempDir backup;
+  {
+    ValueLog::DeletionHold hold(log.get());
+    ASSERT_TRUE(log->LinkInto(backup.path()).ok());
+  }
+  const std::string copy = backup.path() + "/000002.vlog";
+  ASSERT_TRUE(fs::exists(copy));
+  const auto before = fs::file_size(copy);
+  log->Release(refs[2]);
+  log->Release(refs[3]);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(AppendOne(*log, Bytes(6000, uint8_t(20 + i))).ok());
+  ASSERT_TRUE(fs::exists(copy));
+  EXPECT_EQ(fs::file_size(copy), before);
+  std::ifstream in(copy, std::ios::binary);
+  std::vector<char> head(6000);
+  in.read(head.data(), 6000);
+  EXPECT_EQ(uint8_t(head[0]), Bytes(6000, 2)[0]);
+  EXPECT_TRUE(std::equal(head.begin(), head.end(), Bytes(6000, 2).begin(),
+                         [](char a, uint8_t b) { return uint8_t(a) == b; }));
+}
+
 TEST(ValueLogTest, RecoveryKeepsTheFilesThatLiveRefsName) {
   TempDir dir;
   ValueLogOptions o;
   o.file_bytes = 10000;
+  o.recycle_files = 0;
   ValueRef kept, dropped;
   {
     auto log = std::move(ValueLog::Open(dir.path(), o)).value();
