@@ -237,7 +237,7 @@ Status KvSpace::Put(std::string_view hash, std::span<const uint8_t> keys,
 }
 
 Status KvSpace::PutInterleaved(std::string_view hash, std::span<const uint8_t> layers,
-                               uint32_t tokens) {
+                               uint32_t tokens, const std::function<bool(size_t)>& arrived) {
   MNEMO_RETURN_IF_ERROR(CheckHash(hash));
   if (tokens == 0) return Status::InvalidArgument("KV layers in an attachment need their token count");
   if (layers.size() % 2 != 0) {
@@ -247,9 +247,20 @@ Status KvSpace::PutInterleaved(std::string_view hash, std::span<const uint8_t> l
   MNEMO_ASSIGN_OR_RETURN(const uint32_t n, TokensOf(layers.size() / 2, tokens));
   const size_t lb = layers.size() / 2 / record_.config.layers;
   return PutLayers(hash, n, lb, [&](uint32_t l) {
-    return std::pair{layers.subspan(2 * l * lb, lb), layers.subspan((2 * l + 1) * lb, lb)};
+    using Parts = std::pair<std::span<const uint8_t>, std::span<const uint8_t>>;
+    if (arrived && !arrived(2 * (l + 1) * lb)) return Parts{};  // PutLayers gives up
+    return Parts{layers.subspan(2 * l * lb, lb), layers.subspan((2 * l + 1) * lb, lb)};
   });
 }
+
+namespace {
+// A layer the put's source could not deliver (a streamed attachment whose
+// connection ended).
+Status LayerMissing(uint32_t l) {
+  return Status::Unavailable("KV layer " + std::to_string(l) +
+                         " did not arrive (the connection ended); nothing was stored");
+}
+}  // namespace
 
 Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_bytes,
                           const LayerParts& layer) {
@@ -266,6 +277,7 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
       total += encoded[l].size() + 2 * layer_bytes;
     } else {
       auto [k, v] = layer(l);
+      if (k.size() != layer_bytes || v.size() != layer_bytes) return LayerMissing(l);
       encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, k, v);
       total += encoded[l].size();
     }
@@ -288,7 +300,11 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
   }
   std::vector<storage::ValueRef> written;
   for (uint32_t l = 0; l < c.layers; ++l) {
-    auto [k, v] = layer(l);
+    auto [k, v] = raw ? layer(l) : LayerParts::result_type{};
+    if (raw && (k.size() != layer_bytes || v.size() != layer_bytes)) {
+      Release(written);
+      return LayerMissing(l);
+    }
     const auto* head = reinterpret_cast<const uint8_t*>(encoded[l].data());
     const std::span<const uint8_t> parts[3] = {{head, encoded[l].size()}, k, v};
     auto ref = values_->Append(std::span(parts, raw ? 3 : 1));

@@ -101,8 +101,11 @@ class KvSpace {
              std::span<const uint8_t> values, uint32_t tokens = 0);
   // The same, with the layers in one buffer as a frame attachment carries
   // them: keys of layer 0, values of layer 0, keys of layer 1, ...; `tokens`
-  // is required.
-  Status PutInterleaved(std::string_view hash, std::span<const uint8_t> layers, uint32_t tokens);
+  // is required. With `arrived`, the layers are still arriving: the put
+  // calls arrived(n) before it reads past the first n bytes, and fails,
+  // storing nothing, when that returns false.
+  Status PutInterleaved(std::string_view hash, std::span<const uint8_t> layers, uint32_t tokens,
+                        const std::function<bool(size_t)>& arrived = nullptr);
   // All layers when `layers` is empty.
   Result<KvSegment> Get(std::string_view hash, std::span<const uint32_t> layers);
   // Get in two steps: Read, then DecodeInto memory the caller owns, each of

@@ -72,4 +72,26 @@ FrameHeader FrameHeader::DecodeFrom(const uint8_t* src) {
   return h;
 }
 
+void AttachmentProgress::Advance(size_t have) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    have_ = have;
+  }
+  arrived_.notify_all();
+}
+
+void AttachmentProgress::Fail() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    failed_ = true;
+  }
+  arrived_.notify_all();
+}
+
+bool AttachmentProgress::WaitFor(size_t bytes) {
+  std::unique_lock<std::mutex> lock(mu_);
+  arrived_.wait(lock, [&] { return have_ >= bytes || failed_; });
+  return have_ >= bytes;
+}
+
 }  // namespace mnemo::net

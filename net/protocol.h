@@ -3,7 +3,10 @@
 // malformed or hostile peer from hurting the server.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <string_view>
 #include <vector>
 
@@ -56,10 +59,34 @@ struct FrameHeader {
   static FrameHeader DecodeFrom(const uint8_t* src);
 };
 
+// How much of an attachment has arrived, for a request that runs while the
+// rest is still on the wire (a put_kv appends its first layers while the
+// later ones arrive). The connection's reader calls Advance as bytes land
+// and Fail if they never will (the connection ended); the request waits for
+// the bytes it needs. Thread-safe.
+class AttachmentProgress {
+ public:
+  explicit AttachmentProgress(size_t have) : have_(have) {}
+  void Advance(size_t have);
+  void Fail();
+  // True once the attachment's first `bytes` have arrived; false if they
+  // will not.
+  bool WaitFor(size_t bytes);
+
+ private:
+  std::mutex mu_;
+  std::condition_variable arrived_;
+  size_t have_;          // guarded by mu_
+  bool failed_ = false;  // guarded by mu_
+};
+
 // A request as received: its FlatBuffer and its attachment (often empty).
 struct InFrame {
   std::vector<uint8_t> body;
   Buffer attachment;
+  // Set when the request was dispatched before its attachment had arrived;
+  // then only the bytes it reports may be read.
+  std::shared_ptr<AttachmentProgress> progress;
 };
 
 // A reply to send: a finished ResponseFrame and its attachment.

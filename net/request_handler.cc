@@ -72,7 +72,8 @@ Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flat
 // Synchronous operations: a reply or a Status. `in`: the request's
 // attachment; `out`: the reply's.
 Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::RequestFrame& f,
-                                           const Grant* grant, const Buffer& in, Buffer* out) {
+                                           const Grant* grant, const InFrame& frame, Buffer* out) {
+  const Buffer& in = frame.attachment;
   const uint64_t id = f.request_id();
   switch (f.request_type()) {
     case wire::Request::CreateCollection: {
@@ -175,7 +176,11 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
           return Status::InvalidArgument(
               "put_kv carries keys and values either in the frame or in its attachment, not both");
         }
-        MNEMO_RETURN_IF_ERROR(space->PutInterleaved(Bytes(r->chunk_hash()), in.span(), r->tokens()));
+        // A streamed attachment: each layer is appended as soon as it is in.
+        std::function<bool(size_t)> arrived;
+        if (frame.progress) arrived = [p = frame.progress.get()](size_t n) { return p->WaitFor(n); };
+        MNEMO_RETURN_IF_ERROR(
+            space->PutInterleaved(Bytes(r->chunk_hash()), in.span(), r->tokens(), arrived));
       }
       return AckReply(id, 1);
     }
@@ -232,6 +237,12 @@ bool RequestHandler::IsSearch(const InFrame& in) {
   flatbuffers::Verifier v(frame.data(), frame.size(), kVerifierMaxDepth, kVerifierMaxTables);
   if (!v.VerifyBuffer<wire::RequestFrame>(nullptr)) return false;
   return wire::GetRequestFrame(frame.data())->request_type() == wire::Request::Search;
+}
+
+bool RequestHandler::CanStream(const InFrame& in) {
+  flatbuffers::Verifier v(in.body.data(), in.body.size(), kVerifierMaxDepth, kVerifierMaxTables);
+  if (!v.VerifyBuffer<wire::RequestFrame>(nullptr)) return false;
+  return wire::GetRequestFrame(in.body.data())->request_type() == wire::Request::PutKv;
 }
 
 void RequestHandler::Handle(Frame frame, Done done) {
@@ -302,7 +313,7 @@ void RequestHandler::Handle(Frame frame, Done done) {
     return;
   }
   Buffer attachment;
-  auto reply = Execute(*engine_, f, grant, frame->attachment, &attachment);
+  auto reply = Execute(*engine_, f, grant, *frame, &attachment);
   if (!reply.ok()) {
     finish(type, ErrorResponse(id, reply.status()), true);
   } else {

@@ -40,6 +40,9 @@ class RequestHandler {
   // Whether `frame` is a small search (at most 16 KiB): the server runs
   // those on the I/O thread.
   static bool IsSearch(const InFrame& frame);
+  // Whether the request may run before its attachment has arrived (a
+  // put_kv: it waits for each layer through frame.progress).
+  static bool CanStream(const InFrame& frame);
 
  private:
   engine::Engine* const engine_;

@@ -137,10 +137,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
-  // Stop reading; close once every request read so far is answered.
+  // Stop reading; close once every request read so far is answered (a
+  // put_kv whose layers are still arriving gives up, storing nothing).
   void Shutdown() {
     asio::dispatch(strand_, [self = shared_from_this()] {
       self->closing_ = true;
+      self->EndStream();
       self->MaybeClose();
     });
   }
@@ -250,26 +252,54 @@ class Connection : public std::enable_shared_from_this<Connection> {
       buffer_.shrink_to_fit();
     }
     if (partial) {
+      // A put_kv starts now and appends each layer as it lands; anything
+      // else waits for its whole attachment.
+      if (RequestHandler::CanStream(*partial)) {
+        partial->progress = std::make_shared<AttachmentProgress>(partial_have);
+        streaming_ = partial->progress;
+        Dispatch(partial);
+        if (closing_) return false;
+      }
       ReadAttachment(std::move(partial), partial_have);
       return false;
     }
     return true;
   }
 
+  // Reads the rest of `in`'s attachment; a streamed one (in->progress) in
+  // steps, reporting each, the others in one go and then dispatched.
   void ReadAttachment(std::shared_ptr<InFrame> in, size_t have) {
     reading_attachment_ = true;
-    auto rest = asio::buffer(in->attachment.data() + have, in->attachment.size() - have);
-    asio::async_read(socket_, rest, TransferAllAtOnce(),
-                     asio::bind_executor(strand_, [self = shared_from_this(), in](
-                                                      const boost::system::error_code& ec, size_t) mutable {
-                       self->reading_attachment_ = false;
-                       if (ec) return self->OnReadEnd(ec);
-                       if (self->closing_) return self->MaybeClose();  // stopping
+    const size_t step = in->progress ? std::min(kStreamStep, in->attachment.size() - have)
+                                     : in->attachment.size() - have;
+    auto next = asio::buffer(in->attachment.data() + have, step);
+    asio::async_read(socket_, next, TransferAllAtOnce(),
+                     asio::bind_executor(strand_, [self = shared_from_this(), in, have](
+                                                      const boost::system::error_code& ec, size_t n) mutable {
+                       if (ec || self->closing_) {
+                         self->reading_attachment_ = false;
+                         self->EndStream();
+                         return ec ? self->OnReadEnd(ec) : self->MaybeClose();
+                       }
                        self->ArmIdleTimer();
-                       self->Dispatch(std::move(in));
-                       if (self->closing_) return;
+                       const size_t now_have = have + n;
+                       if (in->progress) in->progress->Advance(now_have);
+                       if (now_have < in->attachment.size()) return self->ReadAttachment(std::move(in), now_have);
+                       self->reading_attachment_ = false;
+                       if (in->progress) {
+                         self->streaming_.reset();
+                       } else {
+                         self->Dispatch(std::move(in));
+                         if (self->closing_) return;
+                       }
                        if (self->ParseFrames()) self->Read();
                      }));
+  }
+
+  // A streamed attachment that will not complete: its request gives up.
+  void EndStream() {
+    if (streaming_) streaming_->Fail();
+    streaming_.reset();
   }
 
   void RejectFrame(const FrameHeader& h) {
@@ -392,6 +422,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void Close() {
     if (closed_) return;
     closed_ = true;
+    EndStream();
     boost::system::error_code ignored;
     idle_.cancel();
     socket_.shutdown(tcp::socket::shutdown_both, ignored);
@@ -411,6 +442,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<Pending> held_;    // read, waiting for an earlier ordered request
   size_t ordered_running_ = 0;  // non-search requests started, not finished
   bool writing_ = false, read_paused_ = false, reading_attachment_ = false;
+  // The attachment being streamed into a running request, if any.
+  std::shared_ptr<AttachmentProgress> streaming_;
+  // A streamed attachment is read (and reported) a megabyte at a time.
+  static constexpr size_t kStreamStep = size_t(1) << 20;
   bool closing_ = false, closed_ = false, write_failed_ = false;
 };
 

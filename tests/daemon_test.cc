@@ -420,6 +420,71 @@ TEST(DaemonTest, SigtermStopsCleanlyAndAdminPortAnswers) {
   EXPECT_EQ(Connect(again)->Stats("h")->count, 1u);
 }
 
+// A put_kv starts while its layers arrive (each is appended as it lands).
+// Its layers arriving in pieces store the same bytes; a client that hangs up
+// halfway gets nothing stored, and one that stalls does not hold up a stop.
+TEST(DaemonTest, PutKvLayersAreAppendedAsTheyArriveAndAHalfPutStoresNothing) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto c = Connect(d);
+  // 4 layers x 8 heads x 512 tokens x 128 dims, f16: 1 MiB of keys per layer.
+  engine::KvSpaceConfig kv{"big", 4, 8, 128, "f16", 512, "raw", 0, 0};
+  ASSERT_TRUE(c->CreateKvSpace(kv).ok());
+  const size_t lb = size_t(8) * 512 * 128 * 2;
+  std::vector<uint8_t> layers(2 * 4 * lb);
+  std::mt19937 rng(3);
+  for (auto& x : layers) x = uint8_t(rng());
+  auto put_frame = [](const std::string& hash) {
+    flatbuffers::FlatBufferBuilder p;
+    std::vector<uint8_t> hv(hash.begin(), hash.end());
+    p.Finish(wire::CreateRequestFrame(p, kProtocolVersion, 1, 0, wire::Request::PutKv,
+                                      wire::CreatePutKvDirect(p, "big", &hv, nullptr, nullptr, 512).Union()));
+    return std::vector<uint8_t>(p.GetBufferPointer(), p.GetBufferPointer() + p.GetSize());
+  };
+  auto half_put = [&](const std::string& hash) {
+    auto body = put_frame(hash);
+    std::vector<uint8_t> bytes(FrameHeader::kBytes);
+    FrameHeader{uint32_t(body.size()), uint32_t(layers.size())}.EncodeTo(bytes.data());
+    bytes.insert(bytes.end(), body.begin(), body.end());
+    bytes.insert(bytes.end(), layers.begin(), layers.begin() + 3 * lb);  // a layer and a half
+    return bytes;
+  };
+  {  // hang up halfway
+    auto quitter = Connect(d);
+    ASSERT_TRUE(quitter->SendRaw(half_put(std::string(32, 'q'))).ok());
+  }
+  // The put gives up with an error once the connection has ended.
+  const std::string failed = "mnemo_request_errors_total{op=\"put_kv\"} 1\n";
+  for (int i = 0; i < 500 && HttpGet(d.http_address(), "/metrics").find(failed) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(HttpGet(d.http_address(), "/metrics").find(failed), std::string::npos);
+  EXPECT_EQ(c->KvStats("big")->segments, 0u);
+  EXPECT_EQ(c->KvStats("big")->bytes_stored, 0u);
+
+  // A whole put, its attachment read a megabyte at a time, reads back the same.
+  const std::string hash(32, 'w');
+  ASSERT_TRUE(c->SendFrame(put_frame(hash), layers).ok());
+  auto ack = c->ReceiveFrame();
+  ASSERT_TRUE(ack.ok());
+  ASSERT_EQ(flatbuffers::GetRoot<wire::ResponseFrame>(ack->data())->response_type(), wire::Response::Ack);
+  auto got = c->GetKv("big", hash);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  for (size_t l = 0; l < 4; ++l) {
+    EXPECT_TRUE(std::equal(got->keys.begin() + l * lb, got->keys.begin() + (l + 1) * lb,
+                           layers.begin() + 2 * l * lb)) << l;
+    EXPECT_TRUE(std::equal(got->values.begin() + l * lb, got->values.begin() + (l + 1) * lb,
+                           layers.begin() + (2 * l + 1) * lb)) << l;
+  }
+  EXPECT_EQ(c->KvStats("big")->segments, 1u);
+
+  // A client that stalls halfway does not hold up a clean stop.
+  auto staller = Connect(d);
+  ASSERT_TRUE(staller->SendRaw(half_put(std::string(32, 's'))).ok());
+  c.reset();
+  EXPECT_EQ(d.Signal(SIGTERM), 0);
+}
+
 void ConcurrentSingleQueriesGetTheirOwnAnswers(const std::string& flags) {
   TempDir dir;
   DaemonProcess d(dir.path(), flags);
