@@ -229,21 +229,23 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
 
 }  // namespace
 
+namespace {
+// The operation a frame asks for; NONE when it does not verify.
+wire::Request TypeOf(const std::vector<uint8_t>& body) {
+  flatbuffers::Verifier v(body.data(), body.size(), kVerifierMaxDepth, kVerifierMaxTables);
+  if (!v.VerifyBuffer<wire::RequestFrame>(nullptr)) return wire::Request::NONE;
+  return wire::GetRequestFrame(body.data())->request_type();
+}
+}  // namespace
+
 bool RequestHandler::IsSearch(const InFrame& in) {
-  const std::vector<uint8_t>& frame = in.body;
   if (!in.attachment.empty()) return false;
   // Large frames (many queries, or not searches at all) are not worth it.
-  if (frame.size() > kInlineSearchMaxBytes) return false;
-  flatbuffers::Verifier v(frame.data(), frame.size(), kVerifierMaxDepth, kVerifierMaxTables);
-  if (!v.VerifyBuffer<wire::RequestFrame>(nullptr)) return false;
-  return wire::GetRequestFrame(frame.data())->request_type() == wire::Request::Search;
+  if (in.body.size() > kInlineSearchMaxBytes) return false;
+  return TypeOf(in.body) == wire::Request::Search;
 }
 
-bool RequestHandler::CanStream(const InFrame& in) {
-  flatbuffers::Verifier v(in.body.data(), in.body.size(), kVerifierMaxDepth, kVerifierMaxTables);
-  if (!v.VerifyBuffer<wire::RequestFrame>(nullptr)) return false;
-  return wire::GetRequestFrame(in.body.data())->request_type() == wire::Request::PutKv;
-}
+bool RequestHandler::CanStream(const InFrame& in) { return TypeOf(in.body) == wire::Request::PutKv; }
 
 void RequestHandler::Handle(Frame frame, Done done) {
   const auto start = std::chrono::steady_clock::now();

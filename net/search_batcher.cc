@@ -99,11 +99,14 @@ void SearchBatcher::Launch(const Key& key) {
     in_flight_++;
   }
   if (!offload) return RunLoop(key, 0);
+  Offload(key);
+}
+
+void SearchBatcher::Offload(const Key& key) {
   options_.offload([this, key] { RunLoop(key, options_.offload_threads); });
 }
 
 void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
-  const uint32_t pool_threads = options_.offload_threads;
   for (;;) {
     std::vector<Item> batch;
     std::shared_ptr<engine::Collection> collection;
@@ -116,21 +119,19 @@ void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
       if (threads == 0 && options_.offload && (in_flight_ > 1 || starting_ > 0) &&
           !q.items.empty()) {
         lock.unlock();
-        options_.offload([this, key, pool_threads] { RunLoop(key, pool_threads); });
+        Offload(key);
         return;
       }
       if (q.items.empty() && (threads == 0 || !LingerLocked(lock, key))) {
         // This loop ends; the last one of the key forgets it (and the collection).
-        if (--queues_.at(key).running == 0) queues_.erase(key);
+        if (--q.running == 0) queues_.erase(key);
         in_flight_--;
         return;
       }
       batch = TakeBatchLocked(key, &collection, &helpers);
       in_flight_ += helpers;
     }
-    for (size_t i = 0; i < helpers; ++i) {
-      options_.offload([this, key, pool_threads] { RunLoop(key, pool_threads); });
-    }
+    for (size_t i = 0; i < helpers; ++i) Offload(key);
     const auto start = Clock::now();
     RunBatch(*collection, batch, threads);
     const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);

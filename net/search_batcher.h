@@ -101,6 +101,8 @@ class SearchBatcher {
   void SpinWindow(const Key& key, std::chrono::microseconds window);
   // Runs the key's batches here, or on the offload pool when another batch runs.
   void Launch(const Key& key);
+  // Runs a loop of `key` on the pool.
+  void Offload(const Key& key);
   // Runs batches of `key` until its queue is empty; `threads` as in SearchRequest.
   void RunLoop(const Key& key, uint32_t threads);
   // With mu_ held and the key's queue empty: false once the loop should end

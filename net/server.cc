@@ -258,7 +258,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
         partial->progress = std::make_shared<AttachmentProgress>(partial_have);
         streaming_ = partial->progress;
         Dispatch(partial);
-        if (closing_) return false;
+        if (closing_) {
+          EndStream();
+          return false;
+        }
       }
       ReadAttachment(std::move(partial), partial_have);
       return false;

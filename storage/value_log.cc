@@ -215,9 +215,15 @@ Status ValueLog::Read(const ValueRef& ref, std::span<const std::span<uint8_t>> i
     return Status::InvalidArgument("value of " + std::to_string(ref.length) + " bytes read into " +
                                    std::to_string(want));
   }
-  // A reader keeps the file open even if it is deleted meanwhile.
+  // A reader keeps the file open even if it is deleted meanwhile; a file
+  // recycled meanwhile reads as other bytes. Either way the value was
+  // released: NotFound, where anything else is Corruption.
+  const auto gone = [] { return Status::NotFound("the value was deleted while it was read"); };
+  const auto damaged = [&](std::string what) {
+    return FindFile(ref.file) == nullptr ? gone() : Status::Corruption(std::move(what));
+  };
   std::shared_ptr<File> file = FindFile(ref.file);
-  if (file == nullptr) return Status::NotFound("the value was deleted while it was read");
+  if (file == nullptr) return gone();
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
   uint64_t at = ref.offset;
@@ -228,19 +234,16 @@ Status ValueLog::Read(const ValueRef& ref, std::span<const std::span<uint8_t>> i
                                  reinterpret_cast<char*>(p.data()), nullptr);
     MNEMO_RETURN_IF_ERROR(FromIo(io, "value log read of '" + PathOf(ref.file) + "' failed"));
     if (got.size() != p.size()) {
-      if (FindFile(ref.file) == nullptr) return Status::NotFound("the value was deleted while it was read");
-      return Status::Corruption("value log file '" + PathOf(ref.file) + "' ends before offset " +
-                                std::to_string(at + p.size()));
+      return damaged("value log file '" + PathOf(ref.file) + "' ends before offset " +
+                     std::to_string(at + p.size()));
     }
     if (got.data() != reinterpret_cast<const char*>(p.data())) std::memcpy(p.data(), got.data(), got.size());
     XXH3_64bits_update(&state, p.data(), p.size());
     at += p.size();
   }
   if (XXH3_64bits_digest(&state) != ref.checksum) {
-    // Recycled while it was read: the value was released meanwhile.
-    if (FindFile(ref.file) == nullptr) return Status::NotFound("the value was deleted while it was read");
-    return Status::Corruption("checksum mismatch in value log file '" + PathOf(ref.file) +
-                              "' at offset " + std::to_string(ref.offset));
+    return damaged("checksum mismatch in value log file '" + PathOf(ref.file) + "' at offset " +
+                   std::to_string(ref.offset));
   }
   return Status::OK();
 }

@@ -65,14 +65,21 @@ class SearchBatcherTest : public ::testing::Test {
     ASSERT_TRUE(collection_->Upsert({Iota(data_.n()), data_.base}).ok());
   }
 
-  // Submits query q; its answer lands in answers_[q].
-  void Submit(SearchBatcher& b, size_t q) {
+  // Query q of the data set, k = 3.
+  engine::SearchRequest RequestFor(size_t q) {
     engine::SearchRequest r;
     r.queries = std::span(data_.queries).subspan(q * 8, 8);
     r.k = 3;
-    b.Submit(collection_, r, [this, q](Result<engine::SearchResult> res) {
+    return r;
+  }
+
+  // Submits query q; its answer lands in answers_[q], then `then` runs
+  // (still inside the batch).
+  void Submit(SearchBatcher& b, size_t q, std::function<void()> then = [] {}) {
+    b.Submit(collection_, RequestFor(q), [this, q, then](Result<engine::SearchResult> res) {
       ASSERT_TRUE(res.ok()) << res.status().ToString();
       answers_[q] = res->ids;
+      then();
     });
   }
 
@@ -80,24 +87,14 @@ class SearchBatcherTest : public ::testing::Test {
   // queries 1..n, which the running loop then takes: the key's last batch
   // had n searches.
   void Prime(SearchBatcher& b, ManualScheduler& s, size_t n) {
-    engine::SearchRequest r;
-    r.queries = std::span(data_.queries).subspan(0, 8);
-    r.k = 3;
-    b.Submit(collection_, r, [this, &b, n](Result<engine::SearchResult> res) {
-      ASSERT_TRUE(res.ok());
-      answers_[0] = res->ids;
+    Submit(b, 0, [this, &b, n] {
       for (size_t q = 1; q <= n; ++q) Submit(b, q);
     });
     ASSERT_EQ(s.tasks.size(), 1u);
     s.RunNext();
   }
 
-  std::vector<int64_t> Alone(size_t q) {
-    engine::SearchRequest r;
-    r.queries = std::span(data_.queries).subspan(q * 8, 8);
-    r.k = 3;
-    return collection_->Search(r)->ids;
-  }
+  std::vector<int64_t> Alone(size_t q) { return collection_->Search(RequestFor(q))->ids; }
 
   TempDir dir_;
   mnemo::testing::Dataset data_ = MakeClustered(2000, 64, 8, 10, 5);
@@ -204,12 +201,7 @@ TEST_F(SearchBatcherTest, ABatchThatStartsWhileAnotherRunsGoesToThePool) {
   SearchBatcher::Options o;
   o.max_batches = 2;
   SearchBatcher b(pool.With(s.With(o)), &metrics_);
-  engine::SearchRequest r;
-  r.queries = std::span(data_.queries).subspan(0, 8);
-  r.k = 3;
-  b.Submit(collection_, r, [&](Result<engine::SearchResult> res) {
-    ASSERT_TRUE(res.ok());
-    answers_[0] = res->ids;
+  Submit(b, 0, [&] {
     // Still inside the first batch: two more arrive, and a second start
     // runs (as another I/O thread would run it).
     Submit(b, 1);
@@ -262,12 +254,7 @@ TEST_F(SearchBatcherTest, ABacklogIsSplitIntoShares) {
   SearchBatcher::Options o;
   o.max_batches = 3;
   SearchBatcher b(pool.With(s.With(o)), &metrics_);
-  engine::SearchRequest r;
-  r.queries = std::span(data_.queries).subspan(0, 8);
-  r.k = 3;
-  b.Submit(collection_, r, [&](Result<engine::SearchResult> res) {
-    ASSERT_TRUE(res.ok());
-    answers_[0] = res->ids;
+  Submit(b, 0, [&] {
     for (size_t q = 1; q <= 6; ++q) Submit(b, q);  // two starts, then the cap
     EXPECT_EQ(s.tasks.size(), 2u);
   });
@@ -299,12 +286,9 @@ TEST_F(SearchBatcherTest, ALingeringPoolLoopTakesTheNextSearch) {
   };
   SearchBatcher b(o, &metrics_);
   auto search = [&](size_t q, std::function<void()> then = [] {}) {
-    engine::SearchRequest r;
-    r.queries = std::span(data_.queries).subspan(q * 8, 8);
-    r.k = 3;
     auto answer = std::make_shared<std::promise<std::vector<int64_t>>>();
     auto got = answer->get_future();
-    b.Submit(collection_, r, [answer, then](Result<engine::SearchResult> res) {
+    b.Submit(collection_, RequestFor(q), [answer, then](Result<engine::SearchResult> res) {
       answer->set_value(res.ok() ? res->ids : std::vector<int64_t>{});
       then();
     });
@@ -355,11 +339,8 @@ TEST_F(SearchBatcherTest, ConcurrentSubmittersOnRealThreadsAllGetTheirAnswers) {
   for (size_t t = 0; t < 4; ++t) {
     submitters.emplace_back([&, t] {
       for (size_t q = t; q < 64; q += 4) {
-        engine::SearchRequest r;
-        r.queries = std::span(data_.queries).subspan(q * 8, 8);
-        r.k = 3;
         std::promise<std::vector<int64_t>> answer;
-        b.Submit(collection_, r, [&](Result<engine::SearchResult> res) {
+        b.Submit(collection_, RequestFor(q), [&](Result<engine::SearchResult> res) {
           answer.set_value(res.ok() ? res->ids : std::vector<int64_t>{});
         });
         auto ids = answer.get_future().get();

@@ -34,6 +34,21 @@ std::vector<uint8_t> ReadAll(const ValueLog& log, const ValueRef& ref) {
   return out;
 }
 
+// Files of 10,000 bytes: a new one every 2 values of 6,000.
+ValueLogOptions SmallFiles(size_t recycle_files) {
+  ValueLogOptions o;
+  o.file_bytes = 10000;
+  o.recycle_files = recycle_files;
+  return o;
+}
+
+// n values of 6,000 bytes, value i made from seed i.
+std::vector<ValueRef> AppendSeeded(ValueLog& log, int n) {
+  std::vector<ValueRef> refs;
+  for (int i = 0; i < n; ++i) refs.push_back(std::move(AppendOne(log, Bytes(6000, uint8_t(i)))).value());
+  return refs;
+}
+
 size_t FilesIn(const std::string& dir) {
   size_t n = 0;
   for (auto& e : fs::directory_iterator(dir)) n += e.path().extension() == ".vlog";
@@ -83,12 +98,8 @@ TEST(ValueLogTest, AFlippedByteIsCorruptionNotData) {
 
 TEST(ValueLogTest, FilesGoOnceEveryValueInThemIsReleased) {
   TempDir dir;
-  ValueLogOptions o;
-  o.file_bytes = 10000;  // a new file every 2 values
-  o.recycle_files = 0;
-  auto log = std::move(ValueLog::Open(dir.path(), o)).value();
-  std::vector<ValueRef> refs;
-  for (int i = 0; i < 6; ++i) refs.push_back(std::move(AppendOne(*log, Bytes(6000, uint8_t(i)))).value());
+  auto log = std::move(ValueLog::Open(dir.path(), SmallFiles(0))).value();
+  auto refs = AppendSeeded(*log, 6);
   EXPECT_EQ(FilesIn(dir.path()), 3u);
   EXPECT_EQ(log->live_bytes(), 36000u);
   log->Release(refs[0]);
@@ -109,12 +120,8 @@ TEST(ValueLogTest, FilesGoOnceEveryValueInThemIsReleased) {
 // file a backup links to is deleted, never overwritten.
 TEST(ValueLogTest, DeadFilesAreRecycledUnlessABackupLinksThem) {
   TempDir dir;
-  ValueLogOptions o;
-  o.file_bytes = 10000;  // a new file every 2 values
-  o.recycle_files = 1;
-  auto log = std::move(ValueLog::Open(dir.path(), o)).value();
-  std::vector<ValueRef> refs;
-  for (int i = 0; i < 4; ++i) refs.push_back(std::move(AppendOne(*log, Bytes(6000, uint8_t(i)))).value());
+  auto log = std::move(ValueLog::Open(dir.path(), SmallFiles(1))).value();
+  auto refs = AppendSeeded(*log, 4);
   ASSERT_EQ(FilesIn(dir.path()), 2u);
   log->Release(refs[0]);
   log->Release(refs[1]);  // file 1 is dead: kept for recycling
@@ -153,9 +160,7 @@ TEST(ValueLogTest, DeadFilesAreRecycledUnlessABackupLinksThem) {
 
 TEST(ValueLogTest, RecoveryKeepsTheFilesThatLiveRefsName) {
   TempDir dir;
-  ValueLogOptions o;
-  o.file_bytes = 10000;
-  o.recycle_files = 0;
+  const ValueLogOptions o = SmallFiles(0);
   ValueRef kept, dropped;
   {
     auto log = std::move(ValueLog::Open(dir.path(), o)).value();
