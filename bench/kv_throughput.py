@@ -19,6 +19,7 @@ Needs redis-server and python3-redis (apt-get install redis-server python3-redis
 """
 import argparse
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -61,7 +62,7 @@ def start(cmd, ready, env=None):
     if ready not in line:
         p.kill()
         raise SystemExit(f"{cmd[0]} did not start: {line}")
-    return p
+    return p, line
 
 
 def tcp_round(payload_bytes, count):
@@ -137,6 +138,16 @@ def redis_round(r, hashes, k, v):
     return put, get
 
 
+def mnemod_seconds(admin):
+    """Mean seconds mnemod spent per put_kv and get_kv (arrival to reply
+    built, before it is written), from its /metrics."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+    sums = dict(re.findall(r'mnemo_request_duration_seconds_sum\{op="(\w+)"\} (\S+)', text))
+    counts = dict(re.findall(r'mnemo_request_duration_seconds_count\{op="(\w+)"\} (\S+)', text))
+    return {op: float(sums[op]) / float(counts[op]) for op in sums if float(counts[op])}
+
+
 def codec_table(c):
     """Compression ratio and error of each codec on structured f16 tensors."""
     k, v = structured(7, layers=2), structured(8, layers=2)
@@ -169,7 +180,7 @@ def main():
 
     tmp = tempfile.mkdtemp(prefix="mnemo-kv-bench-")
     port = free_port()
-    daemon = start([args.mnemod, "--data-dir", os.path.join(tmp, "data"), "--listen",
+    daemon, line = start([args.mnemod, "--data-dir", os.path.join(tmp, "data"), "--listen",
                     f"127.0.0.1:{port}", "--http", "127.0.0.1:0", "--log-level", "warn"],
                    "listening", env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
     rport = free_port()
@@ -215,6 +226,10 @@ def main():
                              ("get into out=", med["mget_out"], med["rget"])):
             print(f"{label:14} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
         print("targets: (a) >= 0.8, (b) >= 5")
+        spent = mnemod_seconds(re.search(r"admin http (\S+)\)", line).group(1))
+        print(f"mnemod's time per segment (arrival to reply built, not sent): put "
+              f"{spent.get('put_kv', 0) * 1e3:.1f} ms, get {spent.get('get_kv', 0) * 1e3:.1f} ms; "
+              f"the segment at the TCP rate: {seg / med['tcp'] / 1e3:.1f} ms")
         print()
         print("codecs on structured f16 tensors (2 layers x 8 heads x 1024 tokens x 128):")
         print(f"{'codec':9} {'ratio':>6} {'max abs err':>12} {'rel L2 err':>11}")

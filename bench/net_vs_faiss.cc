@@ -34,6 +34,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <sstream>
 #include <thread>
 
@@ -116,10 +117,17 @@ std::map<std::string, double> ThreadCpu(pid_t pid) {
 constexpr const char* kBatchQueries = "mnemo_search_batch_queries";
 constexpr const char* kRequestSeconds = "mnemo_request_duration_seconds";
 constexpr const char* kQueueSeconds = "mnemo_search_queue_seconds";
+constexpr const char* kCallSeconds = "mnemo_search_call_seconds";
 constexpr const char* kSearchLabel = "{op=\"search\"}";
+
+// (b) is measured twice: with a client that sleeps until its reply comes and
+// with one that polls for it this long first.
+constexpr std::chrono::microseconds kClientBusyPoll{1000};
 
 struct Row {
   double faiss_qps = 0, faiss_32_qps = 0, net_qps = 0, faiss_p50 = 0, net_p50 = 0, batch = 0;
+  double polled_p50 = 0;  // net_p50 from a client that polls for its reply
+  double faiss_mean = 0, call_mean = 0;  // us per single query: in-process, mnemod's search call
   double server_us = 0;  // mean time in mnemod per single query of (b), arrival to reply
   std::map<std::string, double> cores;  // mnemod's busy cores by thread name during (a)
   double loaded_server_us = 0;  // mean time in mnemod per query of (a), arrival to reply
@@ -253,35 +261,53 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   row->loaded_server_us =
       1e6 * MeanBetween(served_before, SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel));
 
-  // (b): blocks of single queries, in-process on this thread and over the
-  // network from a client thread, alternating.
-  std::vector<double> faiss_us, net_us;
+  // (b): single queries, one at a time, alternating query by query between
+  // in-process on this thread and over the network from a client thread (a
+  // sleeping and a polling client, in turns first), so that the machine's
+  // drift hits every side alike. The network side asks a query from the
+  // other half of the set, so that it does not find the lists the
+  // in-process search just read in the caches.
+  std::vector<double> faiss_us, net_us, polled_us;
   auto client = net::Client::Connect(daemon.address());
-  if (!client.ok()) return std::fprintf(stderr, "cannot connect\n"), false;
+  auto polling = net::Client::Connect(daemon.address(), "", kClientBusyPoll);
+  if (!client.ok() || !polling.ok()) return std::fprintf(stderr, "cannot connect\n"), false;
   const net::SearchOptions opts{.k = cfg.k, .nprobe = cfg.nprobe, .ef = cfg.ef};
-  const size_t singles = std::min<size_t>(cfg.queries, 1000), block = 50;
+  const size_t singles = std::min<size_t>(cfg.queries, 1000);
   const auto server_before = SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel);
-  bool ok = true;
-  for (size_t at = 0; ok && at < singles; at += block) {
-    const size_t end = std::min(singles, at + block);
-    for (size_t q = at; q < end; ++q) {
-      auto s = Clock::now();
-      index->search(1, &data.queries[q * d], cfg.k, dist.data(), labels.data());
-      faiss_us.push_back(Micros(Clock::now() - s));
-    }
-    std::thread remote([&] {
-      if (!client_cpus.empty()) ok = PinThisThread(client_cpus).ok();
-      for (size_t q = at; ok && q < end; ++q) {
+  const auto call_before = SumAndCount(daemon.http_address(), kCallSeconds);
+  std::atomic<bool> ok{true};
+  std::atomic<size_t> due{0};  // the network side's next step is due-1; 0: none yet
+  std::atomic<size_t> finished{0};
+  std::thread remote([&] {
+    if (!client_cpus.empty() && !PinThisThread(client_cpus).ok()) ok = false;
+    for (size_t i = 0; i < singles; ++i) {
+      while (due.load() <= i) std::this_thread::yield();
+      const size_t q = (i + singles / 2) % singles;
+      std::pair<net::Client*, std::vector<double>*> sides[2] = {{client->get(), &net_us},
+                                                                {polling->get(), &polled_us}};
+      if (i % 2) std::swap(sides[0], sides[1]);
+      for (auto [c, us] : sides) {
         auto s = Clock::now();
-        ok = (*client)->Search("bench", std::span(data.queries).subspan(q * d, d), opts).ok();
-        net_us.push_back(Micros(Clock::now() - s));
+        if (!c->Search("bench", std::span(data.queries).subspan(q * d, d), opts).ok()) ok = false;
+        us->push_back(Micros(Clock::now() - s));
       }
-    });
-    remote.join();
+      finished = i + 1;
+    }
+  });
+  for (size_t i = 0; i < singles; ++i) {
+    auto s = Clock::now();
+    index->search(1, &data.queries[i * d], cfg.k, dist.data(), labels.data());
+    faiss_us.push_back(Micros(Clock::now() - s));
+    due = i + 1;
+    while (finished.load() <= i) std::this_thread::yield();
   }
+  remote.join();
   if (!ok) return std::fprintf(stderr, "single-query searches failed\n"), false;
   row->faiss_p50 = P50(faiss_us);
   row->net_p50 = P50(net_us);
+  row->polled_p50 = P50(polled_us);
+  row->faiss_mean = std::accumulate(faiss_us.begin(), faiss_us.end(), 0.0) / double(faiss_us.size());
+  row->call_mean = 1e6 * MeanBetween(call_before, SumAndCount(daemon.http_address(), kCallSeconds));
   row->server_us =
       1e6 * MeanBetween(server_before, SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel));
   return daemon.Signal(SIGTERM) == 0 || (std::fprintf(stderr, "mnemod did not exit 0\n"), false);
@@ -322,7 +348,7 @@ int Run(Config cfg) {
   std::printf("  medians of --rounds alternating rounds; faiss_all: one batch of all queries;\n"
               "  faiss_32: batches of --clients queries (the most that many single-query clients offer);\n"
               "  (a) = net_qps / faiss_all, (a)_32 = net_qps / faiss_32; (b) = net_p50 - faiss_p50 (us);\n"
-              "  in_srv: mean us a query of (b) spent in mnemod, arrival to reply (the rest is the wire);\n"
+              "  in_srv: mean us a query of (b) (both clients) spent in mnemod, arrival to reply (the rest is the wire);\n"
               "  batch: queries per FAISS call mnemod made during (a)\n");
   std::stringstream list(cfg.indexes);
   for (std::string factory; std::getline(list, factory, ';');) {
@@ -332,6 +358,11 @@ int Run(Config cfg) {
                 factory.c_str(), row.faiss_qps, row.faiss_32_qps, row.net_qps,
                 row.net_qps / row.faiss_qps, row.net_qps / row.faiss_32_qps, row.faiss_p50,
                 row.net_p50, row.net_p50 - row.faiss_p50, row.server_us, row.batch);
+    std::printf("  (b) from a client that polls for its reply (busy_poll %lld us): net_p50 %.1f, (b) %.1f us\n",
+                static_cast<long long>(kClientBusyPoll.count()), row.polled_p50,
+                row.polled_p50 - row.faiss_p50);
+    std::printf("  (b) the search itself, mean us per single query: in-process %.1f, in mnemod %.1f\n",
+                row.faiss_mean, row.call_mean);
     std::printf("  during (a): %.0f us per query in mnemod (%.0f queued), %.0f us per query and client in all;",
                 row.loaded_server_us, row.loaded_queue_us, 1e6 * double(cfg.clients) / row.net_qps);
     std::printf(" mnemod's busy cores:");

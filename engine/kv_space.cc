@@ -391,15 +391,20 @@ Status KvSpace::DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) c
   return Status::OK();
 }
 
-Status KvSpace::DecodeInterleavedInto(const KvRead& read, uint8_t* out) const {
+Status KvSpace::DecodeInterleavedInto(const KvRead& read, size_t first, size_t count,
+                                      uint8_t* out) const {
   constexpr size_t kParallelLayerBytes = size_t(1) << 20;
   constexpr size_t kMaxReadThreads = 4;
-  const size_t n = read.stored.size(), lb = read.layer_bytes;
-  const int threads = lb >= kParallelLayerBytes ? int(std::min(n, kMaxReadThreads)) : 1;
-  std::vector<Status> done(n);
+  if (first > read.stored.size() || count > read.stored.size() - first) {
+    return Status::InvalidArgument("layers " + std::to_string(first) + "+" + std::to_string(count) +
+                                   " of a read of " + std::to_string(read.stored.size()));
+  }
+  const size_t lb = read.layer_bytes;
+  const int threads = lb >= kParallelLayerBytes ? int(std::min(count, kMaxReadThreads)) : 1;
+  std::vector<Status> done(count);
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-  for (int64_t i = 0; i < int64_t(n); ++i) {
-    done[i] = DecodeLayerInto(read, size_t(i), out + 2 * i * lb, out + (2 * i + 1) * lb);
+  for (int64_t i = 0; i < int64_t(count); ++i) {
+    done[i] = DecodeLayerInto(read, first + size_t(i), out + 2 * i * lb, out + (2 * i + 1) * lb);
   }
   for (Status& st : done) MNEMO_RETURN_IF_ERROR(st);
   return Status::OK();

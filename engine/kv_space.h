@@ -119,7 +119,12 @@ class KvSpace {
   // layer's keys then its values: the wire attachment's layout. Layers of a
   // megabyte or more are read by several threads at once (one thread copies
   // page-cached bytes at a few GB/s, under a network's pace).
-  Status DecodeInterleavedInto(const KvRead& read, uint8_t* out) const;
+  Status DecodeInterleavedInto(const KvRead& read, uint8_t* out) const {
+    return DecodeInterleavedInto(read, 0, read.layers.size(), out);
+  }
+  // The same for layers [first, first + count) of the Read (a part of a
+  // streamed reply); `out` holds 2 * count * layer_bytes.
+  Status DecodeInterleavedInto(const KvRead& read, size_t first, size_t count, uint8_t* out) const;
   // How many leading hashes are stored (`hashes`: 32 bytes each).
   Result<size_t> MatchPrefix(std::string_view hashes);
   KvSpaceStats Stats() const;

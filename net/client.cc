@@ -2,6 +2,9 @@
 
 #include <utility>  // before Boost 1.74 Asio, whose awaitable.hpp misses it in C++20
 #include <boost/asio.hpp>
+#include <sys/socket.h>
+
+#include <cerrno>
 #include <cstring>
 #include <deque>
 
@@ -25,6 +28,11 @@ struct Client::Impl {
   size_t rfilled = 0;
 
   std::deque<uint64_t> awaiting;  // ids of requests sent, replies not read
+  std::chrono::microseconds busy_poll{0};
+
+  // Reads what the socket has into rbuf, at least one byte: polled for up
+  // to busy_poll, then blocking.
+  size_t ReadSome(boost::system::error_code& ec);
 
   Result<std::vector<uint8_t>> ReadFrame();
   std::vector<uint8_t> attachment;  // of the last frame read
@@ -119,12 +127,34 @@ Result<std::pair<std::vector<uint8_t>, const wire::ResponseFrame*>> Client::Impl
   return std::make_pair(std::move(reply), frame);
 }
 
+size_t Client::Impl::ReadSome(boost::system::error_code& ec) {
+  uint8_t* to = rbuf.data() + rfilled;
+  const size_t room = rbuf.size() - rfilled;
+  if (busy_poll.count() > 0) {
+    // MSG_DONTWAIT on this call only: the socket stays blocking for writes.
+    const auto until = std::chrono::steady_clock::now() + busy_poll;
+    do {
+      const ssize_t n = ::recv(socket.native_handle(), to, room, MSG_DONTWAIT);
+      if (n > 0) return size_t(n);
+      if (n == 0) {
+        ec = asio::error::eof;
+        return 0;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        ec = boost::system::error_code(errno, boost::system::system_category());
+        return 0;
+      }
+    } while (std::chrono::steady_clock::now() < until);
+  }
+  return socket.read_some(asio::buffer(to, room), ec);
+}
+
 Result<std::vector<uint8_t>> Client::Impl::ReadFrame() {
   boost::system::error_code ec;
   auto fill_to = [&](size_t want) -> Status {
     if (rbuf.size() < want) rbuf.resize(want);
     while (rfilled < want) {
-      rfilled += socket.read_some(asio::buffer(rbuf.data() + rfilled, rbuf.size() - rfilled), ec);
+      rfilled += ReadSome(ec);
       if (ec) return Broken(ec);
     }
     return Status::OK();
@@ -145,12 +175,14 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& address,
-                                                const std::string& api_key) {
+                                                const std::string& api_key,
+                                                std::chrono::microseconds busy_poll) {
   std::string host;
   uint16_t port;
   MNEMO_RETURN_IF_ERROR(SplitHostPort(address, &host, &port));
   auto impl = std::make_unique<Impl>();
   impl->api_key = api_key;
+  impl->busy_poll = busy_poll;
   boost::system::error_code ec;
   tcp::resolver resolver(impl->io);
   auto endpoints = resolver.resolve(host, std::to_string(port), ec);

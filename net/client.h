@@ -6,6 +6,7 @@
 // must be reconnected.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -30,8 +31,13 @@ struct SearchOptions {
 
 class Client {
  public:
-  static Result<std::unique_ptr<Client>> Connect(const std::string& address,
-                                                 const std::string& api_key = "");
+  // busy_poll: while a reply is awaited, poll the socket this long before
+  // sleeping in the kernel. A sleeping thread is woken by the reply's
+  // arrival, which on a virtual machine can cost tens of microseconds; a
+  // latency-bound caller trades a core's spinning for that. 0: never poll.
+  static Result<std::unique_ptr<Client>> Connect(
+      const std::string& address, const std::string& api_key = "",
+      std::chrono::microseconds busy_poll = std::chrono::microseconds(0));
   ~Client();
 
   Result<engine::CollectionStats> CreateCollection(const engine::CollectionConfig& config);

@@ -63,6 +63,12 @@ void Metrics::RecordSearchWait(double seconds) {
   queue_.sum_micros += uint64_t(seconds * 1e6);
 }
 
+void Metrics::RecordSearchCall(double seconds) {
+  Observe(call_.buckets, kLatencyBuckets, seconds);
+  call_.count++;
+  call_.sum_micros += uint64_t(seconds * 1e6);
+}
+
 void Metrics::RecordSearchBatch(size_t queries) {
   Observe(batch_.buckets, kBatchBuckets, double(queries));
   batch_.count++;
@@ -108,6 +114,9 @@ std::string Metrics::Render(const engine::Engine& engine) const {
   out += "# HELP mnemo_search_queue_seconds Time a search waited in the batcher for its FAISS call.\n";
   out += "# TYPE mnemo_search_queue_seconds histogram\n";
   RenderPlain(queue_, kLatencyBuckets, "mnemo_search_queue_seconds", 1e-6, &out);
+  out += "# HELP mnemo_search_call_seconds Time of one batch's search call (FAISS and id mapping).\n";
+  out += "# TYPE mnemo_search_call_seconds histogram\n";
+  RenderPlain(call_, kLatencyBuckets, "mnemo_search_call_seconds", 1e-6, &out);
   out += "# HELP mnemo_connections_open Client connections open now.\n";
   out += "# TYPE mnemo_connections_open gauge\n";
   out += "mnemo_connections_open " + std::to_string(connections_open_) + "\n";

@@ -22,6 +22,8 @@ class Metrics {
   void RecordSearchBatch(size_t queries);
   // How long one search waited in the batcher before its FAISS call began.
   void RecordSearchWait(double seconds);
+  // How long one batch's search call (FAISS and the id mapping) took.
+  void RecordSearchCall(double seconds);
   void ConnectionOpened() { connections_open_++; connections_total_++; }
   void ConnectionClosed() { connections_open_--; }
   void ConnectionRejected() { connections_rejected_++; }
@@ -47,6 +49,7 @@ class Metrics {
   std::array<Histogram, kOps> latency_{};
   Histogram batch_;
   Histogram queue_;
+  Histogram call_;
   std::atomic<int64_t> connections_open_{0};
   std::atomic<uint64_t> connections_total_{0};
   std::atomic<uint64_t> connections_rejected_{0};

@@ -96,6 +96,8 @@ struct Reply {
   Reply(flatbuffers::DetachedBuffer b, Buffer a) : body(std::move(b)), attachment(std::move(a)) {}
   flatbuffers::DetachedBuffer body;
   Buffer attachment;
+  // One part of a streamed reply, with more to follow for the same request.
+  bool more = false;
 };
 
 }  // namespace mnemo::net

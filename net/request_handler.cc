@@ -1,6 +1,8 @@
 #include "net/request_handler.h"
 
+#include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <string_view>
 
 #include "net/protocol.h"
@@ -62,6 +64,76 @@ flatbuffers::DetachedBuffer SearchReply(uint64_t request_id, const engine::Searc
   auto ids = b.CreateVector(r.ids);
   auto body = wire::CreateSearchResult(b, uint32_t(r.n), r.k, distances, ids);
   return Finish(b, request_id, wire::Response::SearchResult, body.Union());
+}
+
+// A KvSegment reply whose attachment holds layers [first, first + count) of
+// `read`; `part`: one frame of a streamed reply.
+flatbuffers::DetachedBuffer KvSegmentReply(uint64_t request_id, const engine::KvSpaceConfig& c,
+                                           const engine::KvRead& read, size_t first, size_t count,
+                                           bool part) {
+  FlatBufferBuilder b(256 + 4 * read.layers.size());
+  auto dtype = b.CreateString(c.dtype);
+  auto layers = b.CreateVector(read.layers);
+  wire::KvSegmentBuilder seg(b);
+  seg.add_tokens(read.tokens);
+  seg.add_dtype(dtype);
+  seg.add_layers(layers);
+  seg.add_layer_bytes(read.layer_bytes);
+  seg.add_kv_heads(c.kv_heads);
+  seg.add_head_dim(c.head_dim);
+  if (part) {
+    seg.add_part_first(uint32_t(first));
+    seg.add_part_layers(uint32_t(count));
+  }
+  return Finish(b, request_id, wire::Response::KvSegment, seg.Finish().Union());
+}
+
+// A get_kv streamed in parts of whole layers, about kStreamPartBytes each.
+// Up to kStreamReadThreads parts are read at once (one thread copies
+// page-cached bytes at about the network's pace, so one reader would set
+// it), and each is sent through `part` as soon as it and the parts before
+// it are in: the first layers are on the wire while later ones are read.
+// Returns the last part, or the error that ends the reply (no part after
+// a failed one is sent).
+constexpr size_t kStreamPartBytes = size_t(4) << 20;
+constexpr int kStreamReadThreads = 4;
+
+Result<Reply> StreamKv(engine::Engine& e, const wire::GetKv& r, uint64_t id,
+                       const std::function<void(Reply)>& part) {
+  MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r.space())));
+  MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r.chunk_hash()), Span(r.layers())));
+  const size_t n = read.layers.size(), lb = read.layer_bytes;
+  const size_t per_part = std::max<size_t>(1, kStreamPartBytes / std::max<size_t>(1, 2 * lb));
+  const size_t parts = std::max<size_t>(1, (n + per_part - 1) / per_part);
+  auto first_of = [&](size_t p) { return p * per_part; };
+  auto count_of = [&](size_t p) { return std::min(per_part, n - std::min(n, first_of(p))); };
+  auto reply_of = [&](size_t p, Buffer att) {
+    return Reply(KvSegmentReply(id, space->config(), read, first_of(p), count_of(p), true),
+                 std::move(att));
+  };
+
+  std::vector<Buffer> bufs(parts);
+  std::vector<Status> read_status(parts);
+  std::vector<char> read_done(parts, 0);
+  std::mutex mu;
+  size_t sent = 0;  // parts sent; guarded by mu, as is read_done
+  const int threads = int(std::min<size_t>(parts, kStreamReadThreads));
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t p = 0; p < int64_t(parts); ++p) {
+    bufs[p] = Buffer::Acquire(2 * lb * count_of(p));
+    read_status[p] = space->DecodeInterleavedInto(read, first_of(p), count_of(p), bufs[p].data());
+    std::lock_guard<std::mutex> lock(mu);
+    read_done[p] = 1;
+    // In order, and under the lock: the connection writes parts as queued.
+    while (sent + 1 < parts && read_done[sent] && read_status[sent].ok()) {
+      Reply next = reply_of(sent, std::move(bufs[sent]));
+      next.more = true;
+      part(std::move(next));
+      ++sent;
+    }
+  }
+  for (const Status& st : read_status) MNEMO_RETURN_IF_ERROR(st);
+  return reply_of(parts - 1, std::move(bufs.back()));
 }
 
 Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flatbuffers::String* name) {
@@ -191,15 +263,10 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
       if (r->attachment()) {
         // Read (raw: one pread per layer) straight into the attachment, each
         // layer's keys then values, in the order a streaming reader uses them.
-        const size_t lb = read.layer_bytes;
-        Buffer att = Buffer::Acquire(2 * lb * read.layers.size());
+        Buffer att = Buffer::Acquire(2 * read.layer_bytes * read.layers.size());
         MNEMO_RETURN_IF_ERROR(space->DecodeInterleavedInto(read, att.data()));
-        FlatBufferBuilder b(256 + 4 * read.layers.size());
-        auto body = wire::CreateKvSegment(b, read.tokens, b.CreateString(space->config().dtype),
-                                          b.CreateVector(read.layers), 0, 0, lb,
-                                          space->config().kv_heads, space->config().head_dim);
         *out = std::move(att);
-        return Finish(b, id, wire::Response::KvSegment, body.Union());
+        return KvSegmentReply(id, space->config(), read, 0, read.layers.size(), false);
       }
       // Decoded straight into the reply: room for both vectors up front, so
       // that the builder does not move them while they are filled.
@@ -249,8 +316,7 @@ bool RequestHandler::CanStream(const InFrame& in) { return TypeOf(in.body) == wi
 
 void RequestHandler::Handle(Frame frame, Done done) {
   const auto start = std::chrono::steady_clock::now();
-  auto finish = [this, start, done = std::move(done)](wire::Request type, Reply reply,
-                                                      bool error) {
+  auto finish = [this, start, done](wire::Request type, Reply reply, bool error) {
     metrics_->RecordRequest(
         type, error, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     done(std::move(reply));
@@ -312,6 +378,16 @@ void RequestHandler::Handle(Frame frame, Done done) {
         finish(wire::Request::Search, SearchReply(id, *result), false);
       }
     });
+    return;
+  }
+  if (type == wire::Request::GetKv && f.request_as_GetKv()->attachment() &&
+      f.request_as_GetKv()->stream()) {
+    auto last = StreamKv(*engine_, *f.request_as_GetKv(), id, done);
+    if (!last.ok()) {
+      finish(type, ErrorResponse(id, last.status()), true);
+    } else {
+      finish(type, std::move(last).value(), false);
+    }
     return;
   }
   Buffer attachment;

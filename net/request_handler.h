@@ -32,9 +32,10 @@ class RequestHandler {
                  const KeyRing* keys = nullptr)
       : engine_(engine), batcher_(batcher), metrics_(metrics), keys_(keys) {}
 
-  // Handles one frame (without its length prefix). Calls `done` exactly
-  // once, on this thread or, for batched searches, another; `frame` is kept
-  // alive until then.
+  // Handles one frame (without its length prefix). Calls `done` once per
+  // reply frame, on this thread or, for batched searches, another; `frame`
+  // is kept alive until then. Only a streamed get_kv has several: each but
+  // the last with Reply::more set.
   void Handle(Frame frame, Done done);
 
   // Whether `frame` is a small search (at most 16 KiB): the server runs

@@ -191,6 +191,14 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakeBatchLocked(
   return batch;
 }
 
+Result<engine::SearchResult> SearchBatcher::TimedSearch(engine::Collection& collection,
+                                                       const engine::SearchRequest& request) {
+  const auto start = Clock::now();
+  auto result = collection.Search(request);
+  metrics_->RecordSearchCall(std::chrono::duration<double>(Clock::now() - start).count());
+  return result;
+}
+
 void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& batch,
                              uint32_t threads) {
   const uint32_t dim = collection.dim();
@@ -201,7 +209,7 @@ void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& 
   if (batch.size() == 1) {
     metrics_->RecordSearchBatch(batch[0].request.queries.size() / dim);
     batch[0].request.threads = threads;
-    batch[0].done(collection.Search(batch[0].request));
+    batch[0].done(TimedSearch(collection, batch[0].request));
     return;
   }
   std::vector<float> queries;
@@ -212,7 +220,7 @@ void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& 
   merged.queries = queries;
   merged.threads = threads;
   metrics_->RecordSearchBatch(queries.size() / dim);
-  auto result = collection.Search(merged);
+  auto result = TimedSearch(collection, merged);
   if (!result.ok()) {
     for (Item& item : batch) item.done(result.status());
     return;

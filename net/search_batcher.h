@@ -113,6 +113,9 @@ class SearchBatcher {
   std::vector<Item> TakeBatchLocked(const Key& key, std::shared_ptr<engine::Collection>* collection,
                                     size_t* helpers);
   void RunBatch(engine::Collection& collection, std::vector<Item>& batch, uint32_t threads);
+  // collection.Search, its time recorded in the metrics.
+  Result<engine::SearchResult> TimedSearch(engine::Collection& collection,
+                                           const engine::SearchRequest& request);
 
   const Options options_;
   Metrics* const metrics_;

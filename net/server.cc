@@ -151,17 +151,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void RejectAndClose(const Status& status) {
     asio::dispatch(strand_, [self = shared_from_this(), status] {
       self->closing_ = true;
-      self->Enqueue()->reply = ErrorResponse(0, status);
-      self->slots_.back().ready = true;
+      self->Enqueue()->Add(ErrorResponse(0, status));
       self->Flush();
     });
   }
 
  private:
+  // One request's place in the reply order. Most replies are one frame; a
+  // streamed get_kv's parts are written as they come, the slot kept at its
+  // place until the last.
   struct Slot {
-    bool ready = false;
-    Reply reply;
+    std::deque<Reply> replies;  // ready, not yet written
+    bool complete = false;      // the last frame is in `replies` or written
     uint8_t header[FrameHeader::kBytes];
+    void Add(Reply reply) {
+      complete = !reply.more;
+      replies.push_back(std::move(reply));
+    }
   };
 
   Slot* Enqueue() {
@@ -307,15 +313,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void RejectFrame(const FrameHeader& h) {
     const auto& o = server_->options();
-    Slot* slot = Enqueue();
-    slot->reply = ErrorResponse(
+    Enqueue()->Add(ErrorResponse(
         0, Status::InvalidArgument(
                h.attachment > o.max_attachment_bytes
                    ? "attachment of " + std::to_string(h.attachment) + " bytes is over the limit of " +
                          std::to_string(o.max_attachment_bytes) + "; closing the connection"
                    : "frame of " + std::to_string(h.body) + " bytes is outside 1.." +
-                         std::to_string(o.max_frame_bytes) + "; closing the connection"));
-    slot->ready = true;
+                         std::to_string(o.max_frame_bytes) + "; closing the connection")));
     closing_ = true;
     server_->metrics().RecordRequest(wire::Request::NONE, true, 0);
     Flush();
@@ -347,9 +351,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
                  ordered](Reply reply) mutable {
       // Inline when the request ran on this strand; posted from the pool.
       asio::dispatch(self->strand_, [self, slot, reply = std::move(reply), work, ordered]() mutable {
-        slot->reply = std::move(reply);
-        slot->ready = true;
-        if (ordered) {
+        slot->Add(std::move(reply));
+        if (ordered && slot->complete) {
           self->ordered_running_--;
           self->Release();
         }
@@ -375,18 +378,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // Writes the answered prefix of the slot queue, in order.
   void Flush() {
-    if (writing_ || slots_.empty() || !slots_.front().ready) return MaybeClose();
+    if (writing_ || slots_.empty() || slots_.front().replies.empty()) return MaybeClose();
     Slot& s = slots_.front();
-    FrameHeader{uint32_t(s.reply.body.size()), uint32_t(s.reply.attachment.size())}.EncodeTo(s.header);
+    const Reply& r = s.replies.front();
+    FrameHeader{uint32_t(r.body.size()), uint32_t(r.attachment.size())}.EncodeTo(s.header);
     writing_ = true;
     std::array<asio::const_buffer, 3> bufs = {
-        asio::buffer(s.header), asio::buffer(s.reply.body.data(), s.reply.body.size()),
-        asio::buffer(s.reply.attachment.data(), s.reply.attachment.size())};
+        asio::buffer(s.header), asio::buffer(r.body.data(), r.body.size()),
+        asio::buffer(r.attachment.data(), r.attachment.size())};
     asio::async_write(socket_, bufs, TransferAllAtOnce(),
                       asio::bind_executor(strand_, [self = shared_from_this()](
                                                        const boost::system::error_code& ec, size_t) {
                         self->writing_ = false;
-                        self->slots_.pop_front();  // std::deque keeps other slots in place
+                        Slot& front = self->slots_.front();
+                        front.replies.pop_front();
+                        if (front.complete && front.replies.empty()) {
+                          self->slots_.pop_front();  // std::deque keeps other slots in place
+                        }
                         if (ec) {
                           self->write_failed_ = true;
                           self->closing_ = true;
@@ -416,7 +424,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!slots_.empty()) {
       // Write failed: drop ready replies; pending ones will find the socket
       // closed and are dropped in Flush.
-      while (!slots_.empty() && slots_.front().ready) slots_.pop_front();
+      while (!slots_.empty() && slots_.front().complete) slots_.pop_front();
       if (!slots_.empty()) return;
     }
     Close();

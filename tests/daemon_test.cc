@@ -396,6 +396,36 @@ TEST(DaemonTest, SigkillDuringWriteLoadLosesNothingAcknowledged) {
   std::printf("%zu acknowledged entries all present after SIGKILL\n", acked.size());
 }
 
+// A client that polls for its replies (busy_poll) reads the same frames as
+// one that sleeps: small replies, errors, and a reply larger than its read
+// buffer; and it sees the daemon go rather than spinning on.
+TEST(DaemonTest, PollingClientGetsTheSameAnswersAndSeesTheDaemonGo) {
+  TempDir dir;
+  DaemonProcess d(dir.path());
+  auto sleeper = Connect(d);
+  auto polled = Client::Connect(d.address(), "", std::chrono::microseconds(2000));
+  ASSERT_TRUE(polled.ok());
+  auto& poller = *polled;
+  const uint32_t dim = 16;
+  auto data = MakeClustered(2000, 8, dim, 20, 3);
+  ASSERT_TRUE(poller->CreateCollection(Config("p", dim)).ok());
+  auto ids = Iota(2000);
+  ASSERT_TRUE(poller->Upsert("p", ids, data.base).ok());
+  for (size_t q = 0; q < 8; ++q) {
+    auto query = std::span(data.queries).subspan(q * dim, dim);
+    auto a = sleeper->Search("p", query, {.k = 5});
+    auto b = poller->Search("p", query, {.k = 5});
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->ids, b->ids);
+  }
+  auto all = poller->Get("p", ids);  // 128 KiB of vectors: several reads
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->ids.size(), ids.size());
+  EXPECT_EQ(poller->Stats("nope").status().code(), StatusCode::kNotFound);
+  d.Signal(SIGKILL);
+  EXPECT_EQ(poller->Stats("p").status().code(), StatusCode::kUnavailable);
+}
+
 TEST(DaemonTest, SigtermStopsCleanlyAndAdminPortAnswers) {
   TempDir dir;
   DaemonProcess d(dir.path());
@@ -412,6 +442,7 @@ TEST(DaemonTest, SigtermStopsCleanlyAndAdminPortAnswers) {
   EXPECT_NE(metrics.find("mnemo_collection_entries{collection=\"h\"} 1"), std::string::npos);
   EXPECT_NE(metrics.find("mnemo_request_duration_seconds_bucket{op=\"search\",le=\"+Inf\"} 1"),
             std::string::npos);
+  EXPECT_NE(metrics.find("mnemo_search_call_seconds_count 1"), std::string::npos);
   EXPECT_EQ(HttpGet(d.http_address(), "/nope").substr(0, 3), "404");
   int status = d.Signal(SIGTERM);
   ASSERT_TRUE(WIFEXITED(status));

@@ -157,6 +157,69 @@ def _stats(info) -> CollectionStats:
                            info.StorageBytes())
 
 
+class _KvStream:
+    """The frames of one streamed get_kv reply, read a layer at a time: each
+    KvSegment frame holds layers [part_first, part_first + part_layers) of
+    the reply in its attachment (part_layers 0: all of them, one frame); an
+    Error frame ends the reply early. The caller holds the client's lock."""
+
+    def __init__(self, client):
+        self._client = client
+        self._part = None      # the open frame's context, from Client._reply
+        self._read_into = None
+        self._next = 0         # the next layer to read, an index into the reply's layers
+        self._part_end = 0     # the end of the open part
+        self._total = None     # layers in the whole reply; None before the first part
+        self._ended = False    # an Error frame (or a broken connection) ended the reply
+
+    def next_part(self):
+        """Closes the open part and reads the next frame's FlatBuffer;
+        returns its KvSegment or raises the error that ended the reply."""
+        self._close_part()
+        try:
+            part = self._client._reply()
+            f, self._read_into = part.__enter__()
+            self._part = part
+            seg = self._client._body(f, KvSegment.KvSegment, Response.Response.KvSegment)
+            first, count = seg.PartFirst(), seg.PartLayers()
+            if count == 0:
+                first, count = 0, seg.LayersLength()
+            if self._total is None:
+                self._total = seg.LayersLength()
+            if first != self._next or first + count > self._total or (count == 0 and self._total):
+                raise errors.Internal(f"reply part of layers {first}+{count} where layer "
+                                      f"{self._next} of {self._total} was due")
+        except BaseException:
+            self._ended = True  # nothing more of this reply can be read in step
+            raise
+        self._part_end = first + count
+        return seg
+
+    def read_layer(self, keys, values):
+        if self._next == self._part_end:
+            self.next_part()
+        self._read_into(keys)
+        self._read_into(values)
+        self._next += 1
+
+    def skip_rest(self):
+        """Reads what is left of the reply, so that the connection stays in
+        step when the reader stopped early; an error frame among it ends it."""
+        try:
+            while not self._ended and self._total is not None and self._part_end < self._total:
+                self._next = self._part_end
+                self.next_part()
+        except errors.Error:
+            pass
+        finally:
+            self._close_part()
+
+    def _close_part(self):
+        part, self._part = self._part, None
+        if part is not None:
+            part.__exit__(None, None, None)  # skips the part's unread attachment
+
+
 class Client:
     """A connection to mnemod.
 
@@ -206,49 +269,63 @@ class Client:
         (ResponseFrame, read_into) where read_into(buffer) fills a writable
         buffer from the reply's attachment. Holds the connection until the
         block ends, and then skips what of the attachment was not read."""
+        with self._lock:
+            self._send(request_type, build, size_hint, attachment)
+            with self._reply() as got:
+                yield got
+
+    def _send(self, request_type, build, size_hint, attachment=()):
+        """Sends one request frame; the caller holds self._lock."""
         b = flatbuffers.Builder(size_hint)
         body = build(b)
         key = _string(b, self.api_key)
-        with self._lock:
-            rid = self._next_id
-            self._next_id += 1
-            frame = _table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=rid,
-                           ApiKey=key, RequestType=request_type, Request=body)
-            b.Finish(frame)
-            data = memoryview(b.Bytes)[b.Head():]
-            parts = [memoryview(p).cast("B") for p in attachment]
-            try:
-                _send_all(self._sock, [_HEADER.pack(len(data), sum(p.nbytes for p in parts)), data,
-                                       *parts])
-                length, left = _HEADER.unpack(self._recv_exact(_HEADER.size))
-                if length > _MAX_REPLY:
-                    raise errors.Internal(f"reply of {length} bytes is implausible")
-                reply = self._recv_exact(length)
-            except OSError as e:
-                raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
-            f = ResponseFrame.ResponseFrame.GetRootAs(reply, 0)
+        rid = self._next_id
+        self._next_id += 1
+        frame = _table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=rid,
+                       ApiKey=key, RequestType=request_type, Request=body)
+        b.Finish(frame)
+        data = memoryview(b.Bytes)[b.Head():]
+        parts = [memoryview(p).cast("B") for p in attachment]
+        try:
+            _send_all(self._sock, [_HEADER.pack(len(data), sum(p.nbytes for p in parts)), data,
+                                   *parts])
+        except OSError as e:
+            raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
 
-            def read_into(buf):
-                nonlocal left
-                view = memoryview(buf).cast("B")
-                if view.nbytes > left:
-                    raise errors.Internal(f"the reply's attachment has {left} bytes left, "
-                                          f"not {view.nbytes}")
-                self._recv_into(view)
-                left -= view.nbytes
+    @contextlib.contextmanager
+    def _reply(self):
+        """Reads one reply frame (the caller holds self._lock); yields
+        (ResponseFrame, read_into) as _exchange does, or raises its error."""
+        try:
+            length, left = _HEADER.unpack(self._recv_exact(_HEADER.size))
+            if length > _MAX_REPLY:
+                raise errors.Internal(f"reply of {length} bytes is implausible")
+            reply = self._recv_exact(length)
+        except OSError as e:
+            raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
+        f = ResponseFrame.ResponseFrame.GetRootAs(reply, 0)
 
-            try:
-                if f.ResponseType() == Response.Response.Error:
-                    err = WireError.Error()
-                    err.Init(f.Response().Bytes, f.Response().Pos)
-                    raise errors.from_code(err.Code(), (err.Message() or b"").decode())
-                yield f, read_into
-            finally:
-                scratch = memoryview(bytearray(min(left, 1 << 20)))
-                while left:  # keeps the stream in step when a reader stops early
-                    n = min(left, scratch.nbytes)
-                    self._recv_into(scratch[:n])
-                    left -= n
+        def read_into(buf):
+            nonlocal left
+            view = memoryview(buf).cast("B")
+            if view.nbytes > left:
+                raise errors.Internal(f"the reply's attachment has {left} bytes left, "
+                                      f"not {view.nbytes}")
+            self._recv_into(view)
+            left -= view.nbytes
+
+        try:
+            if f.ResponseType() == Response.Response.Error:
+                err = WireError.Error()
+                err.Init(f.Response().Bytes, f.Response().Pos)
+                raise errors.from_code(err.Code(), (err.Message() or b"").decode())
+            yield f, read_into
+        finally:
+            scratch = memoryview(bytearray(min(left, 1 << 20)))
+            while left:  # keeps the stream in step when a reader stops early
+                n = min(left, scratch.nbytes)
+                self._recv_into(scratch[:n])
+                left -= n
 
     def _recv_into(self, view):
         got, n = 0, view.nbytes
@@ -452,7 +529,7 @@ class Client:
         tensors of that shape and element size, e.g. pinned staging buffers)
         into those, which are returned. Raises NotFound when the segment is
         not stored."""
-        with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, _, read_into):
+        with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, _, read_layer):
             if out is None:
                 keys, values = np.empty(shape, dtype), np.empty(shape, dtype)
                 kb, vb = keys, values
@@ -466,42 +543,48 @@ class Client:
                         f"({want} bytes each), got {kb.nbytes} and {vb.nbytes} bytes")
             kb, vb = kb.reshape(shape[0], -1), vb.reshape(shape[0], -1)
             for i in range(shape[0]):
-                read_into(kb[i])
-                read_into(vb[i])
+                read_layer(kb[i], vb[i])
         return keys, values
 
     def get_kv_layers(self, space: str, chunk_hash: bytes, layers=None):
         """Yields (layer, keys, values) for each layer in order, each
         [kv_heads, tokens, head_dim], as soon as that layer has arrived: a
-        model can run layer 0 while later layers are still on the wire. The
+        model can run layer 0 while later layers are still read and sent. The
         connection is busy until the iteration ends."""
-        with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, numbers, read_into):
+        with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, numbers, read_layer):
             for layer in numbers:
                 k, v = np.empty(shape[1:], dtype), np.empty(shape[1:], dtype)
-                read_into(k)
-                read_into(v)
+                read_layer(k, v)
                 yield layer, k, v
 
     @contextlib.contextmanager
     def _kv_reply(self, space, chunk_hash, layers):
-        """GetKv with the layers in the reply's attachment; yields (shape,
-        numpy dtype, layer numbers, read_into) with the attachment not yet
-        read."""
+        """GetKv, its reply streamed in parts (mnemod sends each part as
+        soon as its layers are read); yields (shape, numpy dtype, layer
+        numbers, read_layer) once the first part's FlatBuffer is in, where
+        read_layer(keys, values) receives the next layer into two writable
+        buffers. Holds the connection until the block ends, and then skips
+        what was not read."""
         def build(b):
             lv = None
             if layers is not None:
                 lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
-            return _table(b, GetKv, Space=_string(b, space),
-                          ChunkHash=_bytes_vector(b, chunk_hash), Layers=lv, Attachment=True)
-        with self._exchange(Request.Request.GetKv, build) as (f, read_into):
-            seg = self._body(f, KvSegment.KvSegment, Response.Response.KvSegment)
-            dtype = _NUMPY_DTYPES[seg.Dtype().decode()]
-            shape = (seg.LayersLength(), seg.KvHeads(), seg.Tokens(), seg.HeadDim())
-            if int(np.prod(shape[1:])) * np.dtype(dtype).itemsize != seg.LayerBytes():
-                raise errors.Internal(f"reply of layers {shape[1:]} of {seg.Dtype().decode()} "
-                                      f"in {seg.LayerBytes()} bytes each")
-            numbers = [int(x) for x in seg.LayersAsNumpy()] if seg.LayersLength() else []
-            yield shape, dtype, numbers, read_into
+            return _table(b, GetKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
+                          Layers=lv, Attachment=True, Stream=True)
+        with self._lock:
+            self._send(Request.Request.GetKv, build, 256)
+            stream = _KvStream(self)
+            try:
+                seg = stream.next_part()
+                dtype = _NUMPY_DTYPES[seg.Dtype().decode()]
+                shape = (seg.LayersLength(), seg.KvHeads(), seg.Tokens(), seg.HeadDim())
+                if int(np.prod(shape[1:])) * np.dtype(dtype).itemsize != seg.LayerBytes():
+                    raise errors.Internal(f"reply of layers {shape[1:]} of {seg.Dtype().decode()} "
+                                          f"in {seg.LayerBytes()} bytes each")
+                numbers = [int(x) for x in seg.LayersAsNumpy()] if seg.LayersLength() else []
+                yield shape, dtype, numbers, stream.read_layer
+            finally:
+                stream.skip_rest()
 
     def match_prefix(self, space: str, chunk_hashes) -> int:
         """How many leading chunk hashes (32 bytes each) the space stores."""

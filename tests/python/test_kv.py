@@ -72,6 +72,53 @@ def test_layers_stream_in_order_and_land_in_caller_buffers(client):
     assert client.kv_stats("s").segments == 1
 
 
+def test_big_gets_stream_in_parts_and_a_bad_layer_ends_the_reply_with_its_error(daemon_factory,
+                                                                               tmp_path):
+    # Layers of 2 MiB keys + 2 MiB values: mnemod sends each layer as its
+    # own part, as soon as it is read.
+    d = daemon_factory(tmp_path / "store")
+    c = mnemo.Client(d.address)
+    heads, tokens, dim, layers = 8, 1024, 128, 4
+    c.create_kv_space("big", layers, heads, dim, dtype="f16", chunk_tokens=tokens)
+    rng = np.random.default_rng(3)
+    k = rng.standard_normal((layers, heads, tokens, dim)).astype(np.float16)
+    v = rng.standard_normal((layers, heads, tokens, dim)).astype(np.float16)
+    c.put_kv("big", b"b" * 32, k, v)
+    frames, read_frame = [], c._reply
+    c._reply = lambda: frames.append(1) or read_frame()
+    k2, v2 = c.get_kv("big", b"b" * 32)
+    assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()
+    assert len(frames) == layers
+    k3, v3 = c.get_kv("big", b"b" * 32, layers=[3, 0])
+    assert k3.tobytes() == k[[3, 0]].tobytes() and v3.tobytes() == v[[3, 0]].tobytes()
+
+    # Flip a byte of layer 1 (the layers lie in order in the only value log
+    # file): layer 0 arrives, then the reply ends with Corruption, though
+    # layers 2 and 3 were read meanwhile.
+    (vlog,) = (tmp_path / "store").rglob("*.vlog")
+    with open(vlog, "r+b") as f:
+        at = vlog.stat().st_size * 3 // 8
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    got = []
+    with pytest.raises(mnemo.Corruption):
+        for layer, lk, lv in c.get_kv_layers("big", b"b" * 32):
+            got.append(layer)
+            assert lk.tobytes() == k[layer].tobytes() and lv.tobytes() == v[layer].tobytes()
+    assert got == [0]
+    with pytest.raises(mnemo.Corruption):
+        c.get_kv("big", b"b" * 32)
+    # The connection is in step: the good layers still come back.
+    k4, _ = c.get_kv("big", b"b" * 32, layers=[3, 2])
+    assert k4.tobytes() == k[[3, 2]].tobytes()
+    # A reader that stops early skips the rest of the parts.
+    for layer, _, _ in c.get_kv_layers("big", b"b" * 32, layers=[0, 2, 3]):
+        break
+    assert c.match_prefix("big", [b"b" * 32]) == 1
+
+
 @pytest.mark.parametrize("codec,ratio", [("int8", 1.7), ("int4", 3.0), ("entropy", 2.0)])
 def test_lossy_codecs_stay_within_their_bounds(client, codec, ratio):
     client.create_kv_space(codec, LAYERS, HEADS, DIM, dtype="f32", chunk_tokens=CHUNK,

@@ -92,7 +92,14 @@ class GetKv(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def GetKvStart(builder): builder.StartObject(4)
+    # GetKv
+    def Stream(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def GetKvStart(builder): builder.StartObject(5)
 def Start(builder):
     return GetKvStart(builder)
 def GetKvAddSpace(builder, space): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(space), 0)
@@ -113,6 +120,9 @@ def StartLayersVector(builder, numElems):
 def GetKvAddAttachment(builder, attachment): builder.PrependBoolSlot(3, attachment, 0)
 def AddAttachment(builder, attachment):
     return GetKvAddAttachment(builder, attachment)
+def GetKvAddStream(builder, stream): builder.PrependBoolSlot(4, stream, 0)
+def AddStream(builder, stream):
+    return GetKvAddStream(builder, stream)
 def GetKvEnd(builder): return builder.EndObject()
 def End(builder):
     return GetKvEnd(builder)

@@ -140,7 +140,21 @@ class KvSegment(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
-def KvSegmentStart(builder): builder.StartObject(8)
+    # KvSegment
+    def PartFirst(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(20))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+    # KvSegment
+    def PartLayers(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(22))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def KvSegmentStart(builder): builder.StartObject(10)
 def Start(builder):
     return KvSegmentStart(builder)
 def KvSegmentAddTokens(builder, tokens): builder.PrependUint32Slot(0, tokens, 0)
@@ -176,6 +190,12 @@ def AddKvHeads(builder, kvHeads):
 def KvSegmentAddHeadDim(builder, headDim): builder.PrependUint32Slot(7, headDim, 0)
 def AddHeadDim(builder, headDim):
     return KvSegmentAddHeadDim(builder, headDim)
+def KvSegmentAddPartFirst(builder, partFirst): builder.PrependUint32Slot(8, partFirst, 0)
+def AddPartFirst(builder, partFirst):
+    return KvSegmentAddPartFirst(builder, partFirst)
+def KvSegmentAddPartLayers(builder, partLayers): builder.PrependUint32Slot(9, partLayers, 0)
+def AddPartLayers(builder, partLayers):
+    return KvSegmentAddPartLayers(builder, partLayers)
 def KvSegmentEnd(builder): return builder.EndObject()
 def End(builder):
     return KvSegmentEnd(builder)
