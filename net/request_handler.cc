@@ -88,27 +88,31 @@ flatbuffers::DetachedBuffer KvSegmentReply(uint64_t request_id, const engine::Kv
   return Finish(b, request_id, wire::Response::KvSegment, seg.Finish().Union());
 }
 
-// A get_kv streamed in parts of whole layers, about kStreamPartBytes each.
-// Up to kStreamReadThreads parts are read at once (one thread copies
-// page-cached bytes at about the network's pace, so one reader would set
-// it), and each is sent through `part` as soon as it and the parts before
-// it are in: the first layers are on the wire while later ones are read.
-// Returns the last part, or the error that ends the reply (no part after
-// a failed one is sent).
+// A get_kv answered in the attachment: the layers are read (raw: one pread
+// per layer) straight into it, each layer's keys then values, in the order
+// a streaming reader uses them. Asked to stream, the reply comes in parts of
+// whole layers, about kStreamPartBytes each; up to kStreamReadThreads parts
+// are read at once (one thread copies page-cached bytes at about the
+// network's pace, so one reader would set it), and each is sent through
+// `part` as soon as it and the parts before it are in: the first layers are
+// on the wire while later ones are read. Returns the last (or only) part,
+// or the error that ends the reply (no part after a failed one is sent).
 constexpr size_t kStreamPartBytes = size_t(4) << 20;
 constexpr int kStreamReadThreads = 4;
 
-Result<Reply> StreamKv(engine::Engine& e, const wire::GetKv& r, uint64_t id,
-                       const std::function<void(Reply)>& part) {
+Result<Reply> KvAttachmentReply(engine::Engine& e, const wire::GetKv& r, uint64_t id,
+                                const std::function<void(Reply)>& part) {
   MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r.space())));
   MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r.chunk_hash()), Span(r.layers())));
   const size_t n = read.layers.size(), lb = read.layer_bytes;
-  const size_t per_part = std::max<size_t>(1, kStreamPartBytes / std::max<size_t>(1, 2 * lb));
+  const size_t per_part = r.stream()
+                              ? std::max<size_t>(1, kStreamPartBytes / std::max<size_t>(1, 2 * lb))
+                              : std::max<size_t>(1, n);
   const size_t parts = std::max<size_t>(1, (n + per_part - 1) / per_part);
   auto first_of = [&](size_t p) { return p * per_part; };
   auto count_of = [&](size_t p) { return std::min(per_part, n - std::min(n, first_of(p))); };
   auto reply_of = [&](size_t p, Buffer att) {
-    return Reply(KvSegmentReply(id, space->config(), read, first_of(p), count_of(p), true),
+    return Reply(KvSegmentReply(id, space->config(), read, first_of(p), count_of(p), r.stream()),
                  std::move(att));
   };
 
@@ -141,10 +145,11 @@ Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flat
   return e.GetCollection(name->string_view());
 }
 
-// Synchronous operations: a reply or a Status. `in`: the request's
-// attachment; `out`: the reply's.
+// Synchronous operations: a reply or a Status. `frame.attachment`: the
+// request's attachment. (A get_kv answered in an attachment goes to
+// KvAttachmentReply.)
 Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::RequestFrame& f,
-                                           const Grant* grant, const InFrame& frame, Buffer* out) {
+                                           const Grant* grant, const InFrame& frame) {
   const Buffer& in = frame.attachment;
   const uint64_t id = f.request_id();
   switch (f.request_type()) {
@@ -260,14 +265,6 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
       auto* r = f.request_as_GetKv();
       MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
       MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r->chunk_hash()), Span(r->layers())));
-      if (r->attachment()) {
-        // Read (raw: one pread per layer) straight into the attachment, each
-        // layer's keys then values, in the order a streaming reader uses them.
-        Buffer att = Buffer::Acquire(2 * read.layer_bytes * read.layers.size());
-        MNEMO_RETURN_IF_ERROR(space->DecodeInterleavedInto(read, att.data()));
-        *out = std::move(att);
-        return KvSegmentReply(id, space->config(), read, 0, read.layers.size(), false);
-      }
       // Decoded straight into the reply: room for both vectors up front, so
       // that the builder does not move them while they are filled.
       const size_t n = read.layer_bytes * read.layers.size();
@@ -380,22 +377,17 @@ void RequestHandler::Handle(Frame frame, Done done) {
     });
     return;
   }
-  if (type == wire::Request::GetKv && f.request_as_GetKv()->attachment() &&
-      f.request_as_GetKv()->stream()) {
-    auto last = StreamKv(*engine_, *f.request_as_GetKv(), id, done);
-    if (!last.ok()) {
-      finish(type, ErrorResponse(id, last.status()), true);
-    } else {
-      finish(type, std::move(last).value(), false);
+  Result<Reply> reply = [&]() -> Result<Reply> {
+    if (type == wire::Request::GetKv && f.request_as_GetKv()->attachment()) {
+      return KvAttachmentReply(*engine_, *f.request_as_GetKv(), id, done);
     }
-    return;
-  }
-  Buffer attachment;
-  auto reply = Execute(*engine_, f, grant, *frame, &attachment);
+    MNEMO_ASSIGN_OR_RETURN(auto body, Execute(*engine_, f, grant, *frame));
+    return Reply(std::move(body));
+  }();
   if (!reply.ok()) {
     finish(type, ErrorResponse(id, reply.status()), true);
   } else {
-    finish(type, Reply(std::move(reply).value(), std::move(attachment)), false);
+    finish(type, std::move(reply).value(), false);
   }
 }
 
