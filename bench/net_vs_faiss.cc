@@ -126,6 +126,7 @@ constexpr std::chrono::microseconds kClientBusyPoll{1000};
 
 struct Row {
   double faiss_qps = 0, faiss_32_qps = 0, net_qps = 0, faiss_p50 = 0, net_p50 = 0, batch = 0;
+  std::vector<double> round_a;  // net / faiss_all of each round, the two measured back to back
   double polled_p50 = 0;  // net_p50 from a client that polls for its reply
   double faiss_mean = 0, call_mean = 0;  // us per single query: in-process, mnemod's search call
   double server_us = 0;  // mean time in mnemod per single query of (b), arrival to reply
@@ -254,6 +255,8 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   row->faiss_qps = P50(faiss_all);
   row->faiss_32_qps = P50(faiss_32);
   row->net_qps = P50(net);
+  for (size_t r = 0; r < net.size(); ++r) row->round_a.push_back(net[r] / faiss_all[r]);
+  std::sort(row->round_a.begin(), row->round_a.end());
   row->batch = MeanBetween(before, after);
   for (const auto& [name, seconds] : cpu) row->cores[name] = seconds / net_seconds;
   row->loaded_queue_us =
@@ -358,6 +361,8 @@ int Run(Config cfg) {
                 factory.c_str(), row.faiss_qps, row.faiss_32_qps, row.net_qps,
                 row.net_qps / row.faiss_qps, row.net_qps / row.faiss_32_qps, row.faiss_p50,
                 row.net_p50, row.net_p50 - row.faiss_p50, row.server_us, row.batch);
+    std::printf("  (a) round by round (net / faiss_all of rounds run back to back): median %.3f, min %.3f, max %.3f\n",
+                P50(row.round_a), row.round_a.front(), row.round_a.back());
     std::printf("  (b) from a client that polls for its reply (busy_poll %lld us): net_p50 %.1f, (b) %.1f us\n",
                 static_cast<long long>(kClientBusyPoll.count()), row.polled_p50,
                 row.polled_p50 - row.faiss_p50);

@@ -57,7 +57,13 @@ class Server::Impl {
   Impl(engine::Engine* engine, Metrics* metrics, ServerOptions options)
       : options_(std::move(options)),
         metrics_(metrics),
-        workers_(options_.worker_threads ? options_.worker_threads : UsableCores()),
+        io_threads_(options_.io_threads ? options_.io_threads
+                                        : std::clamp<size_t>(UsableCores() / 8, 1, 4)),
+        // One thread per core in all: a worker that shares its core with an
+        // I/O thread delays the replies of every connection on that thread.
+        workers_(options_.worker_threads
+                     ? options_.worker_threads
+                     : std::max<size_t>(1, UsableCores() - std::min(UsableCores(), io_threads_))),
         batcher_(DeferredBatching(options_.batching), metrics),
         handler_(engine, &batcher_, metrics, options_.keys),
         pool_(workers_),
@@ -107,6 +113,7 @@ class Server::Impl {
 
   const ServerOptions options_;
   Metrics* const metrics_;
+  const size_t io_threads_;
   const size_t workers_;  // compute pool threads
   SearchBatcher batcher_;
   RequestHandler handler_;
@@ -476,11 +483,7 @@ Status Server::Impl::Start() {
   auto bound = acceptor_.local_endpoint();
   address_ = bound.address().to_string() + ":" + std::to_string(bound.port());
   Accept();
-  // One I/O thread gathers the largest batches and switches no context; a
-  // few more keep the syscalls of many connections off one core.
-  const size_t io_threads =
-      options_.io_threads ? options_.io_threads : std::clamp<size_t>(UsableCores() / 4, 1, 4);
-  for (size_t i = 0; i < io_threads; ++i) {
+  for (size_t i = 0; i < io_threads_; ++i) {
     threads_.emplace_back([this] { RunIo(); });
   }
   return Status::OK();

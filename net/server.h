@@ -37,8 +37,10 @@ namespace mnemo::net {
 
 struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0 picks a free port
-  size_t io_threads = 0;      // 0: one per 4 cores, at least 1, at most 4
-  size_t worker_threads = 0;  // 0: one per core
+  // One I/O thread gathers the largest batches and switches no context; a
+  // few more keep the syscalls of many connections off one core.
+  size_t io_threads = 0;      // 0: one per 8 cores, at least 1, at most 4
+  size_t worker_threads = 0;  // 0: one per core not taken by an I/O thread, at least 1
   uint32_t max_frame_bytes = kDefaultMaxFrameBytes;            // a frame's FlatBuffer
   uint32_t max_attachment_bytes = kDefaultMaxAttachmentBytes;  // and its attachment
   size_t max_connections = 1024;

@@ -15,8 +15,14 @@ rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/python"
 bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss /usr/bin/redis-server)
 # PERF=1 adds perf(1), for profiling mnemod there (perf record -p PID).
 if [[ "${PERF:-}" == 1 ]]; then bins+=("$(readlink -f /usr/bin/perf)"); fi
+# EXTRA_BINS="/tmp/mnemod-variant ...": more binaries, e.g. a mnemod to compare
+# (run.sh picks it with MNEMOD_NAME=mnemod-variant).
+read -r -a extra <<<"${EXTRA_BINS:-}"
+bins+=("${extra[@]}")
+strip_mode=--strip-unneeded
+[[ "${PERF:-}" == 1 ]] && strip_mode=--strip-debug  # keep function names for perf report
 for b in "${bins[@]}"; do
-  strip --strip-unneeded -o "$out/bin/$(basename "$b")" "$b"
+  strip $strip_mode -o "$out/bin/$(basename "$b")" "$b"
   ldd "$b" | awk '$3 ~ /^\// {print $3}' | while read -r lib; do
     case "$(basename "$lib")" in
       libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*) ;;  # the target's own

@@ -11,16 +11,17 @@ carry=$work/gpu-carry
 export LD_LIBRARY_PATH=$carry/lib PATH=$carry/bin:$PATH OPENBLAS_NUM_THREADS=1
 export PYTHONPATH=$PWD/reader:$carry/python
 py=$(command -v python3)
+mnemod=$carry/bin/${MNEMOD_NAME:-mnemod}
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; python $($py -V 2>&1)"
 # Arguments after the first go to the benchmark it names, e.g.
 #   bash bench/gpu/run.sh search --index HNSW32 --mnemod-flags "--batch-concurrency 1"
 mode=${1:-all}
 shift || true
 case "$mode" in
-  kv) $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod" ${KV_ARGS:-} "$@" ;;
-  search) MNEMOD=$carry/bin/mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
+  kv) $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-} "$@" ;;
+  search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
   all)
-    $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod" ${KV_ARGS:-}
-    MNEMOD=$carry/bin/mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
+    $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-}
+    MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
   *) echo "usage: run.sh [kv|search|all] [benchmark arguments]" >&2; exit 2 ;;
 esac

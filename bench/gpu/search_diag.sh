@@ -7,6 +7,6 @@ cd "$(dirname "$0")/../.."
 index=$1
 shift
 for flags in "$@"; do
-  echo "== ${flags:-defaults}"
-  bash bench/gpu/run.sh search --index "$index" --rounds 3 --queries 4000 --mnemod-flags "$flags" 2>&1 | tail -2
+  echo "== ${MNEMOD_NAME:-mnemod} ${flags:-defaults}"
+  bash bench/gpu/run.sh search --index "$index" --rounds ${ROUNDS:-3} --queries 4000 --mnemod-flags "$flags" 2>&1 | grep -E "^$index |round by round|during"
 done
