@@ -105,22 +105,29 @@ def tcp_round(payload_bytes, count):
     return 2 * payload_bytes * count / secs / 1e6  # bytes moved both ways
 
 
-def mnemo_round(c, space, hashes, k, v, staging):
-    """put, get into fresh arrays, get into the caller's (staging) arrays."""
+def mnemo_round(c, unrecycled, space, hashes, k, v, staging):
+    """put; get into new arrays (each get's result is held until the next
+    one's is in, as a reader that uses them would), by a client that
+    recycles their memory and by one that does not (recycle_bytes=0); get
+    into the caller's (staging) arrays."""
     seg = k.nbytes + v.nbytes
     start_t = time.perf_counter()
     for h in hashes:
         c.put_kv(space, h, k, v)
     put = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
-    start_t = time.perf_counter()
-    for h in hashes:
-        c.get_kv(space, h)
-    get = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
+    gets = []
+    for client in (c, unrecycled):
+        start_t = time.perf_counter()
+        held = None
+        for h in hashes:
+            held = client.get_kv(space, h)
+        gets.append(len(hashes) * seg / (time.perf_counter() - start_t) / 1e6)
+        del held
     start_t = time.perf_counter()
     for h in hashes:
         c.get_kv(space, h, out=staging)
     get_out = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
-    return put, get, get_out
+    return put, gets[0], gets[1], get_out
 
 
 def redis_round(r, hashes, k, v):
@@ -196,6 +203,7 @@ def main():
             except redis.ConnectionError:
                 time.sleep(0.05)
         c = mnemo.Client(f"127.0.0.1:{port}")
+        unrecycled = mnemo.Client(f"127.0.0.1:{port}", recycle_bytes=0)
         k, v = structured(1), structured(2)
         seg = k.nbytes + v.nbytes
         # A cache at its steady state: the space holds one round of segments,
@@ -206,25 +214,26 @@ def main():
               f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
               f"{args.segments} segments per round, {args.rounds} rounds, {os.cpu_count()} cores")
         staging = (np.empty_like(k), np.empty_like(v))
-        results = {key: [] for key in ("tcp", "mput", "mget", "mget_out", "rput", "rget")}
+        results = {key: [] for key in ("tcp", "mput", "mget", "mget_new", "mget_out", "rput", "rget")}
         for rnd in range(args.rounds):
             hashes = [bytes([rnd, i]) * 16 for i in range(args.segments)]
             results["tcp"].append(tcp_round(seg, args.segments))
-            mp, mg, mgo = mnemo_round(c, "bench", hashes, k, v, staging)
+            mp, mg, mgn, mgo = mnemo_round(c, unrecycled, "bench", hashes, k, v, staging)
             rp, rg = redis_round(r, hashes, k, v)
-            for key, val in (("mput", mp), ("mget", mg), ("mget_out", mgo), ("rput", rp),
-                             ("rget", rg)):
+            for key, val in (("mput", mp), ("mget", mg), ("mget_new", mgn), ("mget_out", mgo),
+                             ("rput", rp), ("rget", rg)):
                 results[key].append(val)
             r.flushall()
         med = {key: statistics.median(vals) for key, vals in results.items()}
         print(f"loopback TCP (Python socket copy, payload MB/s): {med['tcp']:.0f}")
         print("put by round (the space holds one round: round 1 grows the store, later rounds "
               "evict as they put): " + ", ".join(f"{x:.0f}" for x in results["mput"]) + " MB/s")
-        print(f"{'':14} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
+        print(f"{'':22} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
         for label, m, rr in (("put", med["mput"], med["rput"]),
                              ("get", med["mget"], med["rget"]),
+                             ("get, recycle_bytes=0", med["mget_new"], med["rget"]),
                              ("get into out=", med["mget_out"], med["rget"])):
-            print(f"{label:14} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
+            print(f"{label:22} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
         print("targets: (a) >= 0.8, (b) >= 5")
         spent = mnemod_seconds(re.search(r"admin http (\S+)\)", line).group(1))
         print(f"mnemod's time per segment (arrival to reply built, not sent): put "

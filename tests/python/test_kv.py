@@ -1,6 +1,8 @@
 """KV spaces through the Python client against a real mnemod: round trips of
 every codec, prefix matching with chained hashes, eviction, restart, and
 refused input."""
+import weakref
+
 import numpy as np
 import pytest
 
@@ -70,6 +72,42 @@ def test_layers_stream_in_order_and_land_in_caller_buffers(client):
     with pytest.raises(mnemo.NotFound):
         client.get_kv("s", b"x" * 32)
     assert client.kv_stats("s").segments == 1
+
+
+def test_get_reuses_the_memory_of_arrays_the_caller_let_go_and_never_of_kept_ones(daemon):
+    client = mnemo.Client(daemon.address)
+    client.create_kv_space("big", LAYERS, 8, 64, dtype="f16", chunk_tokens=1024)  # 4 MiB a side
+    rng = np.random.default_rng(3)
+    segs = {h: (rng.standard_normal((LAYERS, 8, 1024, 64)).astype(np.float16),
+                rng.standard_normal((LAYERS, 8, 1024, 64)).astype(np.float16)) for h in (b"a" * 32, b"b" * 32)}
+    for h, (k, v) in segs.items():
+        client.put_kv("big", h, k, v)
+    a, b = segs
+    ka, va = client.get_kv("big", a)
+    block = weakref.ref(ka.base)
+    kb, vb = client.get_kv("big", b)  # a's arrays are held: b gets other memory
+    assert not np.shares_memory(ka, kb)
+    assert ka.tobytes() == segs[a][0].tobytes() and va.tobytes() == segs[a][1].tobytes()
+    row = ka[1]  # a view keeps the whole block in use
+    del ka, va
+    kb2, _ = client.get_kv("big", b)
+    assert not np.shares_memory(row, kb2)
+    assert row.tobytes() == segs[a][0][1].tobytes()
+    del row
+    # Nothing refers to a's block any more: the next get fills it again.
+    k, v = client.get_kv("big", a, layers=[0, 1, 2, 3])
+    assert block() is not None and k.base is block()
+    assert k.tobytes() == segs[a][0].tobytes() and v.tobytes() == segs[a][1].tobytes()
+    # Layer by layer too; a torch tensor or any view of a layer keeps it.
+    kept = [lk for _, lk, _ in client.get_kv_layers("big", b)]
+    assert [x.tobytes() for x in kept] == [x.tobytes() for x in segs[b][0]]
+    # recycle_bytes=0: every get has memory of its own.
+    fresh = mnemo.Client(daemon.address, recycle_bytes=0)
+    k1, _ = fresh.get_kv("big", a)
+    first = weakref.ref(k1.base)
+    del k1, _
+    k2, _ = fresh.get_kv("big", a)
+    assert first() is None or k2.base is not first()
 
 
 def test_big_gets_stream_in_parts_and_a_bad_layer_ends_the_reply_with_its_error(daemon_factory,
