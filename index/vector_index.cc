@@ -24,6 +24,8 @@
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
+#include "index/split_search.h"
+
 namespace mnemo::index {
 namespace {
 
@@ -240,8 +242,8 @@ namespace {
 
 // FAISS parallelises a search over its queries; for a handful of queries the
 // OpenMP team costs more than it gives (and its spinning threads take the
-// cores from the server's), so such calls run on the calling thread alone.
-// (Flat scans are the exception: FAISS splits one query over the data.) A
+// cores from the server's), so such calls run on the calling thread alone,
+// unless SplitSearch spreads them over the data instead (see Search). A
 // caller's own thread count wins. OpenMP's thread count is per thread, so
 // this touches no other caller.
 class SearchThreads {
@@ -260,8 +262,9 @@ class SearchThreads {
     if (saved_ != 0) omp_set_num_threads(saved_);
   }
 
- private:
   static constexpr size_t kMinParallelQueries = 4;
+
+ private:
   int saved_ = 0;
 };
 
@@ -269,12 +272,29 @@ class SearchThreads {
 
 Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p,
                            float* distances, int64_t* slots) const {
-  SearchThreads threads(n, kind_, p.threads);
   std::unique_ptr<float[]> buf;
   const float* q = Prepare(n, queries, &buf);
   FilterSelector selector(p.filter);
   faiss::IDSelector* sel = p.filter != nullptr ? &selector : nullptr;
   static_assert(sizeof(int64_t) == sizeof(faiss_idx));
+  // A few queries that may have every core (threads 0: a server's lone
+  // batch) are split over the data, where FAISS would give each one core.
+  const int team = p.threads == 0 ? omp_get_max_threads() : int(p.threads);
+  if (n < SearchThreads::kMinParallelQueries && team > 1 &&
+      (kind_ == Kind::kFlat || kind_ == Kind::kIvf)) {
+    return Guard("search failed", [&] {
+      if (kind_ == Kind::kFlat) {
+        auto* flat = static_cast<const faiss::IndexFlat*>(index_.get());
+        split::FlatSearch(flat->metric_type, flat->get_xb(), size_t(flat->ntotal), spec_.dim, n,
+                          q, p.k, sel, team, distances, slots);
+      } else {
+        auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
+        split::IvfSearch(*ivf, n, q, p.k, p.nprobe != 0 ? p.nprobe : ivf->nprobe, sel, team,
+                         distances, slots);
+      }
+    });
+  }
+  SearchThreads threads(n, kind_, p.threads);
   if (kind_ == Kind::kHnsw) return SearchHnsw(n, q, p, distances, slots);
   auto* labels = reinterpret_cast<faiss_idx*>(slots);
   return Guard("search failed", [&] {

@@ -1,10 +1,17 @@
 // VectorIndex: FAISS indexes from factory strings, codes, filters.
 #include <gtest/gtest.h>
 
+#include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/impl/IDSelector.h>
 #include <faiss/impl/io.h>
+#include <faiss/index_factory.h>
 #include <faiss/index_io.h>
+#include <faiss/utils/distances.h>
+#include <omp.h>
 
+#include "index/split_search.h"
 #include "index/vector_index.h"
 #include "tests/test_util.h"
 
@@ -132,6 +139,118 @@ TEST(VectorIndexTest, CosineScoresAreInnerProductsOfUnitVectors) {
   EXPECT_EQ(slots, (std::vector<int64_t>{1, 0}));
   EXPECT_NEAR(dist[0], 1.0f, 1e-6);
   EXPECT_NEAR(dist[1], 0.8f, 1e-6);
+}
+
+// A split search looks at what FAISS looks at: the same neighbours, the same
+// distances (to rounding: FAISS's BLAS path sums in another order for a
+// range of rows than for all of them), the same padding when fewer than k
+// qualify.
+struct Found {
+  std::vector<float> distances;
+  std::vector<int64_t> labels;
+};
+
+void ExpectSame(const Found& split, const Found& whole, const std::string& what) {
+  EXPECT_EQ(split.labels, whole.labels) << what;
+  ASSERT_EQ(split.distances.size(), whole.distances.size()) << what;
+  for (size_t i = 0; i < split.distances.size(); ++i) {
+    EXPECT_NEAR(split.distances[i], whole.distances[i], 1e-5 * std::abs(whole.distances[i]))
+        << what << " at " << i;
+  }
+}
+
+TEST(SplitSearchTest, FlatRangesFindWhatOneScanFinds) {
+  auto d = MakeClustered(20001, 3, 16, 40, 7);
+  // Rows 7000..7002 only: fewer than k, and off the ranges' edges.
+  faiss::IDSelectorRange few(7000, 7003);
+  faiss::IDSelectorRange middle(6999, 13013);
+  for (auto metric : {faiss::METRIC_L2, faiss::METRIC_INNER_PRODUCT}) {
+    for (const faiss::IDSelector* sel : {(const faiss::IDSelector*)nullptr,
+                                         (const faiss::IDSelector*)&middle,
+                                         (const faiss::IDSelector*)&few}) {
+      for (size_t n : {1, 3}) {
+        const size_t k = 5;
+        Found split{std::vector<float>(n * k), std::vector<int64_t>(n * k)};
+        Found whole = split;
+        split::FlatSearch(metric, d.base.data(), d.n(), 16, n, d.queries.data(), k, sel, 4,
+                          split.distances.data(), split.labels.data());
+        if (metric == faiss::METRIC_L2) {
+          faiss::knn_L2sqr(d.queries.data(), d.base.data(), 16, n, d.n(), k,
+                           whole.distances.data(), whole.labels.data(), nullptr, sel);
+        } else {
+          faiss::knn_inner_product(d.queries.data(), d.base.data(), 16, n, d.n(), k,
+                                   whole.distances.data(), whole.labels.data(), sel);
+        }
+        ExpectSame(split, whole, "metric " + std::to_string(metric) + ", n " + std::to_string(n) +
+                                     (sel == &few ? ", 3 rows" : sel ? ", a range" : ""));
+        if (sel == &few) {
+          EXPECT_EQ(split.labels[3], -1);
+        }
+      }
+    }
+  }
+  // 1.3 MB of rows is worth 4 threads; a few KB, one.
+  EXPECT_EQ(split::ThreadsFor(d.n() * 16 * sizeof(float), 4), 4);
+  EXPECT_EQ(split::ThreadsFor(4096, 4), 1);
+}
+
+TEST(SplitSearchTest, IvfListsSearchedOneByOneFindWhatFaissFinds) {
+  auto d = MakeClustered(20000, 3, 16, 40, 8);
+  faiss::IDSelectorRange half(0, 10000);
+  for (std::string factory : {"IVF16,Flat", "IVF16,SQ8"}) {
+    std::unique_ptr<faiss::Index> index(faiss::index_factory(16, factory.c_str()));
+    index->train(faiss::Index::idx_t(d.n()), d.base.data());
+    index->add(faiss::Index::idx_t(d.n()), d.base.data());
+    auto& ivf = dynamic_cast<faiss::IndexIVF&>(*index);
+    for (faiss::IDSelector* sel : {(faiss::IDSelector*)nullptr, (faiss::IDSelector*)&half}) {
+      const size_t n = 3, k = 10, nprobe = 5;
+      Found split{std::vector<float>(n * k), std::vector<int64_t>(n * k)};
+      Found whole = split;
+      split::IvfSearch(ivf, n, d.queries.data(), k, nprobe, sel, 4, split.distances.data(),
+                       split.labels.data());
+      faiss::SearchParametersIVF params;
+      params.nprobe = nprobe;
+      params.sel = sel;
+      index->search(faiss::Index::idx_t(n), d.queries.data(), faiss::Index::idx_t(k),
+                    whole.distances.data(), whole.labels.data(), &params);
+      ExpectSame(split, whole, factory + (sel ? ", half the ids" : ""));
+      if (sel) {
+        for (int64_t l : split.labels) EXPECT_LT(l, 10000) << factory;
+      }
+    }
+  }
+}
+
+TEST(SplitSearchTest, ALoneQueryWithEveryCoreFindsWhatOneThreadFinds) {
+  // threads 0 (all of OpenMP's) splits a search of a few queries; threads 1 does not.
+  auto d = MakeClustered(20000, 3, 16, 40, 9);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(4);
+  for (auto [factory, metric] : {std::pair{"Flat", Metric::kL2}, std::pair{"Flat", Metric::kCosine},
+                                 std::pair{"IVF16,Flat", Metric::kL2}}) {
+    auto idx = Make(factory, 16, metric);
+    if (!idx->is_trained()) {
+      ASSERT_TRUE(idx->Train(d.n(), d.base.data()).ok());
+    }
+    ASSERT_TRUE(idx->Add(d.n(), d.base.data(), nullptr, 0).ok());
+    OddSlots odd;
+    for (const SlotFilter* filter : {(const SlotFilter*)nullptr, (const SlotFilter*)&odd}) {
+      SearchParams p;
+      p.k = 10;
+      p.nprobe = 6;
+      p.filter = filter;
+      std::vector<float> q(d.queries.begin(), d.queries.begin() + 16);
+      p.threads = 1;
+      auto one = SearchAll(*idx, q, 16, p);
+      p.threads = 0;
+      auto all = SearchAll(*idx, q, 16, p);
+      EXPECT_EQ(all, one) << factory;
+      if (filter) {
+        for (int64_t s : all) EXPECT_EQ(s % 2, 1) << factory;
+      }
+    }
+  }
+  omp_set_num_threads(saved);
 }
 
 }  // namespace
