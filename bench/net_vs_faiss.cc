@@ -366,8 +366,9 @@ int Run(Config cfg) {
     std::printf("  (b) from a client that polls for its reply (busy_poll %lld us): net_p50 %.1f, (b) %.1f us\n",
                 static_cast<long long>(kClientBusyPoll.count()), row.polled_p50,
                 row.polled_p50 - row.faiss_p50);
-    std::printf("  (b) the search itself, mean us per single query: in-process %.1f, in mnemod %.1f\n",
-                row.faiss_mean, row.call_mean);
+    std::printf("  (b) the search itself, mean us per single query: in-process %.1f, in mnemod %.1f;"
+                " the rest, net_p50 - mnemod's: %.1f us\n",
+                row.faiss_mean, row.call_mean, row.net_p50 - row.call_mean);
     std::printf("  during (a): %.0f us per query in mnemod (%.0f queued), %.0f us per query and client in all;",
                 row.loaded_server_us, row.loaded_queue_us, 1e6 * double(cfg.clients) / row.net_qps);
     std::printf(" mnemod's busy cores:");
