@@ -32,7 +32,7 @@ namespace mnemo::index::split {
 
 // Threads worth starting for `bytes` of vectors or codes to scan: one per
 // kMinBytesPerThread, at least 1, at most max_threads.
-inline constexpr size_t kMinBytesPerThread = size_t{256} << 10;
+inline constexpr size_t kMinBytesPerThread = size_t{64} << 10;
 int ThreadsFor(size_t bytes, int max_threads);
 
 // The k nearest of ny float rows `y` (row-major, dim d) to each of n queries
