@@ -7,12 +7,18 @@
 namespace mnemo::net {
 namespace {
 
+// Counts v in its bucket and adds `sum` to the histogram's integer sum.
 template <size_t N>
-void Observe(std::array<std::atomic<uint64_t>, 16>& buckets, const std::array<double, N>& bounds,
-             double v) {
+void Observe(Metrics::Histogram& h, const std::array<double, N>& bounds, double v, uint64_t sum) {
   size_t i = 0;
   while (i < N && v > bounds[i]) ++i;
-  buckets[i]++;
+  h.buckets[i]++;
+  h.count++;
+  h.sum_micros += sum;
+}
+
+void ObserveSeconds(Metrics::Histogram& h, double seconds) {
+  Observe(h, Metrics::kLatencyBuckets, seconds, uint64_t(seconds * 1e6));
 }
 
 std::string Num(double v) {
@@ -52,27 +58,15 @@ void Metrics::RecordRequest(wire::Request type, bool error, double seconds) {
   size_t op = size_t(type) < kOps ? size_t(type) : 0;
   requests_[op]++;
   if (error) errors_[op]++;
-  Observe(latency_[op].buckets, kLatencyBuckets, seconds);
-  latency_[op].count++;
-  latency_[op].sum_micros += uint64_t(seconds * 1e6);
+  ObserveSeconds(latency_[op], seconds);
 }
 
-void Metrics::RecordSearchWait(double seconds) {
-  Observe(queue_.buckets, kLatencyBuckets, seconds);
-  queue_.count++;
-  queue_.sum_micros += uint64_t(seconds * 1e6);
-}
+void Metrics::RecordSearchWait(double seconds) { ObserveSeconds(queue_, seconds); }
 
-void Metrics::RecordSearchCall(double seconds) {
-  Observe(call_.buckets, kLatencyBuckets, seconds);
-  call_.count++;
-  call_.sum_micros += uint64_t(seconds * 1e6);
-}
+void Metrics::RecordSearchCall(double seconds) { ObserveSeconds(call_, seconds); }
 
 void Metrics::RecordSearchBatch(size_t queries) {
-  Observe(batch_.buckets, kBatchBuckets, double(queries));
-  batch_.count++;
-  batch_.sum_micros += queries;  // a sum of queries here, not of time
+  Observe(batch_, kBatchBuckets, double(queries), queries);  // a sum of queries here, not of time
 }
 
 std::string Metrics::Render(const engine::Engine& engine) const {
