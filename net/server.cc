@@ -139,7 +139,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Start() {
     asio::dispatch(strand_, [self = shared_from_this()] {
-      self->ArmIdleTimer();
+      self->MarkRead();
+      self->ArmIdleTimer(self->server_->options().idle_timeout);
       self->Read();
     });
   }
@@ -182,18 +183,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return &slots_.back();
   }
 
-  void ArmIdleTimer() {
-    idle_.expires_after(server_->options().idle_timeout);
+  // The idle timer is armed once and re-armed only when it fires: a read
+  // just stamps last_read_ (re-arming a timer per request costs a cancelled
+  // handler and often a timerfd update on the I/O thread).
+  void ArmIdleTimer(std::chrono::steady_clock::duration after) {
+    idle_.expires_after(after);
     idle_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-      if (ec) return;  // re-armed or cancelled
-      if (self->slots_.empty() && !self->writing_) {
+      if (ec) return;  // cancelled
+      const auto timeout = self->server_->options().idle_timeout;
+      const auto quiet = std::chrono::steady_clock::now() - self->last_read_;
+      if (quiet >= timeout && self->slots_.empty() && !self->writing_) {
         spdlog::debug("closing idle connection");
         self->Close();
       } else {
-        self->ArmIdleTimer();
+        self->ArmIdleTimer(quiet >= timeout ? timeout : timeout - quiet);
       }
     });
   }
+
+  void MarkRead() { last_read_ = std::chrono::steady_clock::now(); }
 
   // Reads whatever the socket has into buffer_ and dispatches every complete
   // frame in it: one syscall serves many pipelined or small requests.
@@ -211,7 +219,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
           if (ec) return self->OnReadEnd(ec);
           if (self->closing_) return self->MaybeClose();  // stopping
           self->filled_ += n;
-          self->ArmIdleTimer();
+          self->MarkRead();
           if (self->ParseFrames()) self->Read();
         }));
   }
@@ -297,7 +305,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
                          self->EndStream();
                          return ec ? self->OnReadEnd(ec) : self->MaybeClose();
                        }
-                       self->ArmIdleTimer();
+                       self->MarkRead();
                        const size_t now_have = have + n;
                        if (in->progress) in->progress->Advance(now_have);
                        if (now_have < in->attachment.size()) return self->ReadAttachment(std::move(in), now_have);
@@ -383,35 +391,60 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
-  // Writes the answered prefix of the slot queue, in order.
+  // Writes the answered prefix of the slot queue, in order. Each reply is
+  // first written right here, without blocking: a reply the socket takes
+  // whole (nearly every search reply) then costs one send and no handler
+  // round trip; what it does not take is written asynchronously.
   void Flush() {
-    if (writing_ || slots_.empty() || slots_.front().replies.empty()) return MaybeClose();
-    Slot& s = slots_.front();
-    const Reply& r = s.replies.front();
-    FrameHeader{uint32_t(r.body.size()), uint32_t(r.attachment.size())}.EncodeTo(s.header);
-    writing_ = true;
-    std::array<asio::const_buffer, 3> bufs = {
-        asio::buffer(s.header), asio::buffer(r.body.data(), r.body.size()),
-        asio::buffer(r.attachment.data(), r.attachment.size())};
-    asio::async_write(socket_, bufs, TransferAllAtOnce(),
-                      asio::bind_executor(strand_, [self = shared_from_this()](
-                                                       const boost::system::error_code& ec, size_t) {
-                        self->writing_ = false;
-                        Slot& front = self->slots_.front();
-                        front.replies.pop_front();
-                        if (front.complete && front.replies.empty()) {
-                          self->slots_.pop_front();  // std::deque keeps other slots in place
-                        }
-                        if (ec) {
-                          self->write_failed_ = true;
-                          self->closing_ = true;
-                        }
-                        if (self->read_paused_ && !self->closing_) {
-                          self->read_paused_ = false;
-                          if (self->ParseFrames()) self->Read();
-                        }
-                        self->Flush();
-                      }));
+    while (!writing_ && !slots_.empty() && !slots_.front().replies.empty()) {
+      Slot& s = slots_.front();
+      const Reply& r = s.replies.front();
+      FrameHeader{uint32_t(r.body.size()), uint32_t(r.attachment.size())}.EncodeTo(s.header);
+      std::array<asio::const_buffer, 3> bufs = {
+          asio::buffer(s.header), asio::buffer(r.body.data(), r.body.size()),
+          asio::buffer(r.attachment.data(), r.attachment.size())};
+      boost::system::error_code ec;
+      size_t sent = socket_.write_some(bufs, ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) {
+        ec.clear();
+        sent = 0;
+      }
+      if (!ec && sent < asio::buffer_size(bufs)) {
+        for (auto& b : bufs) {
+          const size_t skip = std::min(sent, b.size());
+          b += skip;
+          sent -= skip;
+        }
+        writing_ = true;
+        asio::async_write(socket_, bufs, TransferAllAtOnce(),
+                          asio::bind_executor(strand_, [self = shared_from_this()](
+                                                           const boost::system::error_code& ec, size_t) {
+                            self->writing_ = false;
+                            self->Written(ec);
+                            self->Flush();
+                          }));
+        return;
+      }
+      Written(ec);
+    }
+    MaybeClose();
+  }
+
+  // The front reply is written (or failed to be: `ec`).
+  void Written(const boost::system::error_code& ec) {
+    Slot& front = slots_.front();
+    front.replies.pop_front();
+    if (front.complete && front.replies.empty()) {
+      slots_.pop_front();  // std::deque keeps other slots in place
+    }
+    if (ec) {
+      write_failed_ = true;
+      closing_ = true;
+    }
+    if (read_paused_ && !closing_) {
+      read_paused_ = false;
+      if (ParseFrames()) Read();
+    }
   }
 
   void OnReadEnd(const boost::system::error_code& ec) {
@@ -452,6 +485,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::strand<asio::io_context::executor_type> strand_;
   tcp::socket socket_;
   asio::steady_timer idle_;
+  std::chrono::steady_clock::time_point last_read_;
   static constexpr size_t kReadChunk = 64 << 10;
   static constexpr size_t kMaxIdleBuffer = 4 << 20;
   std::vector<uint8_t> buffer_;  // bytes read, not yet dispatched
@@ -519,6 +553,8 @@ void Server::Impl::Accept() {
     }
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
+    // Flush writes without blocking, and falls back to asynchronous writes.
+    socket.non_blocking(true, ignored);
     auto c = std::make_shared<Connection>(this, std::move(socket));
     bool reject;
     {

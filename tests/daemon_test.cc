@@ -426,6 +426,32 @@ TEST(DaemonTest, PollingClientGetsTheSameAnswersAndSeesTheDaemonGo) {
   EXPECT_EQ(poller->Stats("p").status().code(), StatusCode::kUnavailable);
 }
 
+// --idle-timeout-s closes a connection that sends nothing for that long; one
+// that keeps sending stays open well past it.
+TEST(DaemonTest, IdleConnectionsCloseAndBusyOnesStay) {
+  TempDir dir;
+  DaemonProcess d(dir.path(), "--idle-timeout-s 1");
+  auto busy = Connect(d);
+  auto idle = Connect(d);
+  ASSERT_TRUE(busy->CreateCollection(Config("i", 2)).ok());
+  ASSERT_TRUE(idle->Stats("i").ok());
+  auto open_now = [&] {
+    std::string m = HttpGet(d.http_address(), "/metrics");
+    auto at = m.find("\nmnemo_connections_open ");
+    return at == std::string::npos ? -1 : std::stoi(m.substr(at + 24));
+  };
+  EXPECT_EQ(open_now(), 2);
+  for (int i = 0; i < 15; ++i) {  // 3 s of a request every 200 ms
+    ASSERT_TRUE(busy->Stats("i").ok()) << "busy connection closed after " << i * 200 << " ms";
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_EQ(open_now(), 1);
+  EXPECT_EQ(idle->Stats("i").status().code(), StatusCode::kUnavailable);
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(open_now(), 0);
+  EXPECT_EQ(busy->Stats("i").status().code(), StatusCode::kUnavailable);
+}
+
 TEST(DaemonTest, SigtermStopsCleanlyAndAdminPortAnswers) {
   TempDir dir;
   DaemonProcess d(dir.path());
