@@ -1,5 +1,6 @@
 #include "index/vector_index.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -106,6 +107,25 @@ VectorIndex::VectorIndex(IndexSpec spec, std::unique_ptr<faiss::Index> index, Ki
       kind_(kind),
       split_codes_(dynamic_cast<const faiss::IndexIVFFlat*>(index_.get()) != nullptr) {
   TuneFaissOnce();
+  SyncNorms();
+}
+
+const faiss::IndexFlat* VectorIndex::NormedRows() const {
+  const faiss::Index* rows = index_.get();
+  if (kind_ == Kind::kIvf) rows = static_cast<const faiss::IndexIVF*>(rows)->quantizer;
+  else if (kind_ != Kind::kFlat) return nullptr;
+  auto* flat = dynamic_cast<const faiss::IndexFlat*>(rows);
+  return flat != nullptr && flat->metric_type == faiss::METRIC_L2 ? flat : nullptr;
+}
+
+void VectorIndex::SyncNorms() {
+  const faiss::IndexFlat* rows = NormedRows();
+  if (rows == nullptr) return;
+  const size_t want = size_t(rows->ntotal), d = size_t(rows->d);
+  if (want <= norms_.size()) return;  // rows are only ever appended
+  const size_t from = norms_.size();
+  norms_.resize(want);
+  faiss::fvec_norms_L2sqr(&norms_[from], rows->get_xb() + from * d, d, want - from);
 }
 VectorIndex::~VectorIndex() = default;
 
@@ -163,7 +183,9 @@ size_t VectorIndex::min_training_vectors() const {
 Status VectorIndex::Train(size_t n, const float* x) {
   std::unique_ptr<float[]> buf;
   const float* v = Prepare(n, x, &buf);
-  return Guard("training failed", [&] { index_->train(faiss_idx(n), v); });
+  MNEMO_RETURN_IF_ERROR(Guard("training failed", [&] { index_->train(faiss_idx(n), v); }));
+  SyncNorms();
+  return Status::OK();
 }
 
 size_t VectorIndex::code_size() const {
@@ -200,7 +222,9 @@ Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t 
     for (size_t i = 0; i < n; ++i) ids[i] = first_slot + faiss_idx(i);
     return Guard("add failed", [&] { index_->add_with_ids(faiss_idx(n), v, ids.data()); });
   }
-  return Guard("add failed", [&] { index_->add(faiss_idx(n), v); });
+  MNEMO_RETURN_IF_ERROR(Guard("add failed", [&] { index_->add(faiss_idx(n), v); }));
+  SyncNorms();
+  return Status::OK();
 }
 
 Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vectors,
@@ -230,10 +254,12 @@ Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vector
   }
   if (kind_ == Kind::kFlatCodes || kind_ == Kind::kFlat) {
     auto* flat = static_cast<faiss::IndexFlatCodes*>(index_.get());
-    return Guard("add failed", [&] {
+    MNEMO_RETURN_IF_ERROR(Guard("add failed", [&] {
       flat->codes.insert(flat->codes.end(), codes, codes + n * flat->code_size);
       flat->ntotal += faiss_idx(n);
-    });
+    }));
+    SyncNorms();
+    return Status::OK();
   }
   return Status::Internal("index does not take codes");
 }
@@ -298,12 +324,23 @@ Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p
   if (kind_ == Kind::kHnsw) return SearchHnsw(n, q, p, distances, slots);
   auto* labels = reinterpret_cast<faiss_idx*>(slots);
   return Guard("search failed", [&] {
+    const faiss::IndexFlat* normed = norms_.empty() ? nullptr : NormedRows();
     if (kind_ == Kind::kIvf) {
       auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
       faiss::SearchParametersIVF sp;
       sp.sel = sel;
-      sp.nprobe = p.nprobe != 0 ? p.nprobe : ivf->nprobe;
-      index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
+      sp.nprobe = std::min<size_t>(p.nprobe != 0 ? p.nprobe : ivf->nprobe, ivf->nlist);
+      if (normed == nullptr) return index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
+      // FAISS's own search, with the centroids' norms given to the coarse step.
+      std::vector<float> coarse_d(n * sp.nprobe);
+      std::vector<faiss_idx> lists(n * sp.nprobe);
+      faiss::knn_L2sqr(q, normed->get_xb(), spec_.dim, n, size_t(normed->ntotal), sp.nprobe,
+                       coarse_d.data(), lists.data(), norms_.data());
+      ivf->search_preassigned(faiss_idx(n), q, p.k, lists.data(), coarse_d.data(), distances,
+                              labels, /*store_pairs=*/false, &sp);
+    } else if (normed != nullptr) {
+      faiss::knn_L2sqr(q, normed->get_xb(), spec_.dim, n, size_t(normed->ntotal), p.k,
+                       distances, labels, norms_.data(), sel);
     } else if (sel != nullptr) {
       faiss::SearchParameters sp;
       sp.sel = sel;
@@ -347,11 +384,12 @@ size_t VectorIndex::MemoryBytes() const {
   switch (kind_) {
     case Kind::kFlat:
     case Kind::kFlatCodes:
-      return static_cast<const faiss::IndexFlatCodes*>(index_.get())->codes.size();
+      return static_cast<const faiss::IndexFlatCodes*>(index_.get())->codes.size() +
+             norms_.size() * sizeof(float);
     case Kind::kIvf: {
       auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
       return size_t(ivf->ntotal) * (ivf->code_size + sizeof(faiss_idx)) +
-             size_t(ivf->nlist) * ivf->d * sizeof(float);
+             size_t(ivf->nlist) * ivf->d * sizeof(float) + norms_.size() * sizeof(float);
     }
     case Kind::kHnsw: {
       auto* h = static_cast<const faiss::IndexHNSW*>(index_.get());

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/rw_lock.h"
 #include "common/status.h"
@@ -27,6 +28,7 @@
 
 namespace faiss {
 struct Index;
+struct IndexFlat;
 }
 
 namespace mnemo::index {
@@ -107,11 +109,21 @@ class VectorIndex {
 
   Status SearchHnsw(size_t n, const float* q, const SearchParams& p, float* distances,
                     int64_t* slots) const;
+  // The rows whose squared norms norms_ caches: a flat L2 index's vectors or
+  // an IVF's L2 centroids; nullptr for other indexes.
+  const faiss::IndexFlat* NormedRows() const;
+  // Brings norms_ up to NormedRows() after training or adding.
+  void SyncNorms();
 
   const IndexSpec spec_;
   std::unique_ptr<faiss::Index> index_;
   Kind kind_;
   bool split_codes_ = false;  // see codes_need_vectors()
+  // FAISS computes L2 distances for 2+ queries with BLAS, from the queries'
+  // and the rows' squared norms; given none, it recomputes the rows' norms
+  // (as costly as a scalar scan of them) on every call. A server's batches
+  // are small, so the rows' norms are kept here instead (4 bytes a row).
+  std::vector<float> norms_;
   // FAISS 1.7.3 sizes the HNSW candidate queue from the index's own
   // hnsw.efSearch and ignores SearchParametersHNSW::efSearch there, so a
   // search must set the member: shared while it has the wanted value,

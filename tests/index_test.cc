@@ -159,6 +159,55 @@ void ExpectSame(const Found& split, const Found& whole, const std::string& what)
   }
 }
 
+// Batches of 2+ queries against L2 rows go through BLAS with the rows' norms
+// kept by VectorIndex (a flat index's vectors, kept up to date over adds; an
+// IVF's centroids): the same neighbours as FAISS's own search, which
+// recomputes those norms per call.
+struct OddIds final : faiss::IDSelector {
+  bool is_member(faiss::Index::idx_t id) const override { return id % 2 == 1; }
+};
+
+TEST(VectorIndexTest, BatchesWithCachedNormsFindWhatFaissFinds) {
+  auto d = MakeClustered(20000, 25, 16, 40, 11);
+  const size_t half = d.n() / 2;
+  for (std::string factory : {"Flat", "IVF16,Flat", "IVF16,SQ8"}) {
+    auto idx = Make(factory, 16);
+    std::unique_ptr<faiss::Index> ref(faiss::index_factory(16, factory.c_str()));
+    if (!idx->is_trained()) {
+      ASSERT_TRUE(idx->Train(d.n(), d.base.data()).ok());
+      ref->train(faiss::Index::idx_t(d.n()), d.base.data());
+    }
+    ASSERT_TRUE(idx->Add(half, d.base.data(), nullptr, 0).ok());
+    ASSERT_TRUE(idx->Add(d.n() - half, &d.base[half * 16], nullptr, int64_t(half)).ok());
+    ref->add(faiss::Index::idx_t(d.n()), d.base.data());
+    OddSlots odd;
+    OddIds odd_ids;
+    for (bool filtered : {false, true}) {
+      for (size_t n : {1, 2, 3, 8, 25}) {
+        const size_t k = 10;
+        SearchParams p;
+        p.k = k;
+        p.nprobe = 5;
+        p.threads = 1;
+        p.filter = filtered ? &odd : nullptr;
+        Found ours{std::vector<float>(n * k), std::vector<int64_t>(n * k)};
+        Found faiss_found = ours;
+        ASSERT_TRUE(idx->Search(n, d.queries.data(), p, ours.distances.data(), ours.labels.data()).ok());
+        faiss::SearchParametersIVF ivf_params;
+        ivf_params.nprobe = 5;
+        ivf_params.sel = filtered ? &odd_ids : nullptr;
+        faiss::SearchParameters flat_params;
+        flat_params.sel = ivf_params.sel;
+        ref->search(faiss::Index::idx_t(n), d.queries.data(), faiss::Index::idx_t(k),
+                    faiss_found.distances.data(), faiss_found.labels.data(),
+                    factory == "Flat" ? &flat_params : &ivf_params);
+        ExpectSame(ours, faiss_found, factory + ", " + std::to_string(n) + " queries" +
+                                          (filtered ? ", odd slots" : ""));
+      }
+    }
+  }
+}
+
 TEST(SplitSearchTest, FlatRangesFindWhatOneScanFinds) {
   auto d = MakeClustered(20001, 3, 16, 40, 7);
   // Rows 7000..7002 only: fewer than k, and off the ranges' edges.
