@@ -80,7 +80,7 @@ int ThreadsFor(size_t bytes, int max_threads) {
 
 void FlatSearch(faiss::MetricType metric, const float* y, size_t ny, size_t d, size_t n,
                 const float* x, size_t k, const faiss::IDSelector* sel, int max_threads,
-                float* distances, int64_t* labels) {
+                float* distances, int64_t* labels, const float* y_norms) {
   const int threads = ThreadsFor(n * ny * d * sizeof(float), max_threads);
   const size_t parts = size_t(threads);
   // Candidates: for each query, k per range, the ranges side by side.
@@ -96,7 +96,8 @@ void FlatSearch(faiss::MetricType metric, const float* y, size_t ny, size_t d, s
     if (metric == faiss::METRIC_INNER_PRODUCT) {
       faiss::knn_inner_product(x, block, d, n, rows, k, dist.data(), lab.data(), s);
     } else {
-      faiss::knn_L2sqr(x, block, d, n, rows, k, dist.data(), lab.data(), nullptr, s);
+      faiss::knn_L2sqr(x, block, d, n, rows, k, dist.data(), lab.data(),
+                       y_norms != nullptr ? y_norms + first : nullptr, s);
     }
     for (size_t q = 0; q < n; ++q) {
       for (size_t j = 0; j < k; ++j) {
@@ -110,7 +111,8 @@ void FlatSearch(faiss::MetricType metric, const float* y, size_t ny, size_t d, s
 }
 
 void IvfSearch(const faiss::IndexIVF& ivf, size_t n, const float* x, size_t k, size_t nprobe,
-               const faiss::IDSelector* sel, int max_threads, float* distances, int64_t* labels) {
+               const faiss::IDSelector* sel, int max_threads, float* distances, int64_t* labels,
+               const float* centroid_norms) {
   const size_t d = size_t(ivf.d);
   nprobe = std::clamp<size_t>(nprobe, 1, ivf.nlist);
   // The coarse quantizer: which lists each query probes.
@@ -120,7 +122,8 @@ void IvfSearch(const faiss::IndexIVF& ivf, size_t n, const float* x, size_t k, s
   if (centroids != nullptr && (centroids->metric_type == faiss::METRIC_L2 ||
                                centroids->metric_type == faiss::METRIC_INNER_PRODUCT)) {
     FlatSearch(centroids->metric_type, centroids->get_xb(), size_t(centroids->ntotal), d, n, x,
-               nprobe, nullptr, max_threads, coarse_d.data(), lists.data());
+               nprobe, nullptr, max_threads, coarse_d.data(), lists.data(),
+               centroids->metric_type == faiss::METRIC_L2 ? centroid_norms : nullptr);
   } else {
     ivf.quantizer->search(faiss_idx(n), x, faiss_idx(nprobe), coarse_d.data(),
                           reinterpret_cast<faiss_idx*>(lists.data()));

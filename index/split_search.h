@@ -37,14 +37,16 @@ int ThreadsFor(size_t bytes, int max_threads);
 
 // The k nearest of ny float rows `y` (row-major, dim d) to each of n queries
 // x, by L2 or inner product; `sel` (may be null) admits rows by their number.
-// distances and labels are n * k.
+// distances and labels are n * k. y_norms: the rows' squared norms for L2,
+// or null (FAISS then computes those it needs).
 void FlatSearch(faiss::MetricType metric, const float* y, size_t ny, size_t d, size_t n,
                 const float* x, size_t k, const faiss::IDSelector* sel, int max_threads,
-                float* distances, int64_t* labels);
+                float* distances, int64_t* labels, const float* y_norms = nullptr);
 
 // IVF search of n queries probing nprobe lists each; `sel` (may be null)
-// admits the stored ids.
+// admits the stored ids; centroid_norms: an L2 quantizer's squared norms, or null.
 void IvfSearch(const faiss::IndexIVF& ivf, size_t n, const float* x, size_t k, size_t nprobe,
-               const faiss::IDSelector* sel, int max_threads, float* distances, int64_t* labels);
+               const faiss::IDSelector* sel, int max_threads, float* distances, int64_t* labels,
+               const float* centroid_norms = nullptr);
 
 }  // namespace mnemo::index::split

@@ -90,13 +90,14 @@ constexpr int kDefaultEfSearch = 16;  // FAISS's default
 
 // FAISS computes exact distances with BLAS from 20 queries per call; below,
 // with a scalar loop that Debian's generic build runs slowly. A server's
-// batches are small (a handful of clients' single queries), and for them
-// BLAS is already 3-5x faster: flat scans and IVF's coarse quantizer both
-// go through here. A lone query keeps the scalar loop, which is faster for
-// it. The knob is FAISS's, process-wide; set once, before the first index.
+// batches are small (a handful of clients' single queries, or one), and for
+// them BLAS is faster, as long as the rows' norms need not be recomputed per
+// call: VectorIndex keeps them (norms_), so even a lone query goes through
+// BLAS. Flat scans and IVF's coarse quantizer both go through here. The knob
+// is FAISS's, process-wide; set once, before the first index.
 void TuneFaissOnce() {
   static std::once_flag once;
-  std::call_once(once, [] { faiss::distance_compute_blas_threshold = 2; });
+  std::call_once(once, [] { faiss::distance_compute_blas_threshold = 1; });
 }
 
 }  // namespace
@@ -312,11 +313,11 @@ Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p
       if (kind_ == Kind::kFlat) {
         auto* flat = static_cast<const faiss::IndexFlat*>(index_.get());
         split::FlatSearch(flat->metric_type, flat->get_xb(), size_t(flat->ntotal), spec_.dim, n,
-                          q, p.k, sel, team, distances, slots);
+                          q, p.k, sel, team, distances, slots, norms());
       } else {
         auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
         split::IvfSearch(*ivf, n, q, p.k, p.nprobe != 0 ? p.nprobe : ivf->nprobe, sel, team,
-                         distances, slots);
+                         distances, slots, norms());
       }
     });
   }

@@ -114,6 +114,7 @@ class VectorIndex {
   const faiss::IndexFlat* NormedRows() const;
   // Brings norms_ up to NormedRows() after training or adding.
   void SyncNorms();
+  const float* norms() const { return norms_.empty() ? nullptr : norms_.data(); }
 
   const IndexSpec spec_;
   std::unique_ptr<faiss::Index> index_;
