@@ -208,6 +208,34 @@ TEST(VectorIndexTest, BatchesWithCachedNormsFindWhatFaissFinds) {
   }
 }
 
+// |q|^2 + |y|^2 - 2 q.y (BLAS) loses a small distance between large
+// vectors; a flat index reports the distances of what it found exactly.
+TEST(VectorIndexTest, FlatDistancesAreExactForNearDuplicatesOfLargeVectors) {
+  auto idx = Make("Flat", 4);
+  std::vector<float> rows = {1000, 1000, 1000, 1000, 0, 0, 0, 0, 1000, 1000, 1000, 1001};
+  ASSERT_TRUE(idx->Add(3, rows.data(), nullptr, 0).ok());
+  std::vector<float> q = {1000.01f, 1000.01f, 1000.01f, 1000.01f};
+  const float exact = faiss::fvec_L2sqr(q.data(), rows.data(), 4);
+  for (uint32_t threads : {0u, 1u}) {
+    for (size_t n : {1, 3}) {
+      std::vector<float> queries;
+      for (size_t i = 0; i < n; ++i) queries.insert(queries.end(), q.begin(), q.end());
+      SearchParams p;
+      p.k = 3;
+      p.threads = threads;
+      std::vector<float> dist(n * 3);
+      std::vector<int64_t> slots(n * 3);
+      ASSERT_TRUE(idx->Search(n, queries.data(), p, dist.data(), slots.data()).ok());
+      for (size_t i = 0; i < n; ++i) {
+        EXPECT_EQ(slots[i * 3], 0);
+        EXPECT_EQ(slots[i * 3 + 1], 2);
+        EXPECT_FLOAT_EQ(dist[i * 3], exact) << n << " queries, threads " << threads;
+        EXPECT_LT(dist[i * 3], dist[i * 3 + 1]);
+      }
+    }
+  }
+}
+
 TEST(SplitSearchTest, FlatRangesFindWhatOneScanFinds) {
   auto d = MakeClustered(20001, 3, 16, 40, 7);
   // Rows 7000..7002 only: fewer than k, and off the ranges' edges.

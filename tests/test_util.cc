@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include <faiss/IndexFlat.h>
+#include <faiss/utils/distances.h>
 
 namespace mnemo::testing {
 
@@ -51,6 +52,17 @@ std::vector<int64_t> BruteForce(const Dataset& d, uint32_t k, bool inner_product
   std::vector<float> dist(d.q() * k);
   std::vector<faiss::Index::idx_t> labels(d.q() * k);
   flat->search(faiss::Index::idx_t(d.q()), d.queries.data(), k, dist.data(), labels.data());
+  if (!inner_product) {
+    // FAISS ranks a batch by BLAS's |q|^2 + |y|^2 - 2 q.y, which can swap
+    // near-equal neighbours; the truth is ranked by the exact distance.
+    for (size_t i = 0; i < d.q(); ++i) {
+      auto first = labels.begin() + i * k;
+      auto exact = [&](faiss::Index::idx_t l) {
+        return faiss::fvec_L2sqr(&d.queries[i * d.dim], &d.base[size_t(l) * d.dim], d.dim);
+      };
+      std::stable_sort(first, first + k, [&](auto a, auto b) { return exact(a) < exact(b); });
+    }
+  }
   return std::vector<int64_t>(labels.begin(), labels.end());
 }
 
