@@ -44,8 +44,8 @@ void ParallelFor(size_t tasks, int threads, Body&& body) {
   if (error) std::rethrow_exception(error);
 }
 
-// The best k of `m` candidates per query (n rows of m): found ones before
-// missing ones, then by distance, then by label for a stable order.
+}  // namespace
+
 void MergeBest(faiss::MetricType metric, size_t n, size_t m, const float* cand_d,
                const int64_t* cand_l, size_t k, float* distances, int64_t* labels) {
   const bool larger_is_better = metric == faiss::METRIC_INNER_PRODUCT;
@@ -70,8 +70,6 @@ void MergeBest(faiss::MetricType metric, size_t n, size_t m, const float* cand_d
     }
   }
 }
-
-}  // namespace
 
 int ThreadsFor(size_t bytes, int max_threads) {
   const size_t worth = bytes / kMinBytesPerThread;

@@ -43,6 +43,12 @@ void FlatSearch(faiss::MetricType metric, const float* y, size_t ny, size_t d, s
                 const float* x, size_t k, const faiss::IDSelector* sel, int max_threads,
                 float* distances, int64_t* labels, const float* y_norms = nullptr);
 
+// The best k of `m` candidates per query (n rows of m, label -1: none):
+// found ones before missing ones, then by distance, then by label. Missing
+// results are label -1 with FAISS's padding distance.
+void MergeBest(faiss::MetricType metric, size_t n, size_t m, const float* cand_d,
+               const int64_t* cand_l, size_t k, float* distances, int64_t* labels);
+
 // IVF search of n queries probing nprobe lists each; `sel` (may be null)
 // admits the stored ids; centroid_norms: an L2 quantizer's squared norms, or null.
 void IvfSearch(const faiss::IndexIVF& ivf, size_t n, const float* x, size_t k, size_t nprobe,

@@ -108,19 +108,12 @@ void TuneFaissOnce() {
 void ExactL2(const faiss::IndexFlat& rows, size_t n, const float* q, size_t k, float* distances,
              int64_t* labels) {
   const size_t d = size_t(rows.d);
-  std::vector<std::pair<float, int64_t>> found(k);
-  for (size_t i = 0; i < n; ++i) {
-    size_t m = 0;
-    for (size_t j = 0; j < k; ++j) {
-      const int64_t l = labels[i * k + j];
-      if (l >= 0) found[m++] = {faiss::fvec_L2sqr(q + i * d, rows.get_xb() + l * d, d), l};
-    }
-    std::sort(found.begin(), found.begin() + m);
-    for (size_t j = 0; j < k; ++j) {
-      distances[i * k + j] = j < m ? found[j].first : std::numeric_limits<float>::max();
-      labels[i * k + j] = j < m ? found[j].second : -1;
-    }
+  std::vector<float> exact(distances, distances + n * k);
+  std::vector<int64_t> found(labels, labels + n * k);
+  for (size_t i = 0; i < n * k; ++i) {
+    if (found[i] >= 0) exact[i] = faiss::fvec_L2sqr(q + i / k * d, rows.get_xb() + found[i] * d, d);
   }
+  split::MergeBest(faiss::METRIC_L2, n, k, exact.data(), found.data(), k, distances, labels);
 }
 
 }  // namespace
