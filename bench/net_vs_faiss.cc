@@ -374,6 +374,13 @@ int Run(Config cfg) {
     std::printf(" mnemod's busy cores:");
     for (const auto& [name, cores] : row.cores) std::printf(" %s %.2f", name.c_str(), cores);
     std::printf("\n");
+    // Rate per core apart from how many cores search: what the workers get
+    // done beside what FAISS's own threads get done.
+    if (auto it = row.cores.find("mnemo-work"); it != row.cores.end() && it->second > 0) {
+      std::printf("  during (a): QPS per busy worker core %.0f, in-process QPS per core %.0f (ratio %.3f)\n",
+                  row.net_qps / it->second, row.faiss_qps / double(server_cpus.size()),
+                  row.net_qps / it->second / (row.faiss_qps / double(server_cpus.size())));
+    }
     std::fflush(stdout);
   }
   return 0;
