@@ -377,9 +377,10 @@ int Run(Config cfg) {
     // Rate per core apart from how many cores search: what the workers get
     // done beside what FAISS's own threads get done.
     if (auto it = row.cores.find("mnemo-work"); it != row.cores.end() && it->second > 0) {
+      const double worker = row.net_qps / it->second;
+      const double faiss_thread = row.faiss_qps / double(server_cpus.size());
       std::printf("  during (a): QPS per busy worker core %.0f, in-process QPS per core %.0f (ratio %.3f)\n",
-                  row.net_qps / it->second, row.faiss_qps / double(server_cpus.size()),
-                  row.net_qps / it->second / (row.faiss_qps / double(server_cpus.size())));
+                  worker, faiss_thread, worker / faiss_thread);
     }
     std::fflush(stdout);
   }
