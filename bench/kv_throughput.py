@@ -9,6 +9,11 @@ structured tensors.
   (b) mnemo MB/s / Redis SET-GET MB/s (redis-server from Debian, no
       persistence, redis-py)
 
+put is measured twice: by a client on the daemon's machine, which writes the
+layers straight into the daemon's value-log file (Client(same_host=None), the
+default for a loopback address), and by one that sends them on the
+connection (same_host=False), which loopback TCP bounds.
+
 Segments are 4 MiB per layer (keys + values: 8 KV heads x 1024 tokens x 128
 dims x f16 each), 8 layers: 32 MiB per put and per get. Rounds alternate
 between the three so that drift hits them alike; medians are printed.
@@ -106,15 +111,19 @@ def tcp_round(payload_bytes, count):
 
 
 def mnemo_round(c, unrecycled, space, hashes, k, v, staging):
-    """put; get into new arrays (each get's result is held until the next
-    one's is in, as a reader that uses them would), by a client that
-    recycles their memory and by one that does not (recycle_bytes=0); get
-    into the caller's (staging) arrays."""
+    """put over the connection, then on the same host (the space holds one
+    set of hashes: each put replaces a segment); get into new arrays (each
+    get's result is held until the next one's is in, as a reader that uses
+    them would), by a client that recycles their memory and by one that does
+    not (recycle_bytes=0, same_host=False); get into the caller's (staging)
+    arrays."""
     seg = k.nbytes + v.nbytes
-    start_t = time.perf_counter()
-    for h in hashes:
-        c.put_kv(space, h, k, v)
-    put = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
+    puts = []
+    for client in (unrecycled, c):
+        start_t = time.perf_counter()
+        for h in hashes:
+            client.put_kv(space, h, k, v)
+        puts.append(len(hashes) * seg / (time.perf_counter() - start_t) / 1e6)
     gets = []
     for client in (c, unrecycled):
         start_t = time.perf_counter()
@@ -127,7 +136,7 @@ def mnemo_round(c, unrecycled, space, hashes, k, v, staging):
     for h in hashes:
         c.get_kv(space, h, out=staging)
     get_out = len(hashes) * seg / (time.perf_counter() - start_t) / 1e6
-    return put, gets[0], gets[1], get_out
+    return puts[1], puts[0], gets[0], gets[1], get_out
 
 
 def redis_round(r, hashes, k, v):
@@ -145,11 +154,21 @@ def redis_round(r, hashes, k, v):
     return put, get
 
 
+def mnemod_metrics(admin):
+    import urllib.request
+    return urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+
+
+def mnemod_count(admin, op):
+    """How many `op` requests mnemod answered."""
+    found = re.search(rf'mnemo_requests_total{{op="{op}"}} (\d+)', mnemod_metrics(admin))
+    return int(found.group(1)) if found else 0
+
+
 def mnemod_seconds(admin):
     """Mean seconds mnemod spent per put_kv and get_kv (arrival to reply
     built, before it is written), from its /metrics."""
-    import urllib.request
-    text = urllib.request.urlopen(f"http://{admin}/metrics", timeout=5).read().decode()
+    text = mnemod_metrics(admin)
     sums = dict(re.findall(r'mnemo_request_duration_seconds_sum\{op="(\w+)"\} (\S+)', text))
     counts = dict(re.findall(r'mnemo_request_duration_seconds_count\{op="(\w+)"\} (\S+)', text))
     return {op: float(sums[op]) / float(counts[op]) for op in sums if float(counts[op])}
@@ -203,7 +222,7 @@ def main():
             except redis.ConnectionError:
                 time.sleep(0.05)
         c = mnemo.Client(f"127.0.0.1:{port}")
-        unrecycled = mnemo.Client(f"127.0.0.1:{port}", recycle_bytes=0)
+        unrecycled = mnemo.Client(f"127.0.0.1:{port}", recycle_bytes=0, same_host=False)
         k, v = structured(1), structured(2)
         seg = k.nbytes + v.nbytes
         # A cache at its steady state: the space holds one round of segments,
@@ -214,29 +233,33 @@ def main():
               f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
               f"{args.segments} segments per round, {args.rounds} rounds, {os.cpu_count()} cores")
         staging = (np.empty_like(k), np.empty_like(v))
-        results = {key: [] for key in ("tcp", "mput", "mget", "mget_new", "mget_out", "rput", "rget")}
+        results = {key: [] for key in ("tcp", "mput", "mput_tcp", "mget", "mget_new", "mget_out",
+                                       "rput", "rget")}
         for rnd in range(args.rounds):
             hashes = [bytes([rnd, i]) * 16 for i in range(args.segments)]
             results["tcp"].append(tcp_round(seg, args.segments))
-            mp, mg, mgn, mgo = mnemo_round(c, unrecycled, "bench", hashes, k, v, staging)
+            mp, mpt, mg, mgn, mgo = mnemo_round(c, unrecycled, "bench", hashes, k, v, staging)
             rp, rg = redis_round(r, hashes, k, v)
-            for key, val in (("mput", mp), ("mget", mg), ("mget_new", mgn), ("mget_out", mgo),
-                             ("rput", rp), ("rget", rg)):
+            for key, val in (("mput", mp), ("mput_tcp", mpt), ("mget", mg), ("mget_new", mgn),
+                             ("mget_out", mgo), ("rput", rp), ("rget", rg)):
                 results[key].append(val)
             r.flushall()
         med = {key: statistics.median(vals) for key, vals in results.items()}
         print(f"loopback TCP (Python socket copy, payload MB/s): {med['tcp']:.0f}")
-        print("put by round (the space holds one round: round 1 grows the store, later rounds "
-              "evict as they put): " + ", ".join(f"{x:.0f}" for x in results["mput"]) + " MB/s")
+        admin = re.search(r"admin http (\S+)\)", line).group(1)
+        print("same-host put by round (the space holds one round: round 1 grows the store, "
+              "later rounds evict as they put): " + ", ".join(f"{x:.0f}" for x in results["mput"]) +
+              f" MB/s; same-host puts done: {mnemod_count(admin, 'reserve_kv')}")
         print(f"{'':22} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
-        for label, m, rr in (("put", med["mput"], med["rput"]),
+        for label, m, rr in (("put, same host", med["mput"], med["rput"]),
+                             ("put over TCP", med["mput_tcp"], med["rput"]),
                              ("get", med["mget"], med["rget"]),
                              ("get, recycle_bytes=0", med["mget_new"], med["rget"]),
                              ("get into out=", med["mget_out"], med["rget"])):
             print(f"{label:22} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
         print("targets: (a) >= 0.8, (b) >= 5")
-        spent = mnemod_seconds(re.search(r"admin http (\S+)\)", line).group(1))
-        print(f"mnemod's time per segment (arrival to reply built, not sent): put "
+        spent = mnemod_seconds(admin)
+        print(f"mnemod's time per segment (arrival to reply built, not sent): put (both paths) "
               f"{spent.get('put_kv', 0) * 1e3:.1f} ms, get {spent.get('get_kv', 0) * 1e3:.1f} ms; "
               f"the segment at the TCP rate: {seg / med['tcp'] / 1e3:.1f} ms")
         print()

@@ -316,6 +316,12 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
     encoded[l] = std::string();  // give the memory back early
   }
 
+  return Commit(h, hash, shape.tokens, total, std::move(written));
+}
+
+Status KvSpace::Commit(const Hash& h, std::string_view hash, uint32_t tokens, uint64_t total,
+                      std::vector<storage::ValueRef> written) {
+  const auto& c = record_.config;
   std::unique_lock<std::mutex> lock(mu_);
   if (dropped_) {
     lock.unlock();
@@ -348,7 +354,7 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
   for (uint32_t l = 0; l < c.layers; ++l) {
     batch.Put(Cf::kKv, storage::KvLayerKey(record_.id, hash, uint16_t(l)), written[l].Encode());
   }
-  batch.Put(Cf::kKv, storage::KvHeadKey(record_.id, hash), EncodeHead(seq, now, shape.tokens, total));
+  batch.Put(Cf::kKv, storage::KvHeadKey(record_.id, hash), EncodeHead(seq, now, tokens, total));
   lock.unlock();
   if (Status st = store_->Write(&batch); !st.ok()) {
     Release(written);
@@ -364,12 +370,114 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
   ForgetLocked(h, &released);
   next_seq_ = seq + 1;
   lru_.push_front(h);
-  segments_.emplace(h, Segment{lru_.begin(), total, shape.tokens, now, seq, std::move(written)});
+  segments_.emplace(h, Segment{lru_.begin(), total, tokens, now, seq, std::move(written)});
   bytes_ += total;
-  tokens_ += shape.tokens;
+  tokens_ += tokens;
   lock.unlock();
   Release(released);
   return Status::OK();
+}
+
+Result<KvReservation> KvSpace::Reserve(uint32_t tokens) {
+  const auto& c = record_.config;
+  if (codec_.id != kv::CodecId::kRaw) {
+    return Status::InvalidArgument("KV space '" + c.name + "' encodes with " + c.codec +
+                                   ": only raw spaces take same-host puts");
+  }
+  if (tokens == 0 || tokens > c.chunk_tokens) {
+    return Status::InvalidArgument("tokens must be in 1.." + std::to_string(c.chunk_tokens) +
+                                   ", got " + std::to_string(tokens));
+  }
+  KvReservation r;
+  r.layers = c.layers;
+  r.tokens = tokens;
+  r.layer_bytes = size_t(c.kv_heads) * tokens * c.head_dim * kv::DtypeBytes(dtype_);
+  r.layer_header = kv::LayerHeader(codec_, dtype_, tokens, uint32_t(r.layer_bytes));
+  const uint64_t total = uint64_t(c.layers) * r.stride();
+  if (c.capacity_bytes != 0 && total > c.capacity_bytes) {
+    return Status::ResourceExhausted("a segment of " + std::to_string(total) +
+                                     " bytes does not fit the space's capacity of " +
+                                     std::to_string(c.capacity_bytes));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
+  const int64_t now = now_ms_();
+  AbandonLapsedLocked(now);
+  if (reservations_.size() >= kMaxReservations) {
+    return Status::ResourceExhausted("KV space '" + c.name + "' has " +
+                                     std::to_string(kMaxReservations) + " same-host puts in flight");
+  }
+  const uint32_t lanes = uint32_t(std::min<size_t>(c.layers, values_->reserve_lanes()));
+  for (uint32_t j = 0; j < lanes; ++j) {
+    const uint32_t layers_in_lane = (c.layers - j + lanes - 1) / lanes;
+    auto lane = values_->Reserve(layers_in_lane * r.stride(), j);
+    if (!lane.ok()) {
+      Abandon(r);
+      return lane.status();
+    }
+    r.lanes.push_back(*lane);
+  }
+  do r.id = reservation_ids_(); while (r.id == 0 || reservations_.contains(r.id));
+  r.expires_ms = now + kReservationTtlMs;
+  reservations_.emplace(r.id, r);
+  return r;
+}
+
+void KvSpace::Abandon(const KvReservation& r) {
+  for (const auto& lane : r.lanes) values_->Abandon(lane);
+}
+
+void KvSpace::AbandonLapsedLocked(int64_t now) {
+  std::erase_if(reservations_, [&](const auto& entry) {
+    if (entry.second.expires_ms > now) return false;
+    Abandon(entry.second);
+    return true;
+  });
+}
+
+Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
+  MNEMO_RETURN_IF_ERROR(CheckHash(hash));
+  KvReservation r;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    AbandonLapsedLocked(now_ms_());
+    auto it = reservations_.find(reservation);
+    if (it == reservations_.end()) {
+      return Status::NotFound("KV space '" + record_.config.name + "' has no reservation " +
+                              std::to_string(reservation) + " (it lapsed after " +
+                              std::to_string(kReservationTtlMs / 1000) + " s, or was used)");
+    }
+    r = std::move(it->second);
+    reservations_.erase(it);
+  }
+  // Each layer is read back and checksummed; megabyte layers in parallel.
+  constexpr size_t kParallelLayerBytes = size_t(1) << 20;
+  constexpr uint32_t kMaxSealThreads = 8;
+  const size_t lanes = r.lanes.size();
+  std::vector<storage::ValueRef> written(r.layers);
+  std::vector<Status> sealed(r.layers);
+  const int threads = r.layer_bytes >= kParallelLayerBytes ? int(std::min(r.layers, kMaxSealThreads)) : 1;
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+  for (int64_t l = 0; l < int64_t(r.layers); ++l) {
+    auto ref = values_->Seal(r.lanes[l % lanes], (l / lanes) * r.stride(), r.stride());
+    sealed[l] = ref.status();
+    if (ref.ok()) written[l] = *ref;
+  }
+  Status st = Status::OK();
+  for (const auto& lane : r.lanes) {
+    if (st.ok()) st = values_->SyncReserved(lane);
+  }
+  for (const Status& s : sealed) {
+    if (st.ok() && !s.ok()) st = s;
+  }
+  if (!st.ok()) {
+    Abandon(r);
+    return st;
+  }
+  Hash h;
+  std::memcpy(h.data(), hash.data(), kChunkHashBytes);
+  std::lock_guard<std::mutex> put_lock(put_mu_);
+  return Commit(h, hash, r.tokens, r.layers * r.stride(), std::move(written));
 }
 
 Result<KvSegment> KvSpace::Get(std::string_view hash, std::span<const uint32_t> layers) {
@@ -530,6 +638,8 @@ Status KvSpace::Drop() {
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
   dropped_ = true;
   for (auto& [h, seg] : segments_) Release(seg.layers);
+  for (auto& [id, r] : reservations_) Abandon(r);
+  reservations_.clear();
   segments_.clear();
   lru_.clear();
   bytes_ = 0;

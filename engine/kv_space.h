@@ -23,6 +23,7 @@
 #include <functional>
 #include <list>
 #include <mutex>
+#include <random>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -82,6 +83,19 @@ struct KvRead {
   size_t layer_bytes = 0;                 // decoded bytes of keys (or values) per layer
 };
 
+// A same-host put's place in the value log (KvSpace::Reserve).
+struct KvReservation {
+  uint64_t id = 0;  // random: another connection cannot guess it
+  // Layer l lies in lanes[l % lanes.size()], at (l / lanes.size()) * stride
+  // from its start: a writer fills the lanes (files) in parallel.
+  std::vector<storage::ValueLog::Reservation> lanes;
+  uint32_t layers = 0, tokens = 0;
+  size_t layer_bytes = 0;    // of one layer's keys (and of its values)
+  std::string layer_header;  // written before each layer's keys
+  int64_t expires_ms = 0;
+  uint64_t stride() const { return layer_header.size() + 2 * layer_bytes; }
+};
+
 class KvSpace {
  public:
   using NowMs = std::function<int64_t()>;  // wall clock; a seam for TTL tests
@@ -106,6 +120,21 @@ class KvSpace {
   // storing nothing, when that returns false.
   Status PutInterleaved(std::string_view hash, std::span<const uint8_t> layers, uint32_t tokens,
                         const std::function<bool(size_t)>& arrived = nullptr);
+  // Same-host puts (raw spaces only): Reserve sets aside the value-log
+  // bytes of a segment of `tokens` tokens for a writer on this machine,
+  // which fills them through the files' paths: each layer as layer_header,
+  // keys, values, in its lane. PutReserved then stores
+  // them under `hash` as Put would, reading them back for their checksums.
+  // A reservation lapses unused after kReservationTtlMs. Errors:
+  // InvalidArgument for a space that is not raw or tokens out of range (the
+  // writer should put over the network instead); ResourceExhausted beyond
+  // kMaxReservations in flight, or for a segment over the capacity;
+  // NotFound for a reservation that lapsed, was used, or is not this space's.
+  static constexpr int64_t kReservationTtlMs = 60'000;
+  static constexpr size_t kMaxReservations = 64;
+  Result<KvReservation> Reserve(uint32_t tokens);
+  Status PutReserved(std::string_view hash, uint64_t reservation);
+
   // All layers when `layers` is empty.
   Result<KvSegment> Get(std::string_view hash, std::span<const uint32_t> layers);
   // Get in two steps: Read, then DecodeInto memory the caller owns, each of
@@ -153,6 +182,13 @@ class KvSpace {
   Result<uint32_t> TokensOf(size_t bytes, uint32_t tokens) const;
   using LayerParts = std::function<std::pair<std::span<const uint8_t>, std::span<const uint8_t>>(uint32_t)>;
   Status PutLayers(std::string_view hash, uint32_t tokens, size_t layer_bytes, const LayerParts& layer);
+  // Stores a segment whose layers are in the value log (`written`, one per
+  // layer, `total` bytes), evicting as needed; releases them on failure.
+  // The caller holds put_mu_.
+  Status Commit(const Hash& h, std::string_view hash, uint32_t tokens, uint64_t total,
+                std::vector<storage::ValueRef> written);
+  void AbandonLapsedLocked(int64_t now);
+  void Abandon(const KvReservation& r);
   bool ExpiredLocked(const Segment& s, int64_t now) const;
   // Deletes a segment's keys in `batch`.
   void DeleteSegment(const Hash& h, storage::WriteBatch* batch) const;
@@ -178,6 +214,8 @@ class KvSpace {
   uint64_t next_seq_ = 1;
   uint64_t puts_ = 0;
   bool dropped_ = false;
+  std::unordered_map<uint64_t, KvReservation> reservations_;
+  std::mt19937_64 reservation_ids_{std::random_device{}()};
   uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, expirations_ = 0;
 };
 

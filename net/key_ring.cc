@@ -24,6 +24,7 @@ Role Needed(wire::Request type) {
     case wire::Request::Delete:
     case wire::Request::Train:
     case wire::Request::PutKv:
+    case wire::Request::ReserveKv:
       return Role::kWrite;
     default:
       return Role::kAdmin;
@@ -43,6 +44,7 @@ const flatbuffers::String* Target(const wire::RequestFrame& f) {
     case wire::Request::Train: return f.request_as_Train()->name();
     case wire::Request::GetKv: return f.request_as_GetKv()->space();
     case wire::Request::PutKv: return f.request_as_PutKv()->space();
+    case wire::Request::ReserveKv: return f.request_as_ReserveKv()->space();
     case wire::Request::MatchPrefix: return f.request_as_MatchPrefix()->space();
     case wire::Request::GetKvStats: return f.request_as_GetKvStats()->name();
     default: return nullptr;

@@ -55,6 +55,7 @@ const char* RequestName(wire::Request type) {
     case wire::Request::MatchPrefix: return "match_prefix";
     case wire::Request::Backup: return "backup";
     case wire::Request::GetKvStats: return "kv_stats";
+    case wire::Request::ReserveKv: return "reserve_kv";
     default: return "unknown";
   }
 }

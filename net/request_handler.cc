@@ -245,7 +245,13 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
     case wire::Request::PutKv: {
       auto* r = f.request_as_PutKv();
       MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
-      if (in.empty()) {
+      if (r->reservation() != 0) {
+        if (!in.empty() || r->keys() != nullptr || r->values() != nullptr) {
+          return Status::InvalidArgument(
+              "a same-host put_kv (reservation set) carries no keys, values or attachment");
+        }
+        MNEMO_RETURN_IF_ERROR(space->PutReserved(Bytes(r->chunk_hash()), r->reservation()));
+      } else if (in.empty()) {
         MNEMO_RETURN_IF_ERROR(
             space->Put(Bytes(r->chunk_hash()), Span(r->keys()), Span(r->values()), r->tokens()));
       } else {
@@ -278,6 +284,22 @@ Result<flatbuffers::DetachedBuffer> Execute(engine::Engine& e, const wire::Reque
                                         b.CreateVector(read.layers), kv, vv, read.layer_bytes,
                                         space->config().kv_heads, space->config().head_dim);
       return Finish(b, id, wire::Response::KvSegment, body.Union());
+    }
+    case wire::Request::ReserveKv: {
+      auto* r = f.request_as_ReserveKv();
+      MNEMO_ASSIGN_OR_RETURN(auto space, e.GetKvSpace(Str(r->space())));
+      MNEMO_ASSIGN_OR_RETURN(engine::KvReservation res, space->Reserve(r->tokens()));
+      FlatBufferBuilder b(1024 + res.layer_header.size());
+      std::vector<Offset<wire::KvLane>> lanes;
+      for (const auto& lane : res.lanes) {
+        lanes.push_back(wire::CreateKvLaneDirect(b, lane.path.c_str(), lane.device, lane.inode, lane.offset));
+      }
+      auto lanes_vec = b.CreateVector(lanes);
+      auto header = b.CreateVector(reinterpret_cast<const uint8_t*>(res.layer_header.data()),
+                                   res.layer_header.size());
+      auto body = wire::CreateKvReservation(b, res.id, lanes_vec, res.layers, res.layer_bytes, header,
+                                            engine::KvSpace::kReservationTtlMs);
+      return Finish(b, id, wire::Response::KvReservation, body.Union());
     }
     case wire::Request::MatchPrefix: {
       auto* r = f.request_as_MatchPrefix();

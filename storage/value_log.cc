@@ -4,6 +4,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 
 #include <sys/stat.h>
 
@@ -78,14 +79,19 @@ struct ValueLog::File {
   uint32_t number = 0;
   uint64_t size = 0;  // bytes appended (or reserved by an append in flight)
   uint64_t live = 0;  // bytes of values not released
-  std::unique_ptr<rocksdb::FSWritableFile> writer;  // the file being appended to only
+  // The file being appended to; a file of reserved ranges keeps its writer
+  // (never appended to) until it is deleted, to sync what was written in it.
+  std::unique_ptr<rocksdb::FSWritableFile> writer;
   std::unique_ptr<rocksdb::FSRandomAccessFile> reader;
+  std::string path;  // files of reserved ranges: absolute, and its identity
+  uint64_t device = 0, inode = 0;
 };
 
 ValueLog::ValueLog(std::string dir, ValueLogOptions options)
     : dir_(std::move(dir)),
       options_(options),
-      fs_(options.fs != nullptr ? options.fs : rocksdb::FileSystem::Default().get()) {}
+      fs_(options.fs != nullptr ? options.fs : rocksdb::FileSystem::Default().get()),
+      reserving_(std::max<size_t>(1, options.reserve_lanes), 0) {}
 
 ValueLog::~ValueLog() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -121,16 +127,17 @@ Result<std::unique_ptr<ValueLog>> ValueLog::Open(const std::string& dir, ValueLo
   return log;
 }
 
-Status ValueLog::StartFileLocked() {
+Status ValueLog::StartFileLocked(uint32_t* stream) {
   const uint32_t n = last_number_ + 1;
   if (n == 0) return Status::ResourceExhausted("value log file numbers are used up");
   auto f = std::make_shared<File>();
   f->number = n;
   const std::string path = PathOf(n);
   rocksdb::FileOptions fo;
-  while (!recyclable_.empty() && f->writer == nullptr) {
-    const std::string old = PathOf(recyclable_.back());
-    recyclable_.pop_back();
+  auto& recyclable = recyclable_[stream == &active_ ? 0 : 1];
+  while (!recyclable.empty() && f->writer == nullptr) {
+    const std::string old = PathOf(recyclable.back());
+    recyclable.pop_back();
     // Renamed and written from offset 0; a failure leaves a file to delete.
     if (!fs_->ReuseWritableFile(path, old, fo, &f->writer, nullptr).ok()) {
       (void)fs_->DeleteFile(old, rocksdb::IOOptions(), nullptr);
@@ -142,20 +149,36 @@ Status ValueLog::StartFileLocked() {
   }
   last_number_ = n;
   auto st = FromIo(fs_->NewRandomAccessFile(path, fo, &f->reader, nullptr), "cannot open '" + path + "'");
+  if (st.ok() && stream != &active_) st = IdentifyForWriters(path, f.get());
   if (!st.ok()) {
     (void)f->writer->Close(rocksdb::IOOptions(), nullptr);
     (void)fs_->DeleteFile(path, rocksdb::IOOptions(), nullptr);
     return st;
   }
-  const uint32_t previous = active_;
+  const uint32_t previous = *stream;
   files_.emplace(n, std::move(f));
-  active_ = n;
+  *stream = n;
   if (previous != 0) {
     auto& old = files_.at(previous);
-    (void)old->writer->Close(rocksdb::IOOptions(), nullptr);
-    old->writer.reset();
+    if (stream == &active_) {
+      (void)old->writer->Close(rocksdb::IOOptions(), nullptr);
+      old->writer.reset();
+    }
     MaybeDeleteLocked(previous);
   }
+  return Status::OK();
+}
+
+Status ValueLog::IdentifyForWriters(const std::string& path, File* f) {
+  std::error_code ec;
+  const std::filesystem::path abs = std::filesystem::absolute(path, ec);
+  struct stat st;
+  if (ec || ::stat(abs.c_str(), &st) != 0) {
+    return Status::IOError("cannot stat '" + path + "' for same-host writers");
+  }
+  f->path = abs.string();
+  f->device = uint64_t(st.st_dev);
+  f->inode = uint64_t(st.st_ino);
   return Status::OK();
 }
 
@@ -168,7 +191,7 @@ Result<ValueRef> ValueLog::Append(std::span<const std::span<const uint8_t>> part
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (active_ == 0 || files_.at(active_)->size >= options_.file_bytes) {
-      MNEMO_RETURN_IF_ERROR(StartFileLocked());
+      MNEMO_RETURN_IF_ERROR(StartFileLocked(&active_));
     }
     file = files_.at(active_);
     ref.file = file->number;
@@ -261,6 +284,63 @@ void ValueLog::Release(const ValueRef& ref) {
   MaybeDeleteLocked(ref.file);
 }
 
+Result<ValueLog::Reservation> ValueLog::Reserve(uint64_t length, size_t lane) {
+  if (lane >= reserving_.size()) {
+    return Status::InvalidArgument("lane " + std::to_string(lane) + " of " + std::to_string(reserving_.size()));
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  // The lanes' files together hold file_bytes, as the appended file does.
+  uint32_t& number = reserving_[lane];
+  if (number == 0 || files_.at(number)->size >= options_.file_bytes / reserving_.size()) {
+    MNEMO_RETURN_IF_ERROR(StartFileLocked(&number));
+  }
+  File& f = *files_.at(number);
+  Reservation r{f.number, f.size, length, f.path, f.device, f.inode};
+  f.size += length;
+  f.live += length;
+  return r;
+}
+
+Result<ValueRef> ValueLog::Seal(const Reservation& r, uint64_t offset, uint64_t length) const {
+  if (offset > r.length || length > r.length - offset) {
+    return Status::InvalidArgument("bytes " + std::to_string(offset) + "+" + std::to_string(length) +
+                                   " are outside a reservation of " + std::to_string(r.length));
+  }
+  std::shared_ptr<File> file = FindFile(r.file);
+  if (file == nullptr) return Status::NotFound("the reserved file " + PathOf(r.file) + " is gone");
+  // Read back in pieces that stay in the core's cache while they are hashed.
+  constexpr size_t kStep = size_t(512) << 10;
+  thread_local std::unique_ptr<char[]> scratch(new char[kStep]);
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (uint64_t at = r.offset + offset, end = at + length; at < end;) {
+    const size_t n = size_t(std::min<uint64_t>(kStep, end - at));
+    rocksdb::Slice got;
+    auto io = file->reader->Read(at, n, rocksdb::IOOptions(), &got, scratch.get(), nullptr);
+    MNEMO_RETURN_IF_ERROR(FromIo(io, "value log read of '" + PathOf(r.file) + "' failed"));
+    if (got.size() != n) {
+      return Status::InvalidArgument("the reserved bytes of '" + PathOf(r.file) + "' end at offset " +
+                                     std::to_string(at + got.size()) + ", before offset " +
+                                     std::to_string(r.offset + r.length) + ": they were not all written");
+    }
+    XXH3_64bits_update(&state, got.data(), got.size());
+    at += n;
+  }
+  return ValueRef{r.file, r.offset + offset, length, XXH3_64bits_digest(&state)};
+}
+
+Status ValueLog::SyncReserved(const Reservation& r) const {
+  if (!options_.sync_writes) return Status::OK();
+  std::shared_ptr<File> file = FindFile(r.file);
+  if (file == nullptr || file->writer == nullptr) {
+    return Status::NotFound("the reserved file " + PathOf(r.file) + " is gone");
+  }
+  return FromIo(file->writer->Sync(rocksdb::IOOptions(), nullptr),
+                "value log sync of '" + PathOf(r.file) + "' failed");
+}
+
+void ValueLog::Abandon(const Reservation& r) { Release(ValueRef{r.file, r.offset, r.length, 0}); }
+
 void ValueLog::AddLive(const ValueRef& ref) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = files_.find(ref.file);
@@ -277,14 +357,22 @@ Status ValueLog::FinishRecovery() {
 
 void ValueLog::MaybeDeleteLocked(uint32_t number) {
   auto it = files_.find(number);
-  if (it == files_.end() || number == active_ || it->second->live != 0) return;
+  if (it == files_.end() || number == active_ || it->second->live != 0 ||
+      std::find(reserving_.begin(), reserving_.end(), number) != reserving_.end()) {
+    return;
+  }
   if (holds_ > 0) {
     deferred_.push_back(number);
     return;
   }
+  const bool reserved = !it->second->path.empty();
   files_.erase(it);  // readers in flight keep their handle
-  if (recyclable_.size() < options_.recycle_files && !SharedWithABackup(PathOf(number))) {
-    recyclable_.push_back(number);
+  // recycle_files for each file being written: the one appended to, and
+  // the lanes' (a lane's files are smaller: each kind is reused as its own).
+  auto& recyclable = recyclable_[reserved ? 1 : 0];
+  const size_t keep = options_.recycle_files * (reserved ? reserving_.size() : 1);
+  if (recyclable.size() < keep && !SharedWithABackup(PathOf(number))) {
+    recyclable.push_back(number);
     return;
   }
   // A file that cannot be deleted is only wasted space; the next start retries.

@@ -11,6 +11,9 @@
 #include <random>
 #include <thread>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <rocksdb/env.h>
 
 #include "engine/engine.h"
@@ -273,6 +276,101 @@ TEST_F(KvSpaceTest, BigLayersAreReadInParallelIntoTheWireLayout) {
   }
   auto st = (*s)->DecodeInterleavedInto(*read, out.data());
   EXPECT_EQ(st.code(), StatusCode::kCorruption) << st.ToString();
+}
+
+// What a same-host client does with a reservation: writes each layer (header,
+// keys, values) into its lane's file through the file's path.
+void FillReservation(const KvReservation& r, const std::vector<uint8_t>& keys,
+                     const std::vector<uint8_t>& values) {
+  ASSERT_EQ(keys.size(), r.layers * r.layer_bytes);
+  const size_t lanes = r.lanes.size();
+  for (uint32_t l = 0; l < r.layers; ++l) {
+    const auto& lane = r.lanes[l % lanes];
+    std::vector<uint8_t> layer(r.layer_header.begin(), r.layer_header.end());
+    layer.insert(layer.end(), keys.begin() + l * r.layer_bytes, keys.begin() + (l + 1) * r.layer_bytes);
+    layer.insert(layer.end(), values.begin() + l * r.layer_bytes, values.begin() + (l + 1) * r.layer_bytes);
+    const int fd = ::open(lane.path.c_str(), O_WRONLY | O_CLOEXEC);
+    ASSERT_GE(fd, 0) << lane.path;
+    const off_t at = off_t(lane.offset + (l / lanes) * r.stride());
+    ASSERT_EQ(::pwrite(fd, layer.data(), layer.size(), at), ssize_t(layer.size()));
+    ::close(fd);
+  }
+}
+
+// A same-host put: the layers written in place into the value log's lanes,
+// then stored under a hash; it reads back bit-exact, before and after a
+// restart, and evicts like any other put.
+TEST_F(KvSpaceTest, SameHostPutsStoreWhatTheWriterPutInPlace) {
+  Open();
+  auto probe = Create();
+  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
+  const uint64_t one = probe->Stats().bytes_stored;
+  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  auto s = Create("raw", 2 * one);
+  for (int i : {1, 2, 3}) {
+    auto r = s->Reserve(kChunk);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(r->lanes.size(), kLayers);  // one file per layer, up to the log's lanes
+    FillReservation(*r, Tensor(kChunk, float(i)), Tensor(kChunk, float(-i)));
+    ASSERT_TRUE(s->PutReserved(HashOf(i), r->id).ok());
+    // A reservation is used once.
+    EXPECT_EQ(s->PutReserved(HashOf(9), r->id).code(), StatusCode::kNotFound);
+  }
+  EXPECT_FALSE(Has(1));  // evicted: the space holds two
+  EXPECT_EQ(s->Stats().bytes_stored, 2 * one);
+  EXPECT_EQ(engine_->value_log()->live_bytes(), 2 * one);
+  auto got = s->Get(HashOf(3), {});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->keys, Tensor(kChunk, 3));
+  EXPECT_EQ(got->values, Tensor(kChunk, -3));
+  // Fewer tokens than a chunk (evicting 2, the least recently used).
+  auto r = std::move(s->Reserve(5)).value();
+  FillReservation(r, Tensor(5, 4), Tensor(5, 5));
+  ASSERT_TRUE(s->PutReserved(HashOf(4), r.id).ok());
+  s.reset();
+  Open();
+  got = Space()->Get(HashOf(3), {});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->values, Tensor(kChunk, -3));
+  got = Space()->Get(HashOf(4), {});
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->tokens, 5u);
+  EXPECT_EQ(got->keys, Tensor(5, 4));
+}
+
+// Reservations that cannot be or were not used: refused up front for spaces
+// that encode, lapsed after their time, bounded in number, given back on a
+// failed put and on a drop; none of them stores anything or keeps bytes.
+TEST_F(KvSpaceTest, SameHostReservationsLapseAreBoundedAndChangeNothingWhenUnused) {
+  Open();
+  auto q = engine_->CreateKvSpace({"q", kLayers, kHeads, kDim, "f32", kChunk, "int8", 0, 0});
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ((*q)->Reserve(kChunk).status().code(), StatusCode::kInvalidArgument);
+  auto s = Create();
+  EXPECT_EQ(s->Reserve(0).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Reserve(kChunk + 1).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->PutReserved(HashOf(1), 12345).code(), StatusCode::kNotFound);
+
+  auto lapsed = std::move(s->Reserve(kChunk)).value();
+  EXPECT_GT(engine_->value_log()->live_bytes(), 0u);
+  FillReservation(lapsed, Tensor(kChunk, 1), Tensor(kChunk, 1));
+  now_ms_ += KvSpace::kReservationTtlMs;
+  EXPECT_EQ(s->PutReserved(HashOf(1), lapsed.id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(engine_->value_log()->live_bytes(), 0u);
+
+  // Bounded: one more than the limit is ResourceExhausted.
+  std::vector<KvReservation> held;
+  for (size_t i = 0; i < KvSpace::kMaxReservations; ++i) held.push_back(std::move(s->Reserve(1)).value());
+  EXPECT_EQ(s->Reserve(1).status().code(), StatusCode::kResourceExhausted);
+  // A put whose bytes were never written (the writer died) fails, gives its
+  // range back, and stores nothing.
+  EXPECT_EQ(s->PutReserved(HashOf(2), held.back().id).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->PutReserved("short", held.front().id).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Stats().segments, 0u);
+  ASSERT_TRUE(s->Reserve(1).ok());  // room again
+  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  EXPECT_EQ(engine_->value_log()->live_bytes(), 0u);
+  EXPECT_EQ(s->Reserve(1).status().code(), StatusCode::kNotFound);
 }
 
 // A put whose log write is held must not hold up prefix matches, gets or

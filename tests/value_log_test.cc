@@ -6,6 +6,10 @@
 #include <fstream>
 #include <numeric>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "tests/failing_fs.h"
@@ -47,6 +51,20 @@ std::vector<ValueRef> AppendSeeded(ValueLog& log, int n) {
   std::vector<ValueRef> refs;
   for (int i = 0; i < n; ++i) refs.push_back(std::move(AppendOne(log, Bytes(6000, uint8_t(i)))).value());
   return refs;
+}
+
+// What a same-host writer does: opens the reserved file by its path, checks
+// it is the one the log named, and writes `bytes` at `offset`.
+void WriteAsAnotherProcess(const ValueLog::Reservation& r, uint64_t offset,
+                           const std::vector<uint8_t>& bytes) {
+  const int fd = ::open(r.path.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << r.path;
+  struct stat st;
+  ASSERT_EQ(::fstat(fd, &st), 0);
+  EXPECT_EQ(uint64_t(st.st_dev), r.device);
+  EXPECT_EQ(uint64_t(st.st_ino), r.inode);
+  ASSERT_EQ(::pwrite(fd, bytes.data(), bytes.size(), off_t(r.offset + offset)), ssize_t(bytes.size()));
+  ::close(fd);
 }
 
 size_t FilesIn(const std::string& dir) {
@@ -215,6 +233,98 @@ TEST(ValueLogTest, ABackupHoldKeepsFilesUntilTheyAreLinked) {
   EXPECT_EQ(FilesIn(dir.Sub("copy")), 2u);
   auto copy = std::move(ValueLog::Open(dir.Sub("copy"), o)).value();
   EXPECT_EQ(ReadAll(*copy, a), Bytes(200, 1));
+}
+
+}  // namespace
+}  // namespace mnemo::storage
+
+namespace mnemo::storage {
+namespace {
+
+// A same-host writer fills a reserved range through the file's path; Seal
+// makes pieces of it values that read back checked, like appended ones.
+TEST(ValueLogTest, ReservedRangesWrittenInPlaceAreSealedIntoValues) {
+  TempDir dir;
+  auto log = std::move(ValueLog::Open(dir.path(), {})).value();
+  auto before = std::move(AppendOne(*log, Bytes(100, 1))).value();
+  auto r = std::move(log->Reserve(7000, 0)).value();
+  EXPECT_NE(r.file, before.file);  // Append never writes in a reserved file
+  EXPECT_TRUE(fs::path(r.path).is_absolute());
+  EXPECT_EQ(log->live_bytes(), 100u + 7000u);  // reserved bytes count as live
+  WriteAsAnotherProcess(r, 0, Bytes(3000, 5));
+  WriteAsAnotherProcess(r, 3000, Bytes(4000, 6));
+  auto a = std::move(log->Seal(r, 0, 3000)).value();
+  auto b = std::move(log->Seal(r, 3000, 4000)).value();
+  EXPECT_EQ(ReadAll(*log, a), Bytes(3000, 5));
+  EXPECT_EQ(ReadAll(*log, b), Bytes(4000, 6));
+  EXPECT_EQ(ReadAll(*log, before), Bytes(100, 1));
+  // The checksum is the bytes' at sealing: a later write is Corruption.
+  WriteAsAnotherProcess(r, 10, Bytes(1, 99));
+  std::vector<uint8_t> out(3000);
+  EXPECT_EQ(log->Read(a, out.data()).code(), StatusCode::kCorruption);
+  EXPECT_EQ(log->Seal(r, 3000, 4001).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(log->SyncReserved(r).ok());
+  // Live bytes follow the pieces as they would appended values.
+  log->Release(a);
+  log->Release(b);
+  EXPECT_EQ(log->live_bytes(), 100u);
+}
+
+// A range the writer did not fill is refused at sealing; an abandoned range
+// is released as a whole.
+TEST(ValueLogTest, UnwrittenRangesAreRefusedAtSealingAndAbandonedOnesReleased) {
+  TempDir dir;
+  auto log = std::move(ValueLog::Open(dir.path(), {})).value();
+  auto r = std::move(log->Reserve(5000, 0)).value();
+  WriteAsAnotherProcess(r, 0, Bytes(1000, 1));  // the file ends at 1000
+  auto sealed = log->Seal(r, 0, 5000);
+  EXPECT_EQ(sealed.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(sealed.status().message().find("not all written"), std::string::npos);
+  log->Abandon(r);
+  EXPECT_EQ(log->live_bytes(), 0u);
+}
+
+// Each lane reserves in its own file (a writer fills lanes in parallel);
+// files of lanes are recycled as lanes' files, and recovery deletes those
+// whose ranges were never committed.
+TEST(ValueLogTest, LanesReserveInTheirOwnFilesAndRecoveryDropsUncommittedOnes) {
+  TempDir dir;
+  ValueLogOptions o = SmallFiles(1);
+  o.reserve_lanes = 2;
+  ValueLog::Reservation kept;
+  ValueRef committed;
+  {
+    auto log = std::move(ValueLog::Open(dir.path(), o)).value();
+    ASSERT_EQ(log->reserve_lanes(), 2u);
+    auto r0 = std::move(log->Reserve(6000, 0)).value();
+    auto r1 = std::move(log->Reserve(3000, 1)).value();
+    EXPECT_NE(r0.file, r1.file);
+    EXPECT_NE(r0.inode, r1.inode);
+    EXPECT_EQ(log->Reserve(10, 2).status().code(), StatusCode::kInvalidArgument);
+    // A lane's files hold file_bytes / lanes: the next range starts a file.
+    auto r2 = std::move(log->Reserve(6000, 0)).value();
+    EXPECT_NE(r2.file, r0.file);
+    WriteAsAnotherProcess(r1, 0, Bytes(3000, 7));
+    kept = r1;
+    committed = std::move(log->Seal(r1, 0, 3000)).value();
+    EXPECT_EQ(ReadAll(*log, committed), Bytes(3000, 7));
+    // r0's file, dead and no lane's now, is kept for lanes to reuse.
+    log->Abandon(r0);
+    EXPECT_EQ(FilesIn(dir.path()), 3u);
+    auto r3 = std::move(log->Reserve(6000, 0)).value();  // starts a file, recycling r0's
+    EXPECT_EQ(r3.inode, r0.inode);
+    EXPECT_EQ(FilesIn(dir.path()), 3u);
+  }
+  // Restart: only r1's piece was committed (reported live).
+  auto log = std::move(ValueLog::Open(dir.path(), o)).value();
+  log->AddLive(committed);
+  ASSERT_TRUE(log->FinishRecovery().ok());
+  // Of the two files with nothing committed, one is deleted and one kept to
+  // be recycled (recycle_files = 1).
+  EXPECT_EQ(log->file_count(), 1u);
+  EXPECT_EQ(FilesIn(dir.path()), 2u);
+  EXPECT_TRUE(fs::exists(kept.path));
+  EXPECT_EQ(ReadAll(*log, committed), Bytes(3000, 7));
 }
 
 }  // namespace

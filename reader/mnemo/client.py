@@ -6,9 +6,11 @@ FlatBuffer, then the attachment: KV layers, sent from and received into the
 caller's arrays without joined copies. A ``Client`` is one TCP connection;
 it is not safe to share between threads (make one per thread).
 """
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import socket
 import struct
 import sys
@@ -21,32 +23,66 @@ import numpy as np
 from mnemo import errors
 from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
                         Delete, DropCollection, DropKvSpace, Entries as WireEntries, Error as
-                        WireError, Get, GetKv, GetKvStats, GetStats, KvSegment, KvSpaceInfo,
-                        ListCollections, MatchPrefix, Payload,
-                        PutKv, Request, RequestFrame, Response, ResponseFrame, Search,
-                        SearchResult, Train, Upsert)
+                        WireError, Get, GetKv, GetKvStats, GetStats, KvReservation, KvSegment,
+                        KvSpaceInfo, ListCollections, MatchPrefix, Payload, PutKv, Request,
+                        RequestFrame, ReserveKv, Response, ResponseFrame, Search, SearchResult,
+                        Train, Upsert)
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 2
 _HEADER = struct.Struct("<II")  # FlatBuffer bytes, attachment bytes
-_IOV_MAX = 1024  # buffers per sendmsg
+_IOV_MAX = 1024  # buffers per sendmsg / pwritev
+# A same-host put costs a round trip more than one over the connection; it
+# pays from about a megabyte of layers on.
+_SAME_HOST_MIN_BYTES = 1 << 20
+_VALUE_FILES_KEPT = 16  # open value-log files a same-host client keeps
 _MAX_REPLY = 1 << 31
 
 
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
 
 
-def _send_all(sock, parts):
-    """sendmsg of every part, with no joined copy; retries short writes."""
+def _write_all(write, parts):
+    """Calls write(buffers) -> bytes written with every part, no joined
+    copy, until all are written (short writes resume where they stopped)."""
     views = [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
     while views:
-        sent = sock.sendmsg(views[:_IOV_MAX])
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
+        done = write(views[:_IOV_MAX])
+        while views and done >= len(views[0]):
+            done -= len(views[0])
             views.pop(0)
-        if views and sent:
-            views[0] = views[0][sent:]
+        if views and done:
+            views[0] = views[0][done:]
+
+
+def _send_all(sock, parts):
+    _write_all(sock.sendmsg, parts)
+
+
+def _pwrite_all(fd, parts, offset):
+    def write(views):
+        nonlocal offset
+        n = os.pwritev(fd, views, offset)
+        if n == 0:
+            raise OSError("pwritev wrote nothing")
+        offset += n
+        return n
+    _write_all(write, parts)
+
+
+def _interleaved(k, v, layers):
+    """The flat bytes k and v of `layers` layers as the wire orders them:
+    keys of layer 0, values of layer 0, keys of layer 1, ... (views)."""
+    lb = k.nbytes // layers if layers else 0
+    parts = []
+    for layer in range(layers):
+        parts += [k[layer * lb:(layer + 1) * lb], v[layer * lb:(layer + 1) * lb]]
+    return parts
+
+
+def _is_loopback(host: str) -> bool:
+    return host.strip("[]") in ("localhost", "::1") or host.startswith("127.")
 
 
 def _bytes_vector(b, data):
@@ -279,17 +315,28 @@ class Client:
     ``recycle_bytes``: the memory of get_kv's arrays is reused for later gets
     once the caller holds none of them; up to this much of it is kept while
     unused (0: every get allocates new arrays).
+
+    ``same_host``: a put_kv of a megabyte or more into a raw space writes its
+    layers straight into the daemon's value-log file, when the daemon runs
+    on this machine and this user may write that file, instead of sending
+    them on the connection (one copy instead of three, and no loopback TCP).
+    None (the default) tries it for a loopback address; False never does.
+    Whenever it cannot be used, the put goes over the connection.
     """
 
     def __init__(self, address: str = "127.0.0.1:7070", api_key: Optional[str] = None,
-                 timeout: Optional[float] = None, *, recycle_bytes: int = 256 << 20):
+                 timeout: Optional[float] = None, *, recycle_bytes: int = 256 << 20,
+                 same_host: Optional[bool] = None):
         host, _, port = address.rpartition(":")
         if not host or not port.isdigit():
             raise errors.InvalidArgument(f"address {address!r} is not HOST:PORT")
         self.address = address
         self.api_key = api_key
         self._next_id = 1
-        self._kv_shapes = {}  # space -> (kv_heads, head_dim), for put_kv's shape check
+        self._kv_shapes = {}  # space -> (kv_heads, head_dim, codec), for put_kv
+        self._same_host = _is_loopback(host) if same_host is None else same_host
+        self._value_files = {}  # (path, device, inode) -> fd, oldest first
+        self._lane_pool = None  # threads that write a same-host put's lanes
         self._blocks = _RecycledBlocks(recycle_bytes)  # for get_kv's arrays
         self._lock = threading.Lock()  # guards misuse across threads, not a pool
         try:
@@ -300,6 +347,12 @@ class Client:
 
     def close(self):
         self._sock.close()
+        for fd in self._value_files.values():
+            os.close(fd)
+        self._value_files.clear()
+        if self._lane_pool is not None:
+            self._lane_pool.shutdown()
+            self._lane_pool = None
 
     def __enter__(self):
         return self
@@ -552,26 +605,84 @@ class Client:
             raise errors.InvalidArgument(
                 f"keys and values must both be [layers, kv_heads, tokens, head_dim], "
                 f"got {shape} and {tuple(values.shape)}")
-        heads, dim = self._kv_shape(space)
+        heads, dim, codec = self._kv_shape(space)
         if (shape[1], shape[3]) != (heads, dim):
             raise errors.InvalidArgument(f"KV space '{space}' holds kv_heads={heads}, "
                                          f"head_dim={dim}; got the shape {shape}")
         k, v = _raw_bytes(keys), _raw_bytes(values)
+        if (self._same_host and codec == "raw" and k.nbytes + v.nbytes >= _SAME_HOST_MIN_BYTES
+                and self._put_kv_same_host(space, chunk_hash, shape, k, v)):
+            return
         # The layers travel in the attachment, each layer's keys then values,
         # straight from the tensors' memory.
-        n = shape[0]
-        lb = k.nbytes // n if n else 0
-        parts = []
-        for layer in range(n):
-            parts += [k[layer * lb:(layer + 1) * lb], v[layer * lb:(layer + 1) * lb]]
         self._call(Request.Request.PutKv, lambda b: _table(
             b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Tokens=int(shape[2])), attachment=parts)
+            Tokens=int(shape[2])), attachment=_interleaved(k, v, shape[0]))
+
+    def _put_kv_same_host(self, space, chunk_hash, shape, k, v) -> bool:
+        """put_kv through a reserved range of the daemon's value log (net/mnemo.fbs,
+        ReserveKv); False when that cannot be used here, and nothing was stored."""
+        try:
+            f = self._call(Request.Request.ReserveKv, lambda b: _table(
+                b, ReserveKv, Space=_string(b, space), Tokens=int(shape[2])))
+        except errors.InvalidArgument:
+            return False  # e.g. tokens out of range: the put over the connection says why
+        r = self._body(f, KvReservation.KvReservation, Response.Response.KvReservation)
+        if shape[0] != r.Layers() or k.nbytes != r.Layers() * r.LayerBytes():
+            return False  # not the space's shape: the put over the connection says how
+        lanes = [r.Lanes(j) for j in range(r.LanesLength())]
+        fds = [self._value_file(lane.Path().decode(), lane.Device(), lane.Inode()) for lane in lanes]
+        if not lanes or None in fds:
+            self._same_host = False  # another machine, container or user
+            return False
+        header = r.LayerHeaderAsNumpy().tobytes()
+        kv = _interleaved(k, v, shape[0])
+        writes = [(fd, [p for i in range(j, shape[0], len(lanes))
+                        for p in (header, kv[2 * i], kv[2 * i + 1])], lane.Offset())
+                  for j, (fd, lane) in enumerate(zip(fds, lanes))]
+        try:
+            # One thread per lane: the kernel takes each file's writes in turn.
+            for done in self._lane_writers(len(writes)).map(lambda w: _pwrite_all(*w), writes):
+                pass
+        except OSError as e:
+            log.warning("same-host put_kv failed (%s); putting over the connection", e)
+            return False  # the reservation lapses unused
+        self._call(Request.Request.PutKv, lambda b: _table(
+            b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
+            Tokens=int(shape[2]), Reservation=r.Id()))
+        return True
+
+    def _lane_writers(self, lanes):
+        if self._lane_pool is None or self._lane_pool._max_workers < lanes:
+            if self._lane_pool is not None:
+                self._lane_pool.shutdown()
+            self._lane_pool = concurrent.futures.ThreadPoolExecutor(
+                lanes, thread_name_prefix="mnemo-lane")
+        return self._lane_pool
+
+    def _value_file(self, path, device, inode):
+        """A writable descriptor of the daemon's file at path, or None when
+        this process cannot open it or opens another file there."""
+        key = (path, device, inode)
+        if key in self._value_files:
+            return self._value_files[key]
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (device, inode):
+            os.close(fd)
+            return None
+        while len(self._value_files) >= _VALUE_FILES_KEPT:
+            os.close(self._value_files.pop(next(iter(self._value_files))))
+        self._value_files[key] = fd
+        return fd
 
     def _kv_shape(self, space: str):
         if space not in self._kv_shapes:
             st = self.kv_stats(space)
-            self._kv_shapes[space] = (st.kv_heads, st.head_dim)
+            self._kv_shapes[space] = (st.kv_heads, st.head_dim, st.codec)
         return self._kv_shapes[space]
 
     def get_kv(self, space: str, chunk_hash: bytes, layers=None, out=None):

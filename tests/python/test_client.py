@@ -168,6 +168,15 @@ def test_api_keys_bound_roles_and_collections(daemon_factory, build_dir, tmp_pat
     with pytest.raises(mnemo.PermissionDenied, match="may not create_collection"):
         writer.create_collection("more", dim=2)
     assert admin.stats("theirs").count == 2 and admin.stats("mine").count == 1
+    # Same-host KV puts (a reservation, then the put) need a write key too.
+    admin.create_kv_space("theirs_kv", 2, 8, 64, chunk_tokens=1024)
+    kv = np.zeros((2, 8, 1024, 64), np.float16)
+    with pytest.raises(mnemo.PermissionDenied, match="a read key may not"):
+        reader.put_kv("theirs_kv", b"h" * 32, kv, kv)
+    with pytest.raises(mnemo.PermissionDenied, match="may not use 'theirs_kv'"):
+        writer.put_kv("theirs_kv", b"h" * 32, kv, kv)
+    admin.put_kv("theirs_kv", b"h" * 32, kv, kv)
+    assert admin.kv_stats("theirs_kv").segments == 1
 
     # The command-line tool passes --api-key.
     tool = str(build_dir / "tools" / "mnemo")

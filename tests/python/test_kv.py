@@ -115,7 +115,8 @@ def test_big_gets_stream_in_parts_and_a_bad_layer_ends_the_reply_with_its_error(
     # Layers of 2 MiB keys + 2 MiB values: mnemod sends each layer as its
     # own part, as soon as it is read.
     d = daemon_factory(tmp_path / "store")
-    c = mnemo.Client(d.address)
+    # Put over the connection: its layers lie in order in one appended file.
+    c = mnemo.Client(d.address, same_host=False)
     heads, tokens, dim, layers = 8, 1024, 128, 4
     c.create_kv_space("big", layers, heads, dim, dtype="f16", chunk_tokens=tokens)
     rng = np.random.default_rng(3)
@@ -250,3 +251,70 @@ def test_wrong_shapes_dtypes_and_names_are_refused(client):
         client.create_kv_space("w", LAYERS, HEADS, DIM)
     with pytest.raises(mnemo.NotFound):
         client.put_kv("nope", b"h" * 32, k, k)
+
+
+# --- same-host puts (Client(same_host=...), net/mnemo.fbs ReserveKv) --------
+
+BIG_HEADS, BIG_DIM, BIG_CHUNK = 8, 64, 1024  # 1 MiB of keys per layer in f16
+
+
+def big_kv(seed):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((LAYERS, BIG_HEADS, BIG_CHUNK, BIG_DIM), dtype=np.float32).astype(np.float16)
+
+
+def requests_of(daemon, op):
+    import re
+    import urllib.request
+    text = urllib.request.urlopen(f"http://{daemon.http}/metrics", timeout=5).read().decode()
+    found = re.search(rf'mnemo_requests_total{{op="{op}"}} (\d+)', text)
+    return int(found.group(1)) if found else 0
+
+
+def test_same_host_puts_write_into_the_daemons_files_and_read_back_bit_exact(daemon):
+    local = mnemo.Client(daemon.address)  # loopback: same_host by default
+    remote = mnemo.Client(daemon.address, same_host=False)
+    local.create_kv_space("big", LAYERS, BIG_HEADS, BIG_DIM, chunk_tokens=BIG_CHUNK)
+    k, v = big_kv(1), big_kv(2)
+    local.put_kv("big", b"L" * 32, k, v)
+    assert requests_of(daemon, "reserve_kv") == 1
+    remote.put_kv("big", b"R" * 32, v, k)
+    assert requests_of(daemon, "reserve_kv") == 1  # sent on the connection
+    for c in (local, remote):
+        k2, v2 = c.get_kv("big", b"L" * 32)
+        assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()
+        k2, v2 = c.get_kv("big", b"R" * 32, layers=[3])
+        assert k2.tobytes() == v[3:].tobytes() and v2.tobytes() == k[3:].tobytes()
+    # Fewer tokens than a chunk, and a segment replaced in place.
+    local.put_kv("big", b"L" * 32, k[:, :, :700], v[:, :, :700])
+    k2, v2 = local.get_kv("big", b"L" * 32)
+    assert k2.shape == (LAYERS, BIG_HEADS, 700, BIG_DIM) and k2.tobytes() == k[:, :, :700].tobytes()
+    assert local.kv_stats("big").segments == 2
+    # Wrong shapes are refused as over the connection, and store nothing.
+    with pytest.raises(mnemo.InvalidArgument, match="bytes per token"):
+        local.put_kv("big", b"X" * 32, k[:3], v[:3])
+    assert local.kv_stats("big").segments == 2
+
+
+def test_same_host_puts_fall_back_to_the_connection_where_they_cannot_be_used(daemon, monkeypatch):
+    c = mnemo.Client(daemon.address)
+    c.create_kv_space("q", LAYERS, BIG_HEADS, BIG_DIM, chunk_tokens=BIG_CHUNK, codec="int8")
+    c.create_kv_space("big", LAYERS, BIG_HEADS, BIG_DIM, chunk_tokens=BIG_CHUNK)
+    k = big_kv(3)
+    c.put_kv("q", b"q" * 32, k, k)  # the daemon encodes: not same-host
+    assert requests_of(daemon, "reserve_kv") == 0
+    c.put_kv("big", b"s" * 32, k[:, :, :8], k[:, :, :8])  # 64 KiB: not worth a round trip
+    assert requests_of(daemon, "reserve_kv") == 0
+
+    # A client that cannot open the daemon's files (another user, another
+    # container) puts over the connection, then stops trying.
+    def denied(*args, **kwargs):
+        raise PermissionError("not this user's file")
+    monkeypatch.setattr(mnemo.client.os, "open", denied)
+    c.put_kv("big", b"a" * 32, k, k)
+    c.put_kv("big", b"b" * 32, k, k)
+    assert requests_of(daemon, "reserve_kv") == 1
+    monkeypatch.undo()
+    for h in (b"a" * 32, b"b" * 32):
+        k2, _ = c.get_kv("big", h)
+        assert k2.tobytes() == k.tobytes()

@@ -119,7 +119,14 @@ class PutKv(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
-def PutKvStart(builder): builder.StartObject(5)
+    # PutKv
+    def Reservation(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
+        return 0
+
+def PutKvStart(builder): builder.StartObject(6)
 def Start(builder):
     return PutKvStart(builder)
 def PutKvAddSpace(builder, space): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(space), 0)
@@ -146,6 +153,9 @@ def StartValuesVector(builder, numElems):
 def PutKvAddTokens(builder, tokens): builder.PrependUint32Slot(4, tokens, 0)
 def AddTokens(builder, tokens):
     return PutKvAddTokens(builder, tokens)
+def PutKvAddReservation(builder, reservation): builder.PrependUint64Slot(5, reservation, 0)
+def AddReservation(builder, reservation):
+    return PutKvAddReservation(builder, reservation)
 def PutKvEnd(builder): return builder.EndObject()
 def End(builder):
     return PutKvEnd(builder)

@@ -20,3 +20,4 @@ class Request(object):
     MatchPrefix = 14
     Backup = 15
     GetKvStats = 16
+    ReserveKv = 17

@@ -12,3 +12,4 @@ class Response(object):
     SearchResult = 6
     KvSpaceInfo = 7
     KvSegment = 8
+    KvReservation = 9
