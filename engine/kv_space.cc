@@ -173,6 +173,14 @@ Status KvSpace::Load() {
   return Status::OK();
 }
 
+Status KvSpace::CheckFits(uint64_t segment_bytes) const {
+  const uint64_t capacity = record_.config.capacity_bytes;
+  if (capacity == 0 || segment_bytes <= capacity) return Status::OK();
+  return Status::ResourceExhausted("a segment of " + std::to_string(segment_bytes) +
+                                   " bytes does not fit the space's capacity of " +
+                                   std::to_string(capacity));
+}
+
 Status KvSpace::CheckHash(std::string_view hash) const {
   if (hash.size() != kChunkHashBytes) {
     return Status::InvalidArgument("chunk hash must be 32 bytes, got " + std::to_string(hash.size()));
@@ -282,11 +290,7 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
       total += encoded[l].size();
     }
   }
-  if (c.capacity_bytes != 0 && total > c.capacity_bytes) {
-    return Status::ResourceExhausted("a segment of " + std::to_string(total) +
-                                     " bytes does not fit the space's capacity of " +
-                                     std::to_string(c.capacity_bytes));
-  }
+  MNEMO_RETURN_IF_ERROR(CheckFits(total));
   Hash h;
   std::memcpy(h.data(), hash.data(), kChunkHashBytes);
 
@@ -393,12 +397,7 @@ Result<KvReservation> KvSpace::Reserve(uint32_t tokens) {
   r.tokens = tokens;
   r.layer_bytes = size_t(c.kv_heads) * tokens * c.head_dim * kv::DtypeBytes(dtype_);
   r.layer_header = kv::LayerHeader(codec_, dtype_, tokens, uint32_t(r.layer_bytes));
-  const uint64_t total = uint64_t(c.layers) * r.stride();
-  if (c.capacity_bytes != 0 && total > c.capacity_bytes) {
-    return Status::ResourceExhausted("a segment of " + std::to_string(total) +
-                                     " bytes does not fit the space's capacity of " +
-                                     std::to_string(c.capacity_bytes));
-  }
+  MNEMO_RETURN_IF_ERROR(CheckFits(uint64_t(c.layers) * r.stride()));
   std::lock_guard<std::mutex> lock(mu_);
   if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
   const int64_t now = now_ms_();

@@ -177,6 +177,8 @@ class KvSpace {
   };
 
   Status CheckHash(std::string_view hash) const;
+  // ResourceExhausted for a segment larger than the whole capacity.
+  Status CheckFits(uint64_t segment_bytes) const;
   // Tokens of a segment whose keys are `bytes` (all layers); InvalidArgument
   // when that is no valid shape, or not `tokens` (unless 0).
   Result<uint32_t> TokensOf(size_t bytes, uint32_t tokens) const;

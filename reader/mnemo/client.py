@@ -337,6 +337,7 @@ class Client:
         self._same_host = _is_loopback(host) if same_host is None else same_host
         self._value_files = {}  # (path, device, inode) -> fd, oldest first
         self._lane_pool = None  # threads that write a same-host put's lanes
+        self._lane_pool_size = 0
         self._blocks = _RecycledBlocks(recycle_bytes)  # for get_kv's arrays
         self._lock = threading.Lock()  # guards misuse across threads, not a pool
         try:
@@ -642,8 +643,7 @@ class Client:
                   for j, (fd, lane) in enumerate(zip(fds, lanes))]
         try:
             # One thread per lane: the kernel takes each file's writes in turn.
-            for done in self._lane_writers(len(writes)).map(lambda w: _pwrite_all(*w), writes):
-                pass
+            list(self._lane_writers(len(writes)).map(lambda w: _pwrite_all(*w), writes))
         except OSError as e:
             log.warning("same-host put_kv failed (%s); putting over the connection", e)
             return False  # the reservation lapses unused
@@ -653,11 +653,13 @@ class Client:
         return True
 
     def _lane_writers(self, lanes):
-        if self._lane_pool is None or self._lane_pool._max_workers < lanes:
+        """A pool of at least `lanes` threads, kept for later puts."""
+        if self._lane_pool is None or self._lane_pool_size < lanes:
             if self._lane_pool is not None:
                 self._lane_pool.shutdown()
             self._lane_pool = concurrent.futures.ThreadPoolExecutor(
                 lanes, thread_name_prefix="mnemo-lane")
+            self._lane_pool_size = lanes
         return self._lane_pool
 
     def _value_file(self, path, device, inode):
