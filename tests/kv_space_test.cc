@@ -59,6 +59,15 @@ class KvSpaceTest : public ::testing::Test {
     return *s;
   }
   std::shared_ptr<KvSpace> Space() { return engine_->GetKvSpace("s").value(); }
+  // The stored bytes of one raw segment of kChunk tokens (a put into a
+  // space "s" dropped again).
+  uint64_t SegmentBytes() {
+    auto probe = Create();
+    EXPECT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
+    const uint64_t one = probe->Stats().bytes_stored;
+    EXPECT_TRUE(engine_->DropKvSpace("s").ok());
+    return one;
+  }
   bool Has(int i) { return Space()->Get(HashOf(i), {}).ok(); }
 
   TempDir dir_;
@@ -106,10 +115,7 @@ TEST_F(KvSpaceTest, MatchPrefixCountsLeadingStoredChunks) {
 
 TEST_F(KvSpaceTest, CapacityEvictsLeastRecentlyUsedFirst) {
   Open();
-  auto probe = Create();
-  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
-  const uint64_t one = probe->Stats().bytes_stored;
-  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  const uint64_t one = SegmentBytes();
   auto s = Create("raw", 3 * one);
   for (int i : {1, 2, 3}) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, i), Tensor(kChunk, i)).ok());
   ASSERT_TRUE(s->Get(HashOf(1), {}).ok());  // 1 is now the most recent; 2 the least
@@ -302,10 +308,7 @@ void FillReservation(const KvReservation& r, const std::vector<uint8_t>& keys,
 // restart, and evicts like any other put.
 TEST_F(KvSpaceTest, SameHostPutsStoreWhatTheWriterPutInPlace) {
   Open();
-  auto probe = Create();
-  ASSERT_TRUE(probe->Put(HashOf(0), Tensor(kChunk, 0), Tensor(kChunk, 0)).ok());
-  const uint64_t one = probe->Stats().bytes_stored;
-  ASSERT_TRUE(engine_->DropKvSpace("s").ok());
+  const uint64_t one = SegmentBytes();
   auto s = Create("raw", 2 * one);
   for (int i : {1, 2, 3}) {
     auto r = s->Reserve(kChunk);
