@@ -16,10 +16,12 @@ connection (same_host=False), which loopback TCP bounds.
 
 Segments are 4 MiB per layer (keys + values: 8 KV heads x 1024 tokens x 128
 dims x f16 each), 8 layers: 32 MiB per put and per get. Rounds alternate
-between the three so that drift hits them alike; medians are printed.
+between the three so that drift hits them alike; medians are printed, of
+the rounds after a warm-up round (which grows mnemod's store and Redis's
+memory; its numbers are printed too).
 
 Usage: OPENBLAS_NUM_THREADS=1 PYTHONPATH=reader /usr/bin/python3 bench/kv_throughput.py
-       [--mnemod build/tools/mnemod] [--segments 16] [--rounds 3]
+       [--mnemod build/tools/mnemod] [--segments 16] [--rounds 5] [--warmup 1]
 Needs redis-server and python3-redis (apt-get install redis-server python3-redis).
 """
 import argparse
@@ -199,6 +201,8 @@ def main():
     p.add_argument("--mnemod", default=os.path.join(root, "build", "tools", "mnemod"))
     p.add_argument("--segments", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1,
+                   help="rounds run first and left out of the medians, alike for all three")
     args = p.parse_args()
     if not shutil.which("redis-server"):
         raise SystemExit("needs redis-server: apt-get install redis-server python3-redis")
@@ -231,11 +235,12 @@ def main():
                           capacity_bytes=args.segments * seg + seg // 2)
         print(f"segment: {LAYERS} layers x {HEADS} heads x {TOKENS} tokens x {DIM} dims, f16: "
               f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
-              f"{args.segments} segments per round, {args.rounds} rounds, {os.cpu_count()} cores")
+              f"{args.segments} segments per round, {args.warmup} + {args.rounds} rounds, "
+              f"{os.cpu_count()} cores")
         staging = (np.empty_like(k), np.empty_like(v))
         results = {key: [] for key in ("tcp", "mput", "mput_tcp", "mget", "mget_new", "mget_out",
                                        "rput", "rget")}
-        for rnd in range(args.rounds):
+        for rnd in range(args.warmup + args.rounds):
             hashes = [bytes([rnd, i]) * 16 for i in range(args.segments)]
             results["tcp"].append(tcp_round(seg, args.segments))
             mp, mpt, mg, mgn, mgo = mnemo_round(c, unrecycled, "bench", hashes, k, v, staging)
@@ -244,11 +249,12 @@ def main():
                              ("mget_out", mgo), ("rput", rp), ("rget", rg)):
                 results[key].append(val)
             r.flushall()
-        med = {key: statistics.median(vals) for key, vals in results.items()}
+        med = {key: statistics.median(vals[args.warmup:]) for key, vals in results.items()}
         print(f"loopback TCP (Python socket copy, payload MB/s): {med['tcp']:.0f}")
         admin = re.search(r"admin http (\S+)\)", line).group(1)
-        print("same-host put by round (the space holds one round: round 1 grows the store, "
-              "later rounds evict as they put): " + ", ".join(f"{x:.0f}" for x in results["mput"]) +
+        print(f"same-host put by round (the space holds one round: round 1 grows the store, later "
+              f"rounds evict as they put; medians leave out the first {args.warmup}): " +
+              ", ".join(f"{x:.0f}" for x in results["mput"]) +
               f" MB/s; same-host puts done: {mnemod_count(admin, 'reserve_kv')}")
         print(f"{'':22} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
         for label, m, rr in (("put, same host", med["mput"], med["rput"]),

@@ -84,9 +84,10 @@ struct ValueLogOptions {
   // each file being written (the one appended to, and those reserved in).
   size_t recycle_files = 2;
   // Files reserved in at once, so that a same-host writer fills several in
-  // parallel: the kernel takes one file's writes in turn (5 GB/s into the
-  // page cache on the 16-core H100 host), four files take 12 GB/s.
-  size_t reserve_lanes = 4;
+  // parallel: the kernel takes one file's writes in turn (4.5 GB/s into
+  // the page cache on the 16-core H100 host); 4 files take 3.2x that, 8
+  // files 4x (bench/page_cache_writes.py).
+  size_t reserve_lanes = 8;
   // File I/O, a seam for fault injection; not owned; the default when null.
   rocksdb::FileSystem* fs = nullptr;
 };
