@@ -462,12 +462,15 @@ Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
     sealed[l] = ref.status();
     if (ref.ok()) written[l] = *ref;
   }
+  // With sync_writes each lane's file is synced, the files at once.
+  std::vector<Status> synced(lanes);
+#pragma omp parallel for num_threads(int(std::min<size_t>(lanes, kMaxSealThreads)))
+  for (int64_t j = 0; j < int64_t(lanes); ++j) synced[j] = values_->SyncReserved(r.lanes[j]);
   Status st = Status::OK();
-  for (const auto& lane : r.lanes) {
-    if (st.ok()) st = values_->SyncReserved(lane);
-  }
-  for (const Status& s : sealed) {
-    if (st.ok() && !s.ok()) st = s;
+  for (const auto* statuses : {&sealed, &synced}) {
+    for (const Status& s : *statuses) {
+      if (st.ok() && !s.ok()) st = s;
+    }
   }
   if (!st.ok()) {
     Abandon(r);

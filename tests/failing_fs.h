@@ -11,12 +11,14 @@
 namespace mnemo::testing {
 
 // A file system whose writable files fail every append while `fail` is set,
-// and hold every append (the writer waits, `held` counts it) while `hold` is.
+// every sync while `fail_sync` is, and hold every append (the writer waits,
+// `held` counts it) while `hold` is.
 class FailingFs : public rocksdb::FileSystemWrapper {
  public:
   explicit FailingFs(const std::shared_ptr<rocksdb::FileSystem>& base) : FileSystemWrapper(base) {}
   const char* Name() const override { return "FailingFs"; }
   std::atomic<bool> fail{false};
+  std::atomic<bool> fail_sync{false};
   std::atomic<bool> hold{false};
   std::atomic<int> held{0};
   void Gate() {
@@ -59,6 +61,11 @@ class FailingFs : public rocksdb::FileSystemWrapper {
       fs_->Gate();
       if (fs_->fail) return rocksdb::IOStatus::IOError("injected write failure");
       return FSWritableFileOwnerWrapper::Append(d, o, v, dbg);
+    }
+
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& o, rocksdb::IODebugContext* dbg) override {
+      if (fs_->fail_sync) return rocksdb::IOStatus::IOError("injected sync failure");
+      return FSWritableFileOwnerWrapper::Sync(o, dbg);
     }
 
    private:

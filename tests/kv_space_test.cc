@@ -376,6 +376,33 @@ TEST_F(KvSpaceTest, SameHostReservationsLapseAreBoundedAndChangeNothingWhenUnuse
   EXPECT_EQ(s->Reserve(1).status().code(), StatusCode::kNotFound);
 }
 
+// With --sync-writes a same-host put syncs the lanes' files before it
+// commits; a failed sync fails the put, which stores nothing.
+TEST(KvSpaceSyncTest, AFailedSyncFailsTheSameHostPutAndStoresNothing) {
+  TempDir dir;
+  auto fs = std::make_shared<mnemo::testing::FailingFs>(rocksdb::FileSystem::Default());
+  auto env = rocksdb::NewCompositeEnv(fs);
+  auto o = mnemo::testing::OptionsFor(dir.path());
+  o.env = env.get();
+  o.sync_writes = true;
+  auto engine = std::move(Engine::Open(o)).value();
+  auto s = std::move(engine->CreateKvSpace({"s", kLayers, kHeads, kDim, "f32", kChunk, "raw", 0, 0})).value();
+  auto r = std::move(s->Reserve(kChunk)).value();
+  FillReservation(r, Tensor(kChunk, 1), Tensor(kChunk, 2));
+  fs->fail_sync = true;
+  const Status st = s->PutReserved(HashOf(1), r.id);
+  EXPECT_EQ(st.code(), StatusCode::kIOError) << st.ToString();
+  EXPECT_EQ(s->Stats().segments, 0u);
+  EXPECT_EQ(engine->value_log()->live_bytes(), 0u);
+  fs->fail_sync = false;
+  r = std::move(s->Reserve(kChunk)).value();
+  FillReservation(r, Tensor(kChunk, 1), Tensor(kChunk, 2));
+  ASSERT_TRUE(s->PutReserved(HashOf(1), r.id).ok());
+  EXPECT_EQ(s->Get(HashOf(1), {})->values, Tensor(kChunk, 2));
+  s.reset();
+  engine.reset();
+}
+
 // A put whose log write is held must not hold up prefix matches, gets or
 // stats of the same space: they are a serving engine's critical path.
 TEST(KvSpaceConcurrencyTest, ReadsDoNotWaitForAPutsWrite) {
