@@ -376,43 +376,48 @@ TEST_F(KvSpaceTest, SameHostReservationsLapseAreBoundedAndChangeNothingWhenUnuse
   EXPECT_EQ(s->Reserve(1).status().code(), StatusCode::kNotFound);
 }
 
+// An engine whose files go through a FailingFs, with a raw space "s".
+struct EngineOnFailingFs {
+  explicit EngineOnFailingFs(bool sync_writes = false)
+      : fs(std::make_shared<mnemo::testing::FailingFs>(rocksdb::FileSystem::Default())),
+        env(rocksdb::NewCompositeEnv(fs)) {
+    auto o = mnemo::testing::OptionsFor(dir.path());
+    o.env = env.get();
+    o.sync_writes = sync_writes;
+    engine = std::move(Engine::Open(o)).value();
+    space = std::move(engine->CreateKvSpace({"s", kLayers, kHeads, kDim, "f32", kChunk, "raw", 0, 0})).value();
+  }
+  TempDir dir;
+  std::shared_ptr<mnemo::testing::FailingFs> fs;
+  std::unique_ptr<rocksdb::Env> env;
+  std::unique_ptr<Engine> engine;
+  std::shared_ptr<KvSpace> space;  // destroyed first, then the engine, then the env
+};
+
 // With --sync-writes a same-host put syncs the lanes' files before it
 // commits; a failed sync fails the put, which stores nothing.
 TEST(KvSpaceSyncTest, AFailedSyncFailsTheSameHostPutAndStoresNothing) {
-  TempDir dir;
-  auto fs = std::make_shared<mnemo::testing::FailingFs>(rocksdb::FileSystem::Default());
-  auto env = rocksdb::NewCompositeEnv(fs);
-  auto o = mnemo::testing::OptionsFor(dir.path());
-  o.env = env.get();
-  o.sync_writes = true;
-  auto engine = std::move(Engine::Open(o)).value();
-  auto s = std::move(engine->CreateKvSpace({"s", kLayers, kHeads, kDim, "f32", kChunk, "raw", 0, 0})).value();
-  auto r = std::move(s->Reserve(kChunk)).value();
+  EngineOnFailingFs e(/*sync_writes=*/true);
+  auto r = std::move(e.space->Reserve(kChunk)).value();
   FillReservation(r, Tensor(kChunk, 1), Tensor(kChunk, 2));
-  fs->fail_sync = true;
-  const Status st = s->PutReserved(HashOf(1), r.id);
+  e.fs->fail_sync = true;
+  const Status st = e.space->PutReserved(HashOf(1), r.id);
   EXPECT_EQ(st.code(), StatusCode::kIOError) << st.ToString();
-  EXPECT_EQ(s->Stats().segments, 0u);
-  EXPECT_EQ(engine->value_log()->live_bytes(), 0u);
-  fs->fail_sync = false;
-  r = std::move(s->Reserve(kChunk)).value();
+  EXPECT_EQ(e.space->Stats().segments, 0u);
+  EXPECT_EQ(e.engine->value_log()->live_bytes(), 0u);
+  e.fs->fail_sync = false;
+  r = std::move(e.space->Reserve(kChunk)).value();
   FillReservation(r, Tensor(kChunk, 1), Tensor(kChunk, 2));
-  ASSERT_TRUE(s->PutReserved(HashOf(1), r.id).ok());
-  EXPECT_EQ(s->Get(HashOf(1), {})->values, Tensor(kChunk, 2));
-  s.reset();
-  engine.reset();
+  ASSERT_TRUE(e.space->PutReserved(HashOf(1), r.id).ok());
+  EXPECT_EQ(e.space->Get(HashOf(1), {})->values, Tensor(kChunk, 2));
 }
 
 // A put whose log write is held must not hold up prefix matches, gets or
 // stats of the same space: they are a serving engine's critical path.
 TEST(KvSpaceConcurrencyTest, ReadsDoNotWaitForAPutsWrite) {
-  TempDir dir;
-  auto fs = std::make_shared<mnemo::testing::FailingFs>(rocksdb::FileSystem::Default());
-  auto env = rocksdb::NewCompositeEnv(fs);
-  auto o = mnemo::testing::OptionsFor(dir.path());
-  o.env = env.get();
-  auto engine = std::move(Engine::Open(o)).value();
-  auto s = std::move(engine->CreateKvSpace({"s", kLayers, kHeads, kDim, "f32", kChunk, "raw", 0, 0})).value();
+  EngineOnFailingFs e;
+  auto& fs = e.fs;
+  auto& s = e.space;
   ASSERT_TRUE(s->Put(HashOf(1), Tensor(kChunk, 1), Tensor(kChunk, 1)).ok());
 
   fs->hold = true;
@@ -430,8 +435,6 @@ TEST(KvSpaceConcurrencyTest, ReadsDoNotWaitForAPutsWrite) {
   ASSERT_TRUE(answered) << "reads waited for the held put";
   EXPECT_EQ(reads.get(), (std::tuple{size_t(1), true, uint64_t(1)}));  // not yet the new one
   EXPECT_EQ(*s->MatchPrefix(HashOf(1) + HashOf(2)), 2u);
-  s.reset();
-  engine.reset();
 }
 
 }  // namespace
