@@ -15,7 +15,9 @@ default for a loopback address), and by one that sends them on the
 connection (same_host=False), which loopback TCP bounds.
 
 Segments are 4 MiB per layer (keys + values: 8 KV heads x 1024 tokens x 128
-dims x f16 each), 8 layers: 32 MiB per put and per get. Rounds alternate
+dims x f16 each), 8 layers: 32 MiB per put and per get (--layers and
+--tokens change that: --layers 32 --tokens 256 is a 32-layer model's chunk
+of 256 tokens, 1 MiB per layer). Rounds alternate
 between the three so that drift hits them alike; medians are printed, of
 the rounds after a warm-up round (which grows mnemod's store and Redis's
 memory; its numbers are printed too).
@@ -44,9 +46,10 @@ import mnemo  # noqa: E402
 LAYERS, HEADS, TOKENS, DIM = 8, 8, 1024, 128
 
 
-def structured(seed, dtype=np.float16, layers=LAYERS, tokens=TOKENS):
+def structured(seed, dtype=np.float16, layers=None, tokens=None):
     """Keys/values shaped like a model's: smooth along tokens, a few outlier
     channels, per-head offsets."""
+    layers, tokens = layers or LAYERS, tokens or TOKENS
     rng = np.random.default_rng(seed)
     t = np.arange(tokens, dtype=np.float32)[None, None, :, None]
     d = np.arange(DIM, dtype=np.float32)[None, None, None, :]
@@ -196,14 +199,19 @@ def codec_table(c):
 
 
 def main():
+    global LAYERS, TOKENS  # --layers, --tokens
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
     p.add_argument("--mnemod", default=os.path.join(root, "build", "tools", "mnemod"))
     p.add_argument("--segments", type=int, default=16)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--layers", type=int, default=LAYERS, help="layers of a segment")
+    p.add_argument("--tokens", type=int, default=TOKENS,
+                   help="tokens of a segment (1024: 4 MiB per layer; 256: a common chunk)")
     p.add_argument("--warmup", type=int, default=1,
                    help="rounds run first and left out of the medians, alike for all three")
     args = p.parse_args()
+    LAYERS, TOKENS = args.layers, args.tokens
     if not shutil.which("redis-server"):
         raise SystemExit("needs redis-server: apt-get install redis-server python3-redis")
     import redis
@@ -234,7 +242,7 @@ def main():
         c.create_kv_space("bench", LAYERS, HEADS, DIM, dtype="f16", chunk_tokens=TOKENS,
                           capacity_bytes=args.segments * seg + seg // 2)
         print(f"segment: {LAYERS} layers x {HEADS} heads x {TOKENS} tokens x {DIM} dims, f16: "
-              f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.0f} MiB per layer), "
+              f"{seg / 2**20:.0f} MiB ({seg / LAYERS / 2**20:.2g} MiB per layer), "
               f"{args.segments} segments per round, {args.warmup} + {args.rounds} rounds, "
               f"{os.cpu_count()} cores")
         staging = (np.empty_like(k), np.empty_like(v))
@@ -269,7 +277,7 @@ def main():
               f"{spent.get('put_kv', 0) * 1e3:.1f} ms, get {spent.get('get_kv', 0) * 1e3:.1f} ms; "
               f"the segment at the TCP rate: {seg / med['tcp'] / 1e3:.1f} ms")
         print()
-        print("codecs on structured f16 tensors (2 layers x 8 heads x 1024 tokens x 128):")
+        print(f"codecs on structured f16 tensors (2 layers x {HEADS} heads x {TOKENS} tokens x {DIM}):")
         print(f"{'codec':9} {'ratio':>6} {'max abs err':>12} {'rel L2 err':>11}")
         for codec, ratio, err, rel in codec_table(c):
             print(f"{codec:9} {ratio:6.2f} {err:12.4g} {rel:11.2e}")
