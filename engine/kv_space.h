@@ -123,9 +123,10 @@ class KvSpace {
   // Same-host puts (raw spaces only): Reserve sets aside the value-log
   // bytes of a segment of `tokens` tokens for a writer on this machine,
   // which fills them through the files' paths: each layer as layer_header,
-  // keys, values, in its lane. PutReserved then stores
-  // them under `hash` as Put would, reading them back for their checksums.
-  // A reservation lapses unused after kReservationTtlMs. Errors:
+  // keys, values, in its lane. PutReserved then stores them under `hash`
+  // as Put would, reading them back for their checksums (InvalidArgument if
+  // they were not all written; the reservation is then used up). A
+  // reservation lapses unused after kReservationTtlMs. Errors:
   // InvalidArgument for a space that is not raw or tokens out of range (the
   // writer should put over the network instead); ResourceExhausted beyond
   // kMaxReservations in flight, or for a segment over the capacity;

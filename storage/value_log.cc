@@ -85,6 +85,7 @@ struct ValueLog::File {
   std::unique_ptr<rocksdb::FSRandomAccessFile> reader;
   std::string path;  // files of reserved ranges: absolute, and its identity
   uint64_t device = 0, inode = 0;
+  bool never_recycle = false;  // a range in it was abandoned (see Abandon)
 };
 
 ValueLog::ValueLog(std::string dir, ValueLogOptions options)
@@ -339,7 +340,17 @@ Status ValueLog::SyncReserved(const Reservation& r) const {
                 "value log sync of '" + PathOf(r.file) + "' failed");
 }
 
-void ValueLog::Abandon(const Reservation& r) { Release(ValueRef{r.file, r.offset, r.length, 0}); }
+void ValueLog::Abandon(const Reservation& r) {
+  {
+    // Its writer may still write (it stalled past the lapse, or the space
+    // was dropped under it): were the file recycled, those bytes could land
+    // in another put's range before that one is sealed.
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = files_.find(r.file);
+    if (it != files_.end()) it->second->never_recycle = true;
+  }
+  Release(ValueRef{r.file, r.offset, r.length, 0});
+}
 
 void ValueLog::AddLive(const ValueRef& ref) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -366,13 +377,14 @@ void ValueLog::MaybeDeleteLocked(uint32_t number) {
     return;
   }
   const bool reserved = !it->second->path.empty();
+  const bool recyclable = !it->second->never_recycle;
   files_.erase(it);  // readers in flight keep their handle
   // recycle_files for each file being written: the one appended to, and
   // the lanes' (a lane's files are smaller: each kind is reused as its own).
-  auto& recyclable = recyclable_[reserved ? 1 : 0];
+  auto& pool = recyclable_[reserved ? 1 : 0];
   const size_t keep = options_.recycle_files * (reserved ? reserving_.size() : 1);
-  if (recyclable.size() < keep && !SharedWithABackup(PathOf(number))) {
-    recyclable.push_back(number);
+  if (recyclable && pool.size() < keep && !SharedWithABackup(PathOf(number))) {
+    pool.push_back(number);
     return;
   }
   // A file that cannot be deleted is only wasted space; the next start retries.

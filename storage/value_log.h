@@ -128,7 +128,9 @@ class ValueLog {
   Result<ValueRef> Seal(const Reservation& r, uint64_t offset, uint64_t length) const;
   Status SyncReserved(const Reservation& r) const;
   // Releases the whole range. Call it instead of releasing sealed pieces
-  // when none of them got committed; never both.
+  // when none of them got committed; never both. The file is then deleted,
+  // not recycled, once nothing in it lives: a writer that is late does no
+  // harm to the puts after it.
   void Abandon(const Reservation& r);
 
   // Recovery: see the header comment.

@@ -271,7 +271,8 @@ TEST(ValueLogTest, ReservedRangesWrittenInPlaceAreSealedIntoValues) {
 }
 
 // A range the writer did not fill is refused at sealing; an abandoned range
-// is released as a whole.
+// is released as a whole, and its file is deleted, never recycled, once it
+// is dead: its writer may still be writing.
 TEST(ValueLogTest, UnwrittenRangesAreRefusedAtSealingAndAbandonedOnesReleased) {
   TempDir dir;
   auto log = std::move(ValueLog::Open(dir.path(), {})).value();
@@ -282,6 +283,20 @@ TEST(ValueLogTest, UnwrittenRangesAreRefusedAtSealingAndAbandonedOnesReleased) {
   EXPECT_NE(sealed.status().message().find("not all written"), std::string::npos);
   log->Abandon(r);
   EXPECT_EQ(log->live_bytes(), 0u);
+
+  ValueLogOptions small = SmallFiles(/*recycle_files=*/2);
+  small.reserve_lanes = 1;
+  TempDir dir2;
+  auto log2 = std::move(ValueLog::Open(dir2.path(), small)).value();
+  auto late = std::move(log2->Reserve(6000, 0)).value();
+  auto done = std::move(log2->Reserve(6000, 0)).value();  // the same file
+  ASSERT_EQ(done.file, late.file);
+  ASSERT_TRUE(log2->Reserve(100, 0).ok());  // the file is full: the lane moves on
+  WriteAsAnotherProcess(done, 0, Bytes(6000, 2));
+  log2->Release(std::move(log2->Seal(done, 0, 6000)).value());
+  log2->Abandon(late);  // the file is dead now
+  EXPECT_FALSE(fs::exists(late.path));
+  EXPECT_EQ(FilesIn(dir2.path()), 1u);
 }
 
 // Each lane reserves in its own file (a writer fills lanes in parallel);
@@ -309,7 +324,8 @@ TEST(ValueLogTest, LanesReserveInTheirOwnFilesAndRecoveryDropsUncommittedOnes) {
     committed = std::move(log->Seal(r1, 0, 3000)).value();
     EXPECT_EQ(ReadAll(*log, committed), Bytes(3000, 7));
     // r0's file, dead and no lane's now, is kept for lanes to reuse.
-    log->Abandon(r0);
+    WriteAsAnotherProcess(r0, 0, Bytes(6000, 1));
+    log->Release(std::move(log->Seal(r0, 0, 6000)).value());
     EXPECT_EQ(FilesIn(dir.path()), 3u);
     auto r3 = std::move(log->Reserve(6000, 0)).value();  // starts a file, recycling r0's
     EXPECT_EQ(r3.inode, r0.inode);
