@@ -15,6 +15,7 @@ import socket
 import struct
 import sys
 import threading
+import weakref
 from typing import List, Optional
 
 import flatbuffers
@@ -79,6 +80,13 @@ def _interleaved(k, v, layers):
     for layer in range(layers):
         parts += [k[layer * lb:(layer + 1) * lb], v[layer * lb:(layer + 1) * lb]]
     return parts
+
+
+def _close_fds(fds):
+    """Closes the descriptors of a {key: fd} dict and empties it."""
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
 
 
 def _is_loopback(host: str) -> bool:
@@ -336,6 +344,8 @@ class Client:
         self._kv_shapes = {}  # space -> (kv_heads, head_dim, codec), for put_kv
         self._same_host = _is_loopback(host) if same_host is None else same_host
         self._value_files = {}  # (path, device, inode) -> fd, oldest first
+        # Closed with the client, or when it is collected without close().
+        weakref.finalize(self, _close_fds, self._value_files)
         self._lane_pool = None  # threads that write a same-host put's lanes
         self._lane_pool_size = 0
         self._blocks = _RecycledBlocks(recycle_bytes)  # for get_kv's arrays
@@ -348,9 +358,7 @@ class Client:
 
     def close(self):
         self._sock.close()
-        for fd in self._value_files.values():
-            os.close(fd)
-        self._value_files.clear()
+        _close_fds(self._value_files)
         if self._lane_pool is not None:
             self._lane_pool.shutdown()
             self._lane_pool = None

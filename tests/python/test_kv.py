@@ -1,6 +1,8 @@
 """KV spaces through the Python client against a real mnemod: round trips of
 every codec, prefix matching with chained hashes, eviction, restart, and
 refused input."""
+import gc
+import os
 import weakref
 
 import numpy as np
@@ -263,6 +265,19 @@ def big_kv(seed):
     return rng.standard_normal((LAYERS, BIG_HEADS, BIG_CHUNK, BIG_DIM), dtype=np.float32).astype(np.float16)
 
 
+def open_value_files():
+    """How many of this process's descriptors are open on value-log files."""
+    fds = os.listdir("/proc/self/fd")
+    return sum(1 for fd in fds if _link(f"/proc/self/fd/{fd}").endswith(".vlog"))
+
+
+def _link(path):
+    try:
+        return os.readlink(path)
+    except OSError:
+        return ""
+
+
 def requests_of(daemon, op):
     import re
     import urllib.request
@@ -294,6 +309,17 @@ def test_same_host_puts_write_into_the_daemons_files_and_read_back_bit_exact(dae
     with pytest.raises(mnemo.InvalidArgument, match="bytes per token"):
         local.put_kv("big", b"X" * 32, k[:3], v[:3])
     assert local.kv_stats("big").segments == 2
+    # The client's descriptors of the daemon's files go with it: on close,
+    # or when it is collected without one.
+    assert open_value_files() > 0
+    local.close()
+    assert open_value_files() == 0
+    other = mnemo.Client(daemon.address)
+    other.put_kv("big", b"O" * 32, k, v)
+    assert open_value_files() > 0
+    del other
+    gc.collect()
+    assert open_value_files() == 0
 
 
 def test_same_host_puts_fall_back_to_the_connection_where_they_cannot_be_used(daemon, monkeypatch):
