@@ -87,6 +87,12 @@ Status KvSpace::Validate(const KvSpaceConfig& c) {
   return Status::OK();
 }
 
+KvSpace::Hash KvSpace::HashAt(const char* bytes) {
+  Hash h;
+  std::memcpy(h.data(), bytes, kChunkHashBytes);
+  return h;
+}
+
 size_t KvSpace::HashOf::operator()(const Hash& h) const {
   size_t v;  // the client's hash is already uniform
   std::memcpy(&v, h.data(), sizeof(v));
@@ -116,7 +122,7 @@ Status KvSpace::Load() {
       return false;
     }
     Found f;
-    std::memcpy(f.hash.data(), k.data() + begin.size(), kChunkHashBytes);
+    f.hash = HashAt(k.data() + begin.size());
     f.seg.seq = storage::DecodeFixed64(v.data());
     f.seg.written_ms = int64_t(storage::DecodeFixed64(v.data() + 8));
     f.seg.tokens = storage::DecodeFixed32(v.data() + 16);
@@ -134,15 +140,13 @@ Status KvSpace::Load() {
   }
   const std::string lbegin = storage::KvLayerPrefix(record_.id);
   MNEMO_RETURN_IF_ERROR(store_->Scan(Cf::kKv, lbegin, storage::PrefixEnd(lbegin), [&](std::string_view k, std::string_view v) {
-    Hash h;
     auto ref = storage::ValueRef::Decode(v);
     if (k.size() != lbegin.size() + kChunkHashBytes + 2 || !ref.ok()) {
       bad = Status::Corruption("bad KV layer reference in space '" + record_.config.name + "'");
       return false;
     }
-    std::memcpy(h.data(), k.data() + lbegin.size(), kChunkHashBytes);
     const uint16_t layer = storage::KvLayerFromKey(k);
-    auto it = index.find(h);
+    auto it = index.find(HashAt(k.data() + lbegin.size()));
     if (it == index.end() || layer >= record_.config.layers) {
       bad = Status::Corruption("KV layer without its segment in space '" + record_.config.name + "'");
       return false;
@@ -291,8 +295,6 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
     }
   }
   MNEMO_RETURN_IF_ERROR(CheckFits(total));
-  Hash h;
-  std::memcpy(h.data(), hash.data(), kChunkHashBytes);
 
   // Puts take turns; the state lock is not held across the writes, so that
   // gets and prefix matches (a serving engine's critical path) never wait
@@ -320,12 +322,13 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
     encoded[l] = std::string();  // give the memory back early
   }
 
-  return Commit(h, hash, shape.tokens, total, std::move(written));
+  return Commit(hash, shape.tokens, total, std::move(written));
 }
 
-Status KvSpace::Commit(const Hash& h, std::string_view hash, uint32_t tokens, uint64_t total,
+Status KvSpace::Commit(std::string_view hash, uint32_t tokens, uint64_t total,
                       std::vector<storage::ValueRef> written) {
   const auto& c = record_.config;
+  const Hash h = HashAt(hash.data());
   std::unique_lock<std::mutex> lock(mu_);
   if (dropped_) {
     lock.unlock();
@@ -465,8 +468,10 @@ Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
   }
   // With sync_writes each lane's file is synced, the files at once.
   std::vector<Status> synced(lanes);
+  if (values_->syncs_writes()) {
 #pragma omp parallel for num_threads(int(std::min<size_t>(lanes, kMaxSealThreads)))
-  for (int64_t j = 0; j < int64_t(lanes); ++j) synced[j] = values_->SyncReserved(r.lanes[j]);
+    for (int64_t j = 0; j < int64_t(lanes); ++j) synced[j] = values_->SyncReserved(r.lanes[j]);
+  }
   Status st = Status::OK();
   for (const auto* statuses : {&sealed, &synced}) {
     for (const Status& s : *statuses) {
@@ -477,10 +482,8 @@ Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
     Abandon(r);
     return st;
   }
-  Hash h;
-  std::memcpy(h.data(), hash.data(), kChunkHashBytes);
   std::lock_guard<std::mutex> put_lock(put_mu_);
-  return Commit(h, hash, r.tokens, r.layers * r.stride(), std::move(written));
+  return Commit(hash, r.tokens, r.layers * r.stride(), std::move(written));
 }
 
 Result<KvSegment> KvSpace::Get(std::string_view hash, std::span<const uint32_t> layers) {
@@ -564,8 +567,7 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
       out.layers.push_back(l);
     }
   }
-  Hash h;
-  std::memcpy(h.data(), hash.data(), kChunkHashBytes);
+  const Hash h = HashAt(hash.data());
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
@@ -605,9 +607,7 @@ Result<size_t> KvSpace::MatchPrefix(std::string_view hashes) {
   const int64_t now = now_ms_();
   size_t n = 0;
   for (; n * kChunkHashBytes < hashes.size(); ++n) {
-    Hash h;
-    std::memcpy(h.data(), hashes.data() + n * kChunkHashBytes, kChunkHashBytes);
-    auto it = segments_.find(h);
+    auto it = segments_.find(HashAt(hashes.data() + n * kChunkHashBytes));
     if (it == segments_.end() || ExpiredLocked(it->second, now)) break;
     lru_.splice(lru_.begin(), lru_, it->second.lru);
   }

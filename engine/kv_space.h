@@ -165,6 +165,8 @@ class KvSpace {
 
  private:
   using Hash = std::array<uint8_t, kChunkHashBytes>;
+  // The kChunkHashBytes at `bytes` (a checked chunk hash) as a map key.
+  static Hash HashAt(const char* bytes);
   struct HashOf {
     size_t operator()(const Hash& h) const;
   };
@@ -188,7 +190,7 @@ class KvSpace {
   // Stores a segment whose layers are in the value log (`written`, one per
   // layer, `total` bytes), evicting as needed; releases them on failure.
   // The caller holds put_mu_.
-  Status Commit(const Hash& h, std::string_view hash, uint32_t tokens, uint64_t total,
+  Status Commit(std::string_view hash, uint32_t tokens, uint64_t total,
                 std::vector<storage::ValueRef> written);
   void AbandonLapsedLocked(int64_t now);
   void Abandon(const KvReservation& r);

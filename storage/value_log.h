@@ -126,7 +126,8 @@ class ValueLog {
   // range) as one value. Thread-safe and const: pieces may be sealed in
   // parallel. With sync_writes call SyncReserved before committing refs.
   Result<ValueRef> Seal(const Reservation& r, uint64_t offset, uint64_t length) const;
-  Status SyncReserved(const Reservation& r) const;
+  Status SyncReserved(const Reservation& r) const;  // OK at once without sync_writes
+  bool syncs_writes() const { return options_.sync_writes; }
   // Releases the whole range. Call it instead of releasing sealed pieces
   // when none of them got committed; never both. The file is then deleted,
   // not recycled, once nothing in it lives: a writer that is late does no
