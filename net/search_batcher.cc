@@ -5,9 +5,10 @@
 
 namespace mnemo::net {
 
-using Clock = std::chrono::steady_clock;
-
 namespace {
+// Its address tells the threads apart.
+thread_local char this_thread_token;
+
 SearchBatcher::Options Checked(SearchBatcher::Options o) {
   o.max_batches = std::max<size_t>(o.max_batches, 1);
   return o;
@@ -26,10 +27,18 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
   {
     std::lock_guard<std::mutex> lock(mu_);
     Queue& q = queues_[key];
-    if (!q.collection) q.collection = collection;
-    q.items.push_back({request, std::move(done), Clock::now()});
+    if (!q.collection) {
+      q.collection = collection;
+      q.pulled = options_.pull && !collection->batching_saves_work();
+    }
+    q.items.push_back({request, std::move(done), Clock::now(), &this_thread_token});
     const bool enough = q.items.size() >= CompanyLocked(key);
     arrivals_.fetch_add(1, std::memory_order_release);
+    if (q.pulled) {
+      const size_t waiting = pullable_.fetch_add(1, std::memory_order_acq_rel) + 1;
+      if (waiting > 1 && options_.wake) options_.wake();
+      return;
+    }
     if (q.waiting) {
       if (!enough) return;
       q.waiting = false;  // company came before the window ended: start now
@@ -63,6 +72,75 @@ void SearchBatcher::StartAfterWindow(const Key& key, uint64_t wait_id) {
     it->second.waiting = false;
   }
   Launch(key);
+}
+
+bool SearchBatcher::RunReady() {
+  if (pullable() == 0) return false;
+  Key key;
+  std::vector<Item> batch;
+  std::shared_ptr<engine::Collection> collection;
+  bool alone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = Clock::now();
+    auto it = ReadyLocked(now);
+    if (it == queues_.end()) return false;
+    key = last_pulled_ = it->first;
+    batch = TakePulledLocked(it->second, now);
+    collection = it->second.collection;
+    it->second.pulling++;
+    alone = in_flight_++ == 0 && queues_.at(key).items.empty() && pullable() == 0;
+  }
+  const auto start = Clock::now();
+  RunBatch(*collection, batch, alone ? 0 : options_.offload_threads);
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (last_run_.size() > 4096) last_run_.clear();  // keys of dropped collections
+  last_run_[key] = {took, batch.size()};
+  in_flight_--;
+  Queue& q = queues_.at(key);
+  if (--q.pulling == 0 && q.running == 0 && q.items.empty()) queues_.erase(key);
+  return true;
+}
+
+std::map<SearchBatcher::Key, SearchBatcher::Queue>::iterator SearchBatcher::ReadyLocked(
+    Clock::time_point now) {
+  // Keys in turn, starting after the last one taken: a busy key cannot
+  // starve the others.
+  auto start = queues_.upper_bound(last_pulled_);
+  for (size_t i = 0; i < queues_.size(); ++i, ++start) {
+    if (start == queues_.end()) start = queues_.begin();
+    const Queue& q = start->second;
+    if (!q.pulled) continue;
+    for (const Item& item : q.items) {
+      if (MayTake(item, now)) return start;
+    }
+  }
+  return queues_.end();
+}
+
+bool SearchBatcher::MayTake(const Item& item, Clock::time_point now) const {
+  return item.origin == &this_thread_token || now - item.queued >= options_.steal_after;
+}
+
+std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock::time_point now) {
+  const size_t waiting = q.items.size();
+  const size_t share = (waiting + options_.max_batches - 1) / options_.max_batches;
+  std::vector<Item> batch;
+  auto take = [&](auto&& wanted) {
+    for (auto it = q.items.begin(); it != q.items.end() && batch.size() < share;) {
+      if (!wanted(*it)) {
+        ++it;
+        continue;
+      }
+      batch.push_back(std::move(*it));
+      it = q.items.erase(it);
+    }
+  };
+  take([](const Item& item) { return item.origin == &this_thread_token; });
+  if (batch.empty()) take([&](const Item& item) { return MayTake(item, now); });
+  pullable_.fetch_sub(batch.size(), std::memory_order_acq_rel);
+  return batch;
 }
 
 std::chrono::microseconds SearchBatcher::WindowLocked(const Key& key) const {
@@ -124,7 +202,7 @@ void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
       }
       if (q.items.empty() && (threads == 0 || !LingerLocked(lock, key))) {
         // This loop ends; the last one of the key forgets it (and the collection).
-        if (--q.running == 0) queues_.erase(key);
+        if (--q.running == 0 && q.pulling == 0) queues_.erase(key);
         in_flight_--;
         return;
       }

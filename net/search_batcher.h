@@ -64,6 +64,20 @@ class SearchBatcher {
     // ends: the next search then starts without waking a pool thread, which
     // costs tens of microseconds on virtual machines. 0: end at once.
     std::chrono::microseconds linger{0};
+    // Pulling: searches of collections whose batches save no work
+    // (Collection::batching_saves_work false, graph indexes) are only
+    // queued by Submit; the caller's threads run them by calling RunReady
+    // between their other work (a server's I/O threads, one per core).
+    // Such a search costs a hundred microseconds or so, about what handing
+    // it to another thread and back costs. Other searches start as above.
+    bool pull = false;
+    // A puller takes the searches its own thread submitted (their replies
+    // then go out without a thread hop); another thread's only after they
+    // waited this long (their thread is busy with a batch).
+    std::chrono::microseconds steal_after{50};
+    // Called after Submit queued a pulled search that the submitting thread
+    // will not take next (more than one waits): wake an idle puller.
+    std::function<void()> wake;
   };
   using Done = std::function<void(Result<engine::SearchResult>)>;
 
@@ -74,11 +88,21 @@ class SearchBatcher {
   void Submit(std::shared_ptr<engine::Collection> collection, const engine::SearchRequest& request,
               Done done);
 
+  // Runs one batch of pulled searches, if any may be taken (see
+  // Options::steal_after); true when it ran one. Keys are taken in turn. A
+  // batch that runs alone (nothing else queued or running) may use every
+  // core, as SearchRequest::threads 0 does.
+  bool RunReady();
+  // Pulled searches queued and not yet taken (a hint: it changes as other
+  // threads submit and take).
+  size_t pullable() const { return pullable_.load(std::memory_order_acquire); }
+
  private:
   struct Item {
     engine::SearchRequest request;
     Done done;
     std::chrono::steady_clock::time_point queued;
+    const void* origin;  // the submitting thread (its puller takes it first)
   };
   // Searches that may share one FAISS call.
   using Key = std::tuple<engine::Collection*, uint32_t, uint32_t, uint32_t, bool, uint64_t>;
@@ -86,10 +110,13 @@ class SearchBatcher {
     std::shared_ptr<engine::Collection> collection;
     std::vector<Item> items;
     size_t running = 0;     // batch loops of this key, the waiting start included
+    size_t pulling = 0;     // RunReady batches of this key running
+    bool pulled = false;    // its searches are pulled (see Options::pull)
     size_t lingering = 0;   // ...of which poll for more (see Options::linger)
     bool waiting = false;   // one start waits out its window, unless company comes first
     uint64_t wait_id = 0;   // which scheduled start may still run
   };
+  using Clock = std::chrono::steady_clock;
   struct LastRun {
     std::chrono::microseconds took{0};
     size_t searches = 1;
@@ -103,6 +130,12 @@ class SearchBatcher {
   void Launch(const Key& key);
   // Runs a loop of `key` on the pool.
   void Offload(const Key& key);
+  // mu_ held: the next pulled key (after last_pulled_) that has a search
+  // this thread may take.
+  std::map<Key, Queue>::iterator ReadyLocked(Clock::time_point now);
+  bool MayTake(const Item& item, Clock::time_point now) const;
+  // mu_ held: this thread's share of q's searches (see Options::steal_after).
+  std::vector<Item> TakePulledLocked(Queue& q, Clock::time_point now);
   // Runs batches of `key` until its queue is empty; `threads` as in SearchRequest.
   void RunLoop(const Key& key, uint32_t threads);
   // With mu_ held and the key's queue empty: false once the loop should end
@@ -128,6 +161,8 @@ class SearchBatcher {
   size_t in_flight_ = 0;       // batch loops running, all keys; guarded by mu_
   size_t starting_ = 0;        // starts not yet launched, all keys; guarded by mu_
   std::atomic<uint64_t> arrivals_{0};  // searches submitted, polled by lingering loops
+  std::atomic<size_t> pullable_{0};    // items in the queues of pulled keys
+  Key last_pulled_{};                  // the key RunReady took last; guarded by mu_
 };
 
 }  // namespace mnemo::net

@@ -57,17 +57,24 @@ class Server::Impl {
   Impl(engine::Engine* engine, Metrics* metrics, ServerOptions options)
       : options_(std::move(options)),
         metrics_(metrics),
-        io_threads_(options_.io_threads ? options_.io_threads
-                                        : std::clamp<size_t>(UsableCores() / 8, 1, 4)),
+        io_threads_(options_.io_threads      ? options_.io_threads
+                    : options_.search_on_io ? UsableCores()
+                                            : std::clamp<size_t>(UsableCores() / 8, 1, 4)),
         // One thread per core in all: a worker that shares its core with an
         // I/O thread delays the replies of every connection on that thread.
-        workers_(options_.worker_threads
-                     ? options_.worker_threads
-                     : std::max<size_t>(1, UsableCores() - std::min(UsableCores(), io_threads_))),
+        // With search_on_io, the I/O threads sleep while the workers run the
+        // costly searches.
+        workers_(options_.worker_threads ? options_.worker_threads
+                 : options_.search_on_io ? std::max<size_t>(1, UsableCores() - 1)
+                                         : std::max<size_t>(1, UsableCores() - std::min(UsableCores(), io_threads_))),
         batcher_(DeferredBatching(options_.batching), metrics),
         handler_(engine, &batcher_, metrics, options_.keys),
         pool_(workers_),
-        acceptor_(io_) {}
+        ios_(MakeContexts(io_threads_)),
+        acceptor_(*ios_[0]) {
+    for (auto& io : ios_) keep_running_.emplace_back(asio::make_work_guard(*io));
+    sleeping_ = std::make_unique<std::atomic<bool>[]>(ios_.size());
+  }
 
   Status Start();
   void Stop();
@@ -86,11 +93,36 @@ class Server::Impl {
     });
   }
   Metrics& metrics() { return *metrics_; }
-  asio::io_context& io() { return io_; }
+  // The I/O context of the next connection (round robin).
+  asio::io_context& NextIo() { return *ios_[next_io_.fetch_add(1, std::memory_order_relaxed) % ios_.size()]; }
 
  private:
   void Accept();
-  void RunIo();  // an I/O thread's loop
+  void RunIo(size_t i);  // I/O thread i's loop
+  // Waits in epoll for I/O thread i's next handler (a socket, a reply or
+  // WakeOne's no-op); false once its context has stopped.
+  bool Sleep(size_t i);
+  static std::vector<std::unique_ptr<asio::io_context>> MakeContexts(size_t n) {
+    std::vector<std::unique_ptr<asio::io_context>> v;
+    for (size_t i = 0; i < n; ++i) v.push_back(std::make_unique<asio::io_context>(1));
+    return v;
+  }
+  // The I/O context the calling thread runs; the first one elsewhere.
+  asio::io_context& CurrentIo() { return current_io_ ? *current_io_ : *ios_[0]; }
+  static thread_local asio::io_context* current_io_;
+  // search_on_io: a search waits that its own I/O thread will not take
+  // next; an I/O thread asleep in epoll gets a no-op to wake it.
+  void WakeOne() {
+    if (asleep_.load(std::memory_order_acquire) == 0) return;
+    for (size_t i = 0; i < ios_.size(); ++i) {
+      bool expected = true;
+      if (sleeping_[i].compare_exchange_strong(expected, false)) {
+        asleep_.fetch_sub(1, std::memory_order_acq_rel);
+        asio::post(*ios_[i], [] {});
+        return;
+      }
+    }
+  }
 
   // Batches start on the I/O loop after the reads already due, or on a
   // timer when there is a window, and run beside other batches on the
@@ -98,14 +130,18 @@ class Server::Impl {
   SearchBatcher::Options DeferredBatching(SearchBatcher::Options o) {
     if (o.max_batches == 0) o.max_batches = workers_;
     if (o.linger.count() == 0) o.linger = options_.busy_poll;
+    if (options_.search_on_io) {
+      o.pull = true;  // RunIo pulls them
+      o.wake = [this] { WakeOne(); };
+    }
     if (!o.offload) o.offload = [this](std::function<void()> task) { PostToPool(std::move(task)); };
     if (o.schedule) return o;
     o.schedule = [this](std::chrono::microseconds delay, std::function<void()> task) {
       // Deferred, not posted: the task queues behind this round's reads on
       // this thread and wakes no other (a wake-up costs tens of
       // microseconds on virtual machines).
-      if (delay.count() <= 0) return asio::defer(io_, std::move(task));
-      auto timer = std::make_shared<asio::steady_timer>(io_, delay);
+      if (delay.count() <= 0) return asio::defer(CurrentIo(), std::move(task));
+      auto timer = std::make_shared<asio::steady_timer>(CurrentIo(), delay);
       timer->async_wait([timer, task = std::move(task)](const boost::system::error_code&) { task(); });
     };
     return o;
@@ -117,8 +153,15 @@ class Server::Impl {
   const size_t workers_;  // compute pool threads
   SearchBatcher batcher_;
   RequestHandler handler_;
-  asio::io_context io_;
   asio::thread_pool pool_;
+  // One context per I/O thread, each connection on one: a context run by
+  // several threads hands its events from the thread in epoll to the others.
+  std::vector<std::unique_ptr<asio::io_context>> ios_;
+  std::atomic<size_t> next_io_{0};
+  std::unique_ptr<std::atomic<bool>[]> sleeping_;  // per I/O thread, search_on_io
+  std::atomic<size_t> asleep_{0};
+  // Keep every context running (one may have no connection yet) until Stop.
+  std::vector<asio::executor_work_guard<asio::io_context::executor_type>> keep_running_;
   tcp::acceptor acceptor_;
   std::vector<std::thread> threads_;
   std::string address_;
@@ -131,9 +174,10 @@ class Server::Impl {
 // members are touched only on its strand.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Server::Impl* server, tcp::socket socket)
+  // `socket` must be on `io`.
+  Connection(Server::Impl* server, asio::io_context& io, tcp::socket socket)
       : server_(server),
-        strand_(asio::make_strand(server->io())),
+        strand_(asio::make_strand(io)),
         socket_(std::move(socket)),
         idle_(strand_) {}
 
@@ -360,7 +404,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void Run(Pending p) {
     // Keeps io_context::run alive until the reply is back on the strand.
-    auto work = asio::make_work_guard(server_->io());
+    auto work = asio::make_work_guard(strand_);
     const bool ordered = !p.search;
     auto done = [self = shared_from_this(), slot = p.slot, work,
                  ordered](Reply reply) mutable {
@@ -517,35 +561,57 @@ Status Server::Impl::Start() {
   auto bound = acceptor_.local_endpoint();
   address_ = bound.address().to_string() + ":" + std::to_string(bound.port());
   Accept();
-  for (size_t i = 0; i < io_threads_; ++i) {
-    threads_.emplace_back([this] { RunIo(); });
+  for (size_t i = 0; i < ios_.size(); ++i) {
+    threads_.emplace_back([this, i] { RunIo(i); });
   }
   return Status::OK();
 }
 
-void Server::Impl::RunIo() {
+thread_local asio::io_context* Server::Impl::current_io_ = nullptr;
+
+// Socket I/O, then (search_on_io) one batch of pulled searches, in turn.
+// After busy_poll with neither, sleeps in epoll, unless a pulled search
+// waits (another thread's, which this one may take after steal_after).
+void Server::Impl::RunIo(size_t i) {
   NameThisThread("mnemo-io");
-  using Clock = std::chrono::steady_clock;
-  if (options_.busy_poll.count() <= 0) {
-    io_.run();
+  asio::io_context& io = *ios_[i];
+  current_io_ = &io;
+  const bool pull = options_.search_on_io;
+  if (!pull && options_.busy_poll.count() <= 0) {
+    io.run();
     return;
   }
+  using Clock = std::chrono::steady_clock;
   auto last_work = Clock::now();
   for (;;) {
-    if (io_.poll() > 0) {
+    bool worked = io.poll() > 0;
+    if (pull && batcher_.RunReady()) worked = true;
+    if (worked) {
       last_work = Clock::now();
-    } else if (io_.stopped()) {
+    } else if (io.stopped()) {
       return;
-    } else if (Clock::now() - last_work >= options_.busy_poll) {
-      if (io_.run_one() == 0) return;  // slept until work came, or stopped
+    } else if (batcher_.pullable() == 0 && Clock::now() - last_work >= options_.busy_poll) {
+      if (!Sleep(i)) return;  // stopped
       last_work = Clock::now();
     }
   }
 }
 
+bool Server::Impl::Sleep(size_t i) {
+  sleeping_[i].store(true, std::memory_order_release);
+  asleep_.fetch_add(1, std::memory_order_acq_rel);
+  // A search queued since the caller looked might not have seen us asleep.
+  const size_t ran = batcher_.pullable() > 0 ? 1 : ios_[i]->run_one();
+  bool expected = true;
+  if (sleeping_[i].compare_exchange_strong(expected, false)) {
+    asleep_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  return ran > 0;
+}
+
 void Server::Impl::Accept() {
-  acceptor_.async_accept(asio::make_strand(io_), [this](const boost::system::error_code& ec,
-                                                        tcp::socket socket) {
+  asio::io_context* io = &NextIo();
+  acceptor_.async_accept(*io, [this, io](const boost::system::error_code& ec, tcp::socket socket) {
     if (ec) {
       if (ec != asio::error::operation_aborted) spdlog::warn("accept failed: {}", ec.message());
       if (!stopping_ && acceptor_.is_open()) Accept();
@@ -555,7 +621,7 @@ void Server::Impl::Accept() {
     socket.set_option(tcp::no_delay(true), ignored);
     // Flush writes without blocking, and falls back to asynchronous writes.
     socket.non_blocking(true, ignored);
-    auto c = std::make_shared<Connection>(this, std::move(socket));
+    auto c = std::make_shared<Connection>(this, *io, std::move(socket));
     bool reject;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -588,7 +654,7 @@ void Server::Impl::Forget(Connection* c) {
 
 void Server::Impl::Stop() {
   if (stopping_.exchange(true)) return;
-  asio::post(io_, [this] {
+  asio::post(*ios_[0], [this] {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     std::vector<std::shared_ptr<Connection>> all;
@@ -597,6 +663,8 @@ void Server::Impl::Stop() {
       all.assign(connections_.begin(), connections_.end());
     }
     for (auto& c : all) c->Shutdown();
+    // Each context ends once its connections have closed.
+    for (auto& guard : keep_running_) guard.reset();
   });
 }
 

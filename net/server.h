@@ -1,8 +1,11 @@
 // Server: mnemo's wire protocol over TCP (Boost.Asio).
 //
-// Threading: one io_context run by `io_threads` threads does all socket I/O;
-// each connection's handlers run on its own strand, so a connection needs no
-// locks. Searches are batched (SearchBatcher): a batch starts once the reads
+// Threading: `io_threads` threads do all socket I/O, each with its own
+// io_context and its share of the connections; each connection's handlers
+// run on its own strand, so a connection needs no locks. With search_on_io,
+// graph-index searches run on the I/O thread that read them, between its
+// reads and writes, or on an idle one (SearchBatcher's pulled searches).
+// Other searches are batched (SearchBatcher): a batch starts once the reads
 // due in the current I/O round have joined it, and runs on the I/O thread
 // when nothing else searches (a lone query costs no thread hand-off), or on
 // the compute pool beside the batches already running (up to
@@ -39,8 +42,11 @@ struct ServerOptions {
   std::string listen = "127.0.0.1:7070";  // port 0 picks a free port
   // One I/O thread gathers the largest batches and switches no context; a
   // few more keep the syscalls of many connections off one core.
-  size_t io_threads = 0;      // 0: one per 8 cores, at least 1, at most 4
-  size_t worker_threads = 0;  // 0: one per core not taken by an I/O thread, at least 1
+  // 0: one per core with search_on_io, else one per 8 cores (1 to 4).
+  size_t io_threads = 0;
+  // 0: one per core but one with search_on_io, else one per core not taken
+  // by an I/O thread; at least 1.
+  size_t worker_threads = 0;
   uint32_t max_frame_bytes = kDefaultMaxFrameBytes;            // a frame's FlatBuffer
   uint32_t max_attachment_bytes = kDefaultMaxAttachmentBytes;  // and its attachment
   size_t max_connections = 1024;
@@ -51,6 +57,13 @@ struct ServerOptions {
   // costs tens of microseconds on virtual machines. 0 disables. Search
   // loops on the pool linger as long (unless batching.linger says otherwise).
   std::chrono::microseconds busy_poll{50};
+  // Graph-index searches (HNSW, whose batches save no work) run on the I/O
+  // threads, one per core by default, each taking the searches it read
+  // (SearchBatcher::Options::pull): no core is kept for I/O alone and a
+  // search costs no thread hop. Other searches are gathered into batches
+  // on the workers; the I/O threads then mostly sleep. False: all searches
+  // go to the workers beside `io_threads` I/O threads (one per 8 cores).
+  bool search_on_io = true;
   SearchBatcher::Options batching;
   // API keys every request must present; nullptr: none needed. Not owned.
   const KeyRing* keys = nullptr;

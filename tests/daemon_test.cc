@@ -542,14 +542,27 @@ TEST(DaemonTest, PutKvLayersAreAppendedAsTheyArriveAndAHalfPutStoresNothing) {
   EXPECT_EQ(d.Signal(SIGTERM), 0);
 }
 
-void ConcurrentSingleQueriesGetTheirOwnAnswers(const std::string& flags) {
+// Eight clients search at once; each answer must be the one a query gets
+// alone: brute force's for Flat, one client's one at a time for others.
+void ConcurrentSingleQueriesGetTheirOwnAnswers(const std::string& flags,
+                                               const std::string& index = "Flat") {
   TempDir dir;
   DaemonProcess d(dir.path(), flags);
   auto data = MakeClustered(5000, 400, 16, 20, 9);
-  auto truth = mnemo::testing::BruteForce(data, 5);
   auto setup = Connect(d);
-  ASSERT_TRUE(setup->CreateCollection(Config("b", 16)).ok());
+  ASSERT_TRUE(setup->CreateCollection(Config("b", 16, index)).ok());
   ASSERT_TRUE(setup->Upsert("b", Iota(5000), data.base).ok());
+  std::vector<int64_t> truth = mnemo::testing::BruteForce(data, 5);
+  size_t searched = data.q();
+  if (index != "Flat") {
+    truth.clear();
+    for (size_t q = 0; q < data.q(); ++q) {
+      auto r = setup->Search("b", std::span(data.queries).subspan(q * 16, 16), {.k = 5});
+      ASSERT_TRUE(r.ok());
+      truth.insert(truth.end(), r->ids.begin(), r->ids.end());
+    }
+    searched *= 2;
+  }
   std::atomic<int> wrong{0};
   std::vector<std::thread> clients;
   for (int t = 0; t < 8; ++t) {
@@ -566,7 +579,8 @@ void ConcurrentSingleQueriesGetTheirOwnAnswers(const std::string& flags) {
   for (auto& c : clients) c.join();
   EXPECT_EQ(wrong.load(), 0);
   std::string metrics = HttpGet(d.http_address(), "/metrics");
-  EXPECT_NE(metrics.find("mnemo_search_batch_queries_sum 400"), std::string::npos);
+  EXPECT_NE(metrics.find("mnemo_search_batch_queries_sum " + std::to_string(searched) + "\n"),
+            std::string::npos);
 }
 
 TEST(DaemonTest, ConcurrentSingleQueriesGetTheirOwnAnswers) {
@@ -576,6 +590,17 @@ TEST(DaemonTest, ConcurrentSingleQueriesGetTheirOwnAnswers) {
 // More batches in flight than this machine has cores: the loops race.
 TEST(DaemonTest, ConcurrentBatchesOfOneCollectionGetTheirOwnAnswers) {
   ConcurrentSingleQueriesGetTheirOwnAnswers("--worker-threads 6 --io-threads 3 --batch-concurrency 6");
+}
+
+// Graph searches run on the I/O threads that read them, or on an idle one
+// after steal_after: four threads, each taking the others' searches.
+TEST(DaemonTest, GraphSearchesPulledByManyIoThreadsGetTheirOwnAnswers) {
+  ConcurrentSingleQueriesGetTheirOwnAnswers("--io-threads 4", "HNSW16");
+}
+
+// The same searches with --search-on-io false: gathered and run on the workers.
+TEST(DaemonTest, GraphSearchesOnTheWorkersGetTheirOwnAnswers) {
+  ConcurrentSingleQueriesGetTheirOwnAnswers("--io-threads 1 --search-on-io false", "HNSW16");
 }
 
 }  // namespace

@@ -363,5 +363,106 @@ TEST_F(SearchBatcherTest, ConcurrentSubmittersOnRealThreadsAllGetTheirAnswers) {
   for (size_t q = 0; q < 64; ++q) EXPECT_EQ(got[q], Alone(q)) << q;
 }
 
+// Pulled searches (a graph index): Submit only queues them; RunReady runs
+// them on the caller's thread, its own searches first, a share at a time.
+class PulledSearchTest : public SearchBatcherTest {
+ protected:
+  void SetUp() override {
+    SearchBatcherTest::SetUp();
+    engine::CollectionConfig cc;
+    cc.name = "graph";
+    cc.dim = 8;
+    cc.index = "HNSW16";
+    graph_ = std::move(engine_->CreateCollection(cc)).value();
+    ASSERT_TRUE(graph_->Upsert({Iota(data_.n()), data_.base}).ok());
+  }
+  void SubmitGraph(SearchBatcher& b, size_t q) {
+    b.Submit(graph_, RequestFor(q), [this, q](Result<engine::SearchResult> res) {
+      ASSERT_TRUE(res.ok()) << res.status().ToString();
+      answers_[q] = res->ids;
+    });
+  }
+  std::vector<int64_t> GraphAlone(size_t q) { return graph_->Search(RequestFor(q))->ids; }
+  std::shared_ptr<engine::Collection> graph_;
+};
+
+TEST_F(PulledSearchTest, SubmitQueuesAndRunReadyTakesAShareAtATime) {
+  ManualScheduler s;
+  SearchBatcher::Options o;
+  o.pull = true;
+  o.max_batches = 2;  // a puller takes half of what waits
+  SearchBatcher b(s.With(o), &metrics_);
+  for (size_t q = 0; q < 3; ++q) SubmitGraph(b, q);
+  EXPECT_TRUE(s.tasks.empty());  // nothing scheduled: the searches wait for a puller
+  EXPECT_EQ(b.pullable(), 3u);
+  EXPECT_TRUE(answers_.empty());
+  ASSERT_TRUE(b.RunReady());  // 2 of 3
+  EXPECT_EQ(b.pullable(), 1u);
+  EXPECT_EQ(answers_.size(), 2u);
+  ASSERT_TRUE(b.RunReady());
+  EXPECT_FALSE(b.RunReady());
+  ASSERT_EQ(answers_.size(), 3u);
+  for (size_t q = 0; q < 3; ++q) EXPECT_EQ(answers_[q], GraphAlone(q)) << q;
+  EXPECT_NE(metrics_.Render(*engine_).find("mnemo_search_batch_queries_count 2\n"), std::string::npos);
+
+  // A collection whose batches save work (Flat) is not pulled: it starts as before.
+  Submit(b, 5);
+  EXPECT_EQ(b.pullable(), 0u);
+  ASSERT_EQ(s.tasks.size(), 1u);
+  s.RunNext();
+  EXPECT_EQ(answers_[5], Alone(5));
+}
+
+TEST_F(PulledSearchTest, AnotherThreadsSearchesAreTakenOnlyAfterStealAfter) {
+  SearchBatcher::Options o;
+  o.pull = true;
+  o.steal_after = std::chrono::hours(1);
+  SearchBatcher never(o, &metrics_);
+  std::thread([&] { SubmitGraph(never, 0); }).join();
+  EXPECT_EQ(never.pullable(), 1u);
+  EXPECT_FALSE(never.RunReady());  // its thread is busy for all we know
+  EXPECT_TRUE(answers_.empty());
+  std::thread([&] { EXPECT_TRUE(never.RunReady()); }).join();  // ...but it may take its own
+  EXPECT_EQ(answers_[0], GraphAlone(0));
+
+  o.steal_after = microseconds(0);
+  SearchBatcher at_once(o, &metrics_);
+  std::thread([&] { SubmitGraph(at_once, 1); }).join();
+  EXPECT_TRUE(at_once.RunReady());
+  EXPECT_EQ(answers_[1], GraphAlone(1));
+}
+
+TEST_F(PulledSearchTest, PullersOnRealThreadsAllGetTheirAnswers) {
+  SearchBatcher::Options o;
+  o.pull = true;
+  o.max_batches = 4;
+  o.steal_after = microseconds(20);
+  SearchBatcher b(o, &metrics_);
+  std::mutex mu;
+  std::map<size_t, std::vector<int64_t>> got;
+  std::vector<std::thread> pullers;
+  for (size_t t = 0; t < 4; ++t) {
+    pullers.emplace_back([&, t] {
+      for (size_t q = t; q < 64; q += 4) {
+        std::promise<std::vector<int64_t>> answer;
+        auto ids = answer.get_future();
+        b.Submit(graph_, RequestFor(q), [&](Result<engine::SearchResult> res) {
+          answer.set_value(res.ok() ? res->ids : std::vector<int64_t>{});
+        });
+        // Pull until this answer is in (it may run on another puller).
+        while (ids.wait_for(std::chrono::seconds(0)) != std::future_status::ready) b.RunReady();
+        std::lock_guard<std::mutex> lock(mu);
+        got[q] = ids.get();
+      }
+    });
+  }
+  for (auto& t : pullers) t.join();
+  while (b.RunReady()) {
+  }
+  ASSERT_EQ(got.size(), 64u);
+  for (size_t q = 0; q < 64; ++q) EXPECT_EQ(got[q], GraphAlone(q)) << q;
+  EXPECT_EQ(b.pullable(), 0u);
+}
+
 }  // namespace
 }  // namespace mnemo::net

@@ -69,6 +69,9 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
       *field = size_t(v);
     }
   };
+  if (app.count("--search-on-io") == 0 && t["search_on_io"].value<bool>()) {
+    s->server.search_on_io = *t["search_on_io"].value<bool>();
+  }
   set_size("io_threads", "--io-threads", &s->server.io_threads);
   set_size("worker_threads", "--worker-threads", &s->server.worker_threads);
   set_size("max_connections", "--max-connections", &s->server.max_connections);
@@ -95,8 +98,11 @@ int Main(int argc, char** argv) {
   app.add_option("--auth-file", s.auth_file, "TOML file of API keys, roles and collections (see net/key_ring.h)");
   app.add_option("--config", config, "TOML file with any of these settings");
   app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")->capture_default_str();
-  app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O and searches (0: one per 8 cores, 1 to 4)");
-  app.add_option("--worker-threads", s.server.worker_threads, "threads executing requests (0: one per core not doing I/O, at least 1)");
+  app.add_option("--search-on-io", s.server.search_on_io,
+                 "graph-index (HNSW) searches run on the I/O threads, one per core (false: on the workers)")
+      ->capture_default_str();
+  app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O (0: one per core with --search-on-io, else one per 8 cores, 1 to 4)");
+  app.add_option("--worker-threads", s.server.worker_threads, "threads executing requests (0: one per core but one with --search-on-io, else one per core not doing I/O)");
   app.add_option("--max-connections", s.server.max_connections, "open connections at most")->capture_default_str();
   app.add_option("--max-frame-bytes", s.server.max_frame_bytes, "largest request FlatBuffer")->capture_default_str();
   app.add_option("--max-attachment-bytes", s.server.max_attachment_bytes,
