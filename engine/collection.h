@@ -102,9 +102,9 @@ class Collection {
   const std::string& name() const { return record_.name; }
   uint32_t dim() const { return record_.spec.dim; }
   const index::IndexSpec& spec() const { return record_.spec; }
-  // False for graph indexes (HNSW): a batch of their queries costs what the
-  // queries cost one by one, so a server need not gather them.
-  bool batching_saves_work() const { return !record_.spec.factory.starts_with("HNSW"); }
+  // See index::VectorIndex::BatchingSavesWork: false when a batch of
+  // queries costs what they cost one by one, so a server need not gather them.
+  bool batching_saves_work() const { return index::VectorIndex::BatchingSavesWork(record_.spec); }
 
   Status Upsert(const EntryBatch& batch);
   // Entries that exist among `ids`.

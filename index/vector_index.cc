@@ -146,6 +146,8 @@ void VectorIndex::SyncNorms() {
 }
 VectorIndex::~VectorIndex() = default;
 
+bool VectorIndex::BatchingSavesWork(const IndexSpec& spec) { return StripIdMap(spec.factory) == "Flat"; }
+
 Result<std::unique_ptr<VectorIndex>> VectorIndex::Create(const IndexSpec& spec) {
   if (spec.dim == 0 || spec.dim > kMaxDim) {
     return Status::InvalidArgument("dimension must be in 1.." + std::to_string(kMaxDim) +

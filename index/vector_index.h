@@ -64,6 +64,14 @@ class VectorIndex {
                                                           std::string_view bytes);
   ~VectorIndex();
 
+  // True when one call for many queries costs less than a call for each:
+  // an exhaustive scan of floats (Flat), which FAISS runs as one matrix
+  // product from 20 queries a call. HNSW's graph, IVF's lists and scalar
+  // quantizer scans are searched query by query (IVF's coarse quantizer
+  // takes a matrix product too, from 20 queries, which single-query
+  // clients rarely gather).
+  static bool BatchingSavesWork(const IndexSpec& spec);
+
   Kind kind() const { return kind_; }
   const IndexSpec& spec() const { return spec_; }
   bool is_trained() const;

@@ -65,7 +65,7 @@ class SearchBatcher {
     // costs tens of microseconds on virtual machines. 0: end at once.
     std::chrono::microseconds linger{0};
     // Pulling: searches of collections whose batches save no work
-    // (Collection::batching_saves_work false, graph indexes) are only
+    // (Collection::batching_saves_work false: HNSW, IVF, SQ) are only
     // queued by Submit; the caller's threads run them by calling RunReady
     // between their other work (a server's I/O threads, one per core).
     // Such a search costs a hundred microseconds or so, about what handing

@@ -3,7 +3,8 @@
 // Threading: `io_threads` threads do all socket I/O, each with its own
 // io_context and its share of the connections; each connection's handlers
 // run on its own strand, so a connection needs no locks. With search_on_io,
-// graph-index searches run on the I/O thread that read them, between its
+// searches that batching does not speed up (all but Flat's) run on the I/O
+// thread that read them, between its
 // reads and writes, or on an idle one (SearchBatcher's pulled searches).
 // Other searches are batched (SearchBatcher): a batch starts once the reads
 // due in the current I/O round have joined it, and runs on the I/O thread
@@ -57,11 +58,11 @@ struct ServerOptions {
   // costs tens of microseconds on virtual machines. 0 disables. Search
   // loops on the pool linger as long (unless batching.linger says otherwise).
   std::chrono::microseconds busy_poll{50};
-  // Graph-index searches (HNSW, whose batches save no work) run on the I/O
+  // Searches whose batches save no work (HNSW, IVF, SQ: all but Flat) run on the I/O
   // threads, one per core by default, each taking the searches it read
   // (SearchBatcher::Options::pull): no core is kept for I/O alone and a
   // search costs no thread hop. Other searches are gathered into batches
-  // on the workers; the I/O threads then mostly sleep. False: all searches
+  // on the workers (Flat's); the I/O threads then mostly sleep. False: all searches
   // go to the workers beside `io_threads` I/O threads (one per 8 cores).
   bool search_on_io = true;
   SearchBatcher::Options batching;

@@ -552,6 +552,7 @@ void ConcurrentSingleQueriesGetTheirOwnAnswers(const std::string& flags,
   auto setup = Connect(d);
   ASSERT_TRUE(setup->CreateCollection(Config("b", 16, index)).ok());
   ASSERT_TRUE(setup->Upsert("b", Iota(5000), data.base).ok());
+  if (index.starts_with("IVF") && !setup->Stats("b")->trained) ASSERT_TRUE(setup->Train("b").ok());
   std::vector<int64_t> truth = mnemo::testing::BruteForce(data, 5);
   size_t searched = data.q();
   if (index != "Flat") {
@@ -592,10 +593,14 @@ TEST(DaemonTest, ConcurrentBatchesOfOneCollectionGetTheirOwnAnswers) {
   ConcurrentSingleQueriesGetTheirOwnAnswers("--worker-threads 6 --io-threads 3 --batch-concurrency 6");
 }
 
-// Graph searches run on the I/O threads that read them, or on an idle one
-// after steal_after: four threads, each taking the others' searches.
+// HNSW and IVF searches run on the I/O threads that read them, or on an
+// idle one after steal_after: four threads, each taking the others' searches.
 TEST(DaemonTest, GraphSearchesPulledByManyIoThreadsGetTheirOwnAnswers) {
   ConcurrentSingleQueriesGetTheirOwnAnswers("--io-threads 4", "HNSW16");
+}
+
+TEST(DaemonTest, IvfSearchesPulledByManyIoThreadsGetTheirOwnAnswers) {
+  ConcurrentSingleQueriesGetTheirOwnAnswers("--io-threads 4", "IVF16,Flat");
 }
 
 // The same searches with --search-on-io false: gathered and run on the workers.

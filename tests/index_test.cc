@@ -49,6 +49,16 @@ TEST(VectorIndexTest, FactoryStringsAndKinds) {
   EXPECT_EQ(Make("IVF4,PQ2", 8)->min_training_vectors(), 39u * 256);
 }
 
+// Only an exhaustive float scan runs a batch as one matrix product.
+TEST(VectorIndexTest, BatchingSavesWorkOnlyForFlat) {
+  for (const char* factory : {"Flat", "IDMap,Flat"}) {
+    EXPECT_TRUE(VectorIndex::BatchingSavesWork({8, Metric::kL2, factory})) << factory;
+  }
+  for (const char* factory : {"HNSW8", "IVF4,Flat", "IVF4,PQ2", "SQ8", "IDMap,HNSW8"}) {
+    EXPECT_FALSE(VectorIndex::BatchingSavesWork({8, Metric::kL2, factory})) << factory;
+  }
+}
+
 TEST(VectorIndexTest, StoredCodesRebuildTheSameIndexWithoutEncoding) {
   auto d = MakeClustered(4000, 20, 16, 20, 3);
   for (auto [factory, metric] : {std::pair{"IVF16,PQ4", Metric::kL2},

@@ -363,7 +363,7 @@ TEST_F(SearchBatcherTest, ConcurrentSubmittersOnRealThreadsAllGetTheirAnswers) {
   for (size_t q = 0; q < 64; ++q) EXPECT_EQ(got[q], Alone(q)) << q;
 }
 
-// Pulled searches (a graph index): Submit only queues them; RunReady runs
+// Pulled searches (an HNSW index, whose batches save no work): Submit only queues them; RunReady runs
 // them on the caller's thread, its own searches first, a share at a time.
 class PulledSearchTest : public SearchBatcherTest {
  protected:

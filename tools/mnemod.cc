@@ -99,7 +99,7 @@ int Main(int argc, char** argv) {
   app.add_option("--config", config, "TOML file with any of these settings");
   app.add_option("--log-level", s.log_level, "trace, debug, info, warn, error")->capture_default_str();
   app.add_option("--search-on-io", s.server.search_on_io,
-                 "graph-index (HNSW) searches run on the I/O threads, one per core (false: on the workers)")
+                 "searches that batching does not speed up (HNSW, IVF, SQ) run on the I/O threads, one per core (false: on the workers)")
       ->capture_default_str();
   app.add_option("--io-threads", s.server.io_threads, "threads doing socket I/O (0: one per core with --search-on-io, else one per 8 cores, 1 to 4)");
   app.add_option("--worker-threads", s.server.worker_threads, "threads executing requests (0: one per core but one with --search-on-io, else one per core not doing I/O)");
