@@ -6,8 +6,9 @@
 namespace mnemo::net {
 
 namespace {
-// Its address tells the threads apart.
-thread_local char this_thread_token;
+// Tells the submitting threads apart; shared by its searches, so that a
+// thread started later never passes for one that has ended.
+thread_local auto this_submitter = std::make_shared<SearchBatcher::Submitter>();
 
 SearchBatcher::Options Checked(SearchBatcher::Options o) {
   o.max_batches = std::max<size_t>(o.max_batches, 1);
@@ -31,7 +32,7 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
       q.collection = collection;
       q.pulled = options_.pull && !collection->batching_saves_work();
     }
-    q.items.push_back({request, std::move(done), Clock::now(), &this_thread_token});
+    q.items.push_back({request, std::move(done), Clock::now(), q.pulled ? this_submitter : nullptr});
     const bool enough = q.items.size() >= CompanyLocked(key);
     arrivals_.fetch_add(1, std::memory_order_release);
     if (q.pulled) {
@@ -120,7 +121,7 @@ std::map<SearchBatcher::Key, SearchBatcher::Queue>::iterator SearchBatcher::Read
 }
 
 bool SearchBatcher::MayTake(const Item& item, Clock::time_point now) const {
-  return item.origin == &this_thread_token || now - item.queued >= options_.steal_after;
+  return item.origin == this_submitter || now - item.queued >= options_.steal_after;
 }
 
 std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock::time_point now) {
@@ -137,7 +138,7 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock
       it = q.items.erase(it);
     }
   };
-  take([](const Item& item) { return item.origin == &this_thread_token; });
+  take([](const Item& item) { return item.origin == this_submitter; });
   if (batch.empty()) take([&](const Item& item) { return MayTake(item, now); });
   pullable_.fetch_sub(batch.size(), std::memory_order_acq_rel);
   return batch;

@@ -80,6 +80,7 @@ class SearchBatcher {
     std::function<void()> wake;
   };
   using Done = std::function<void(Result<engine::SearchResult>)>;
+  struct Submitter {};  // a thread that submits pulled searches
 
   SearchBatcher(Options options, Metrics* metrics);
 
@@ -102,7 +103,7 @@ class SearchBatcher {
     engine::SearchRequest request;
     Done done;
     std::chrono::steady_clock::time_point queued;
-    const void* origin;  // the submitting thread (its puller takes it first)
+    std::shared_ptr<Submitter> origin;  // pulled: the submitting thread's (its puller takes it first)
   };
   // Searches that may share one FAISS call.
   using Key = std::tuple<engine::Collection*, uint32_t, uint32_t, uint32_t, bool, uint64_t>;

@@ -422,14 +422,19 @@ TEST_F(PulledSearchTest, AnotherThreadsSearchesAreTakenOnlyAfterStealAfter) {
   EXPECT_EQ(never.pullable(), 1u);
   EXPECT_FALSE(never.RunReady());  // its thread is busy for all we know
   EXPECT_TRUE(answers_.empty());
-  std::thread([&] { EXPECT_TRUE(never.RunReady()); }).join();  // ...but it may take its own
-  EXPECT_EQ(answers_[0], GraphAlone(0));
+  std::thread([&] {
+    SubmitGraph(never, 1);
+    EXPECT_TRUE(never.RunReady());  // its own, and only that
+  }).join();
+  EXPECT_EQ(answers_[1], GraphAlone(1));
+  EXPECT_EQ(answers_.count(0), 0u);
+  EXPECT_EQ(never.pullable(), 1u);
 
   o.steal_after = microseconds(0);
   SearchBatcher at_once(o, &metrics_);
-  std::thread([&] { SubmitGraph(at_once, 1); }).join();
-  EXPECT_TRUE(at_once.RunReady());
-  EXPECT_EQ(answers_[1], GraphAlone(1));
+  std::thread([&] { SubmitGraph(at_once, 2); }).join();
+  EXPECT_TRUE(at_once.RunReady());  // this thread looked at `never` a moment ago: no matter
+  EXPECT_EQ(answers_[2], GraphAlone(2));
 }
 
 TEST_F(PulledSearchTest, PullersOnRealThreadsAllGetTheirAnswers) {
