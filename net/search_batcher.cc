@@ -25,6 +25,7 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
           request.group.value_or(0)};
   std::chrono::microseconds window{0};
   uint64_t wait_id = 0;
+  bool pulled, wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Queue& q = queues_[key];
@@ -32,15 +33,17 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
       q.collection = collection;
       q.pulled = options_.pull && !collection->batching_saves_work();
     }
-    q.items.push_back({request, std::move(done), Clock::now(), q.pulled ? this_submitter : nullptr});
+    pulled = q.pulled;
+    q.items.push_back({request, std::move(done), Clock::now(), pulled ? this_submitter : nullptr});
     const bool enough = q.items.size() >= CompanyLocked(key);
     arrivals_.fetch_add(1, std::memory_order_release);
-    if (q.pulled) {
-      const size_t waiting = pullable_.fetch_add(1, std::memory_order_acq_rel) + 1;
-      if (waiting > 1 && options_.wake) options_.wake();
-      return;
-    }
-    if (q.waiting) {
+    if (pulled) {
+      // Sequentially consistent, as the sleeper's count and its look at
+      // this one: either it sees the search or this thread sees it asleep.
+      const size_t waiting = pullable_.fetch_add(1) + 1;
+      // A puller takes its own next; more, or a worker's, need another.
+      wake = waiting > 1 || !this_submitter->pulls.load(std::memory_order_relaxed);
+    } else if (q.waiting) {
       if (!enough) return;
       q.waiting = false;  // company came before the window ended: start now
     } else if (q.lingering > 0 || q.running >= options_.max_batches) {
@@ -54,6 +57,10 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
         q.wait_id = wait_id = ++next_wait_id_;
       }
     }
+  }
+  if (pulled) {
+    if (wake && options_.wake) options_.wake();
+    return;
   }
   if (!options_.schedule) {
     SpinWindow(key, window);
@@ -76,6 +83,9 @@ void SearchBatcher::StartAfterWindow(const Key& key, uint64_t wait_id) {
 }
 
 bool SearchBatcher::RunReady() {
+  if (!this_submitter->pulls.load(std::memory_order_relaxed)) {
+    this_submitter->pulls.store(true, std::memory_order_relaxed);
+  }
   if (pullable() == 0) return false;
   Key key;
   std::vector<Item> batch;
@@ -121,7 +131,9 @@ std::map<SearchBatcher::Key, SearchBatcher::Queue>::iterator SearchBatcher::Read
 }
 
 bool SearchBatcher::MayTake(const Item& item, Clock::time_point now) const {
-  return item.origin == this_submitter || now - item.queued >= options_.steal_after;
+  // A worker's search (a large one, read whole on the pool) is anyone's.
+  return item.origin == this_submitter || !item.origin->pulls.load(std::memory_order_relaxed) ||
+         now - item.queued >= options_.steal_after;
 }
 
 std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock::time_point now) {
@@ -140,7 +152,7 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock
   };
   take([](const Item& item) { return item.origin == this_submitter; });
   if (batch.empty()) take([&](const Item& item) { return MayTake(item, now); });
-  pullable_.fetch_sub(batch.size(), std::memory_order_acq_rel);
+  pullable_.fetch_sub(batch.size());
   return batch;
 }
 

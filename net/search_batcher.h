@@ -76,11 +76,14 @@ class SearchBatcher {
     // waited this long (their thread is busy with a batch).
     std::chrono::microseconds steal_after{50};
     // Called after Submit queued a pulled search that the submitting thread
-    // will not take next (more than one waits): wake an idle puller.
+    // will not take next (more than one waits, or the thread never pulls):
+    // wake an idle puller.
     std::function<void()> wake;
   };
   using Done = std::function<void(Result<engine::SearchResult>)>;
-  struct Submitter {};  // a thread that submits pulled searches
+  struct Submitter {  // a thread that submits pulled searches
+    std::atomic<bool> pulls{false};  // it has called RunReady
+  };
 
   SearchBatcher(Options options, Metrics* metrics);
 
@@ -96,7 +99,7 @@ class SearchBatcher {
   bool RunReady();
   // Pulled searches queued and not yet taken (a hint: it changes as other
   // threads submit and take).
-  size_t pullable() const { return pullable_.load(std::memory_order_acquire); }
+  size_t pullable() const { return pullable_.load(); }
 
  private:
   struct Item {

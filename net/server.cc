@@ -113,7 +113,7 @@ class Server::Impl {
   // search_on_io: a search waits that its own I/O thread will not take
   // next; an I/O thread asleep in epoll gets a no-op to wake it.
   void WakeOne() {
-    if (asleep_.load(std::memory_order_acquire) == 0) return;
+    if (asleep_.load() == 0) return;  // see Sleep
     for (size_t i = 0; i < ios_.size(); ++i) {
       bool expected = true;
       if (sleeping_[i].compare_exchange_strong(expected, false)) {
@@ -598,9 +598,11 @@ void Server::Impl::RunIo(size_t i) {
 }
 
 bool Server::Impl::Sleep(size_t i) {
-  sleeping_[i].store(true, std::memory_order_release);
-  asleep_.fetch_add(1, std::memory_order_acq_rel);
-  // A search queued since the caller looked might not have seen us asleep.
+  sleeping_[i].store(true);
+  // Sequentially consistent, as Submit's count and its look at asleep_:
+  // either a search queued since the caller looked is seen here, or its
+  // Submit sees this thread asleep and wakes it.
+  asleep_.fetch_add(1);
   const size_t ran = batcher_.pullable() > 0 ? 1 : ios_[i]->run_one();
   bool expected = true;
   if (sleeping_[i].compare_exchange_strong(expected, false)) {

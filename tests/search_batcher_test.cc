@@ -413,28 +413,47 @@ TEST_F(PulledSearchTest, SubmitQueuesAndRunReadyTakesAShareAtATime) {
   EXPECT_EQ(answers_[5], Alone(5));
 }
 
-TEST_F(PulledSearchTest, AnotherThreadsSearchesAreTakenOnlyAfterStealAfter) {
+TEST_F(PulledSearchTest, AnotherPullersSearchesAreTakenOnlyAfterStealAfter) {
   SearchBatcher::Options o;
   o.pull = true;
   o.steal_after = std::chrono::hours(1);
+  int woken = 0;
+  o.wake = [&] { woken++; };
   SearchBatcher never(o, &metrics_);
-  std::thread([&] { SubmitGraph(never, 0); }).join();
+  std::thread([&] {
+    EXPECT_FALSE(never.RunReady());  // a puller (an I/O thread)...
+    SubmitGraph(never, 0);           // ...that will take this itself: no one is woken
+  }).join();
+  EXPECT_EQ(woken, 0);
   EXPECT_EQ(never.pullable(), 1u);
   EXPECT_FALSE(never.RunReady());  // its thread is busy for all we know
   EXPECT_TRUE(answers_.empty());
   std::thread([&] {
+    EXPECT_FALSE(never.RunReady());
     SubmitGraph(never, 1);
     EXPECT_TRUE(never.RunReady());  // its own, and only that
   }).join();
+  EXPECT_EQ(woken, 1);  // two waited when it submitted: one more puller could help
   EXPECT_EQ(answers_[1], GraphAlone(1));
   EXPECT_EQ(answers_.count(0), 0u);
   EXPECT_EQ(never.pullable(), 1u);
 
+  // A thread that never pulls (a worker, which reads large searches whole):
+  // its search is anyone's at once, and an idle puller is woken for it.
+  SearchBatcher worker_fed(o, &metrics_);
+  std::thread([&] { SubmitGraph(worker_fed, 2); }).join();
+  EXPECT_EQ(woken, 2);  // though it was the only one waiting
+  EXPECT_TRUE(worker_fed.RunReady());
+  EXPECT_EQ(answers_[2], GraphAlone(2));
+
   o.steal_after = microseconds(0);
   SearchBatcher at_once(o, &metrics_);
-  std::thread([&] { SubmitGraph(at_once, 2); }).join();
-  EXPECT_TRUE(at_once.RunReady());  // this thread looked at `never` a moment ago: no matter
-  EXPECT_EQ(answers_[2], GraphAlone(2));
+  std::thread([&] {
+    EXPECT_FALSE(at_once.RunReady());
+    SubmitGraph(at_once, 3);
+  }).join();
+  EXPECT_TRUE(at_once.RunReady());
+  EXPECT_EQ(answers_[3], GraphAlone(3));
 }
 
 TEST_F(PulledSearchTest, PullersOnRealThreadsAllGetTheirAnswers) {
