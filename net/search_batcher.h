@@ -30,8 +30,16 @@
 // `offload_threads` OpenMP threads: its parallelism comes from the batches
 // beside it.
 //
+// Pulled searches (Options::pull): searches that batching does not speed
+// up (HNSW, IVF, SQ) are not gathered or scheduled at all. Submit queues
+// them, and threads that call RunReady between their other work (a
+// server's I/O threads, one per core) take them, their own first, a share
+// of what waits at a time. Every core then reads, searches and answers,
+// and a search costs no thread hop.
+//
 // Thread-safe. Completions are called on whichever thread ran the batch,
-// exactly once per Submit.
+// exactly once per Submit, unless the batcher is destroyed with pulled
+// searches that no thread took.
 #pragma once
 
 #include <atomic>
@@ -65,11 +73,10 @@ class SearchBatcher {
     // costs tens of microseconds on virtual machines. 0: end at once.
     std::chrono::microseconds linger{0};
     // Pulling: searches of collections whose batches save no work
-    // (Collection::batching_saves_work false: HNSW, IVF, SQ) are only
-    // queued by Submit; the caller's threads run them by calling RunReady
-    // between their other work (a server's I/O threads, one per core).
-    // Such a search costs a hundred microseconds or so, about what handing
-    // it to another thread and back costs. Other searches start as above.
+    // (Collection::batching_saves_work false) are only queued by Submit
+    // and run by RunReady (see above). Such a search costs 0.1-1 ms, a few
+    // times what handing it to another thread and back costs on a virtual
+    // machine. Other searches start as above.
     bool pull = false;
     // A puller takes the searches its own thread submitted (their replies
     // then go out without a thread hop); another thread's only after they
