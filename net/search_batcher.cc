@@ -9,6 +9,12 @@ namespace {
 // Tells the submitting threads apart; shared by its searches, so that a
 // thread started later never passes for one that has ended.
 thread_local auto this_submitter = std::make_shared<SearchBatcher::Submitter>();
+// A puller with none of its own searches waiting looks at the queues (under
+// the lock) only to steal, and then at most every steal_after / 4: idle
+// pullers, one per core, would otherwise take the lock a million times a
+// second each while a search waits, and slow down those submitting and taking.
+thread_local const SearchBatcher* steal_look_of = nullptr;
+thread_local std::chrono::steady_clock::time_point next_steal_look;
 
 SearchBatcher::Options Checked(SearchBatcher::Options o) {
   o.max_batches = std::max<size_t>(o.max_batches, 1);
@@ -40,6 +46,7 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
     if (pulled) {
       // Sequentially consistent, as the sleeper's count and its look at
       // this one: either it sees the search or this thread sees it asleep.
+      this_submitter->waiting.fetch_add(1, std::memory_order_relaxed);
       const size_t waiting = pullable_.fetch_add(1) + 1;
       // A puller takes its own next; more, or a worker's, need another.
       wake = waiting > 1 || !this_submitter->pulls.load(std::memory_order_relaxed);
@@ -87,15 +94,23 @@ bool SearchBatcher::RunReady() {
     this_submitter->pulls.store(true, std::memory_order_relaxed);
   }
   if (pullable() == 0) return false;
+  const auto now = Clock::now();
+  if (this_submitter->waiting.load(std::memory_order_relaxed) == 0 && steal_look_of == this &&
+      now < next_steal_look) {
+    return false;
+  }
   Key key;
   std::vector<Item> batch;
   std::shared_ptr<engine::Collection> collection;
   bool alone;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const auto now = Clock::now();
     auto it = ReadyLocked(now);
-    if (it == queues_.end()) return false;
+    if (it == queues_.end()) {
+      steal_look_of = this;
+      next_steal_look = now + options_.steal_after / 4;
+      return false;
+    }
     key = last_pulled_ = it->first;
     batch = TakePulledLocked(it->second, now);
     collection = it->second.collection;
@@ -146,6 +161,7 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock
         ++it;
         continue;
       }
+      it->origin->waiting.fetch_sub(1, std::memory_order_relaxed);
       batch.push_back(std::move(*it));
       it = q.items.erase(it);
     }

@@ -89,7 +89,8 @@ class SearchBatcher {
   };
   using Done = std::function<void(Result<engine::SearchResult>)>;
   struct Submitter {  // a thread that submits pulled searches
-    std::atomic<bool> pulls{false};  // it has called RunReady
+    std::atomic<bool> pulls{false};     // it has called RunReady
+    std::atomic<size_t> waiting{0};     // its pulled searches not yet taken
   };
 
   SearchBatcher(Options options, Metrics* metrics);
