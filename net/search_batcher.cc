@@ -115,14 +115,12 @@ bool SearchBatcher::RunReady() {
     batch = TakePulledLocked(it->second, now);
     collection = it->second.collection;
     it->second.pulling++;
-    alone = in_flight_++ == 0 && queues_.at(key).items.empty() && pullable() == 0;
+    alone = in_flight_++ == 0 && it->second.items.empty() && pullable() == 0;
   }
   const auto start = Clock::now();
   RunBatch(*collection, batch, alone ? 0 : options_.offload_threads);
-  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
   std::lock_guard<std::mutex> lock(mu_);
-  if (last_run_.size() > 4096) last_run_.clear();  // keys of dropped collections
-  last_run_[key] = {took, batch.size()};
+  RecordRunLocked(key, start, batch.size());
   in_flight_--;
   Queue& q = queues_.at(key);
   if (--q.pulling == 0 && q.running == 0 && q.items.empty()) queues_.erase(key);
@@ -241,11 +239,15 @@ void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
     for (size_t i = 0; i < helpers; ++i) Offload(key);
     const auto start = Clock::now();
     RunBatch(*collection, batch, threads);
-    const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
     std::lock_guard<std::mutex> lock(mu_);
-    if (last_run_.size() > 4096) last_run_.clear();  // keys of dropped collections
-    last_run_[key] = {took, batch.size()};
+    RecordRunLocked(key, start, batch.size());
   }
+}
+
+void SearchBatcher::RecordRunLocked(const Key& key, Clock::time_point start, size_t searches) {
+  const auto took = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start);
+  if (last_run_.size() > 4096) last_run_.clear();  // keys of dropped collections
+  last_run_[key] = {took, searches};
 }
 
 bool SearchBatcher::LingerLocked(std::unique_lock<std::mutex>& lock, const Key& key) {

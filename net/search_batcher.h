@@ -158,6 +158,9 @@ class SearchBatcher {
   std::vector<Item> TakeBatchLocked(const Key& key, std::shared_ptr<engine::Collection>* collection,
                                     size_t* helpers);
   void RunBatch(engine::Collection& collection, std::vector<Item>& batch, uint32_t threads);
+  // mu_ held: a batch of `key` that started at `start` has just run, for
+  // the key's next window and company (see WindowLocked, CompanyLocked).
+  void RecordRunLocked(const Key& key, Clock::time_point start, size_t searches);
   // collection.Search, its time recorded in the metrics.
   Result<engine::SearchResult> TimedSearch(engine::Collection& collection,
                                            const engine::SearchRequest& request);
