@@ -62,6 +62,7 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
   set("batch_window_us", "--batch-window-us", &s->batch_window_us);
   set("batch_window_fraction", "--batch-window-fraction", &s->batch_window_fraction);
   set("busy_poll_us", "--busy-poll-us", &s->busy_poll_us);
+  set("search_on_io", "--search-on-io", &s->server.search_on_io);
   int64_t v;
   auto set_size = [&](const char* key, const char* flag, size_t* field) {
     if (app.count(flag) == 0 && t[key].value<int64_t>()) {
@@ -69,9 +70,6 @@ mnemo::Status ApplyConfig(const std::string& path, const CLI::App& app, Settings
       *field = size_t(v);
     }
   };
-  if (app.count("--search-on-io") == 0 && t["search_on_io"].value<bool>()) {
-    s->server.search_on_io = *t["search_on_io"].value<bool>();
-  }
   set_size("io_threads", "--io-threads", &s->server.io_threads);
   set_size("worker_threads", "--worker-threads", &s->server.worker_threads);
   set_size("max_connections", "--max-connections", &s->server.max_connections);
