@@ -26,6 +26,7 @@
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
+#include "index/hnsw_search.h"
 #include "index/split_search.h"
 
 namespace mnemo::index {
@@ -381,8 +382,12 @@ Status VectorIndex::SearchHnsw(size_t n, const float* q, const SearchParams& p,
   sp.sel = p.filter != nullptr ? &selector : nullptr;
   sp.efSearch = ef;
   auto* labels = reinterpret_cast<faiss_idx*>(slots);
+  // On one thread (SearchThreads chose it, or the caller), without FAISS's
+  // OpenMP region and fresh visited table per call (see hnsw_search.h).
+  const bool here = omp_get_max_threads() == 1;
   auto run = [&] {
     return Guard("search failed", [&] {
+      if (here) return HnswSearchHere(*hnsw, n, q, p.k, sp, distances, labels);
       index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
     });
   };

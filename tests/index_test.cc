@@ -11,6 +11,9 @@
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
+#include <thread>
+
+#include "index/hnsw_search.h"
 #include "index/split_search.h"
 #include "index/vector_index.h"
 #include "tests/test_util.h"
@@ -107,11 +110,82 @@ TEST(VectorIndexTest, HnswSearchUsesTheRequestedEf) {
     p.ef = uint32_t(ef);
     auto got = SearchAll(*idx, d.queries, 16, p);
     EXPECT_EQ(got, std::vector<int64_t>(labels.begin(), labels.end())) << "ef " << ef;
+    p.threads = 1;  // searched here, query by query (HnswSearchHere)
+    EXPECT_EQ(SearchAll(*idx, d.queries, 16, p), got) << "ef " << ef;
     if (ef == 80) {
       EXPECT_NE(got, previous) << "ef should change what is found";
     }
     previous = got;
   }
+}
+
+// FAISS's own search of n queries of q on one thread.
+void FaissSearch(const faiss::IndexHNSW& index, const std::vector<float>& q, size_t k,
+                 const faiss::SearchParametersHNSW& sp, std::vector<float>* d,
+                 std::vector<faiss::Index::idx_t>* l) {
+  const size_t n = q.size() / size_t(index.d);
+  d->resize(n * k);
+  l->resize(n * k);
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(1);
+  index.search(faiss::Index::idx_t(n), q.data(), faiss::Index::idx_t(k), d->data(), l->data(), &sp);
+  omp_set_num_threads(saved);
+}
+
+TEST(HnswSearchHereTest, FindsWhatFaissFindsForEveryMetricAndFilter) {
+  auto d = MakeClustered(3000, 600, 16, 30, 8);
+  faiss::IndexHNSWFlat l2(16, 12), ip(16, 12, faiss::METRIC_INNER_PRODUCT), empty(16, 12);
+  l2.add(faiss::Index::idx_t(d.n()), d.base.data());
+  ip.add(faiss::Index::idx_t(d.n()), d.base.data());
+  faiss::IDSelectorRange every_other_half(0, 1500);
+  for (const faiss::IndexHNSW* index : {&l2, &ip, &empty}) {
+    for (faiss::IDSelector* sel : {static_cast<faiss::IDSelector*>(nullptr),
+                                   static_cast<faiss::IDSelector*>(&every_other_half)}) {
+      faiss::SearchParametersHNSW sp;
+      sp.efSearch = 16;  // FAISS 1.7.3 reads the member (16)
+      sp.sel = sel;
+      std::vector<float> want_d, got_d(d.q() * 5);
+      std::vector<faiss::Index::idx_t> want_l, got_l(d.q() * 5);
+      FaissSearch(*index, d.queries, 5, sp, &want_d, &want_l);
+      // One query a call, as a server searches: 600 searches on one table,
+      // which is cleared every 250.
+      for (size_t i = 0; i < d.q(); ++i) {
+        HnswSearchHere(*index, 1, &d.queries[i * 16], 5, sp, &got_d[i * 5], &got_l[i * 5]);
+      }
+      const std::string what = std::string(index == &ip ? "ip" : index == &l2 ? "l2" : "empty") +
+                               (sel ? " filtered" : "");
+      EXPECT_EQ(got_l, want_l) << what;
+      EXPECT_EQ(got_d, want_d) << what;
+      if (index == &empty) {
+        EXPECT_EQ(got_l[0], -1);
+      } else if (sel) {
+        for (auto label : got_l) EXPECT_LT(label, 1500) << what;
+      }
+    }
+  }
+}
+
+TEST(HnswSearchHereTest, AThreadsTableServesIndexesOfEverySize) {
+  // A small index, a larger one (the thread's table grows), the small again,
+  // then a fresh thread: each finds what FAISS finds.
+  auto small_data = MakeClustered(500, 40, 8, 10, 9), large_data = MakeClustered(4000, 40, 8, 10, 10);
+  faiss::IndexHNSWFlat small(8, 8), large(8, 8);
+  small.add(faiss::Index::idx_t(small_data.n()), small_data.base.data());
+  large.add(faiss::Index::idx_t(large_data.n()), large_data.base.data());
+  faiss::SearchParametersHNSW sp;
+  sp.efSearch = 16;
+  auto check = [&](const faiss::IndexHNSW& index, const std::vector<float>& q) {
+    std::vector<float> want_d, got_d(q.size() / 8 * 3);
+    std::vector<faiss::Index::idx_t> want_l, got_l(q.size() / 8 * 3);
+    FaissSearch(index, q, 3, sp, &want_d, &want_l);
+    HnswSearchHere(index, q.size() / 8, q.data(), 3, sp, got_d.data(), got_l.data());
+    EXPECT_EQ(got_l, want_l) << index.ntotal;
+    EXPECT_EQ(got_d, want_d) << index.ntotal;
+  };
+  check(small, small_data.queries);
+  check(large, large_data.queries);
+  check(small, small_data.queries);
+  std::thread([&] { check(large, large_data.queries); }).join();
 }
 
 class OddSlots : public SlotFilter {
