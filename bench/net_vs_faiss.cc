@@ -114,6 +114,27 @@ std::map<std::string, double> ThreadCpu(pid_t pid) {
   return out;
 }
 
+// Seconds the given CPUs spent in each state of /proc/stat since boot:
+// idle (idle + iowait), irq (irq + softirq: on loopback, a send does the
+// receiver's TCP work there), steal (taken by the hypervisor).
+std::map<std::string, double> CpuStates(const std::vector<int>& cpus) {
+  std::map<std::string, double> out;
+  const double tick = double(sysconf(_SC_CLK_TCK));
+  std::ifstream in("/proc/stat");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("cpu", 0) != 0 || line.size() < 4 || !isdigit(static_cast<unsigned char>(line[3]))) continue;
+    std::istringstream fields(line.substr(3));
+    int cpu;
+    double user, nice, system, idle, iowait, irq, softirq, steal;
+    if (!(fields >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal)) continue;
+    if (std::find(cpus.begin(), cpus.end(), cpu) == cpus.end()) continue;
+    out["idle"] += (idle + iowait) / tick;
+    out["irq"] += (irq + softirq) / tick;
+    out["steal"] += steal / tick;
+  }
+  return out;
+}
+
 constexpr const char* kBatchQueries = "mnemo_search_batch_queries";
 constexpr const char* kRequestSeconds = "mnemo_request_duration_seconds";
 constexpr const char* kQueueSeconds = "mnemo_search_queue_seconds";
@@ -131,6 +152,7 @@ struct Row {
   double faiss_mean = 0, call_mean = 0;  // us per single query: in-process, mnemod's search call
   double server_us = 0;  // mean time in mnemod per single query of (b), arrival to reply
   std::map<std::string, double> cores;  // mnemod's busy cores by thread name during (a)
+  std::map<std::string, double> server_cpu_states;  // cores of the server CPUs idle, in irq, stolen during (a)
   double loaded_server_us = 0;  // mean time in mnemod per query of (a), arrival to reply
   double loaded_queue_us = 0;   // ...of which waiting in the batcher
 };
@@ -204,7 +226,7 @@ double NetRound(const Config& cfg, const testing::Dataset& data, const std::stri
 // in alternation: --rounds rounds of (a), and (b) query by query, so that
 // drift on a noisy machine hits both sides alike. Medians are reported.
 bool Measure(const Config& cfg, const std::string& factory, const testing::Dataset& data,
-             const std::vector<int>& client_cpus, Row* row) {
+             const std::vector<int>& server_cpus, const std::vector<int>& client_cpus, Row* row) {
   const size_t d = cfg.dim;
   auto index = BuildFaiss(cfg, factory, data);
   testing::TempDir dir;
@@ -216,6 +238,7 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   std::vector<double> faiss_all, faiss_32, net;
   const auto before = SumAndCount(daemon.http_address(), kBatchQueries);
   double net_seconds = 0;
+  std::map<std::string, double> states;
   std::map<std::string, double> cpu;
   const auto served_before = SumAndCount(daemon.http_address(), kRequestSeconds, kSearchLabel);
   const auto queued_before = SumAndCount(daemon.http_address(), kQueueSeconds);
@@ -242,9 +265,13 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
       }
     }));
     const auto cpu_before = ThreadCpu(daemon.pid());
+    const auto states_before = CpuStates(server_cpus);
     const auto t0 = Clock::now();
     net.push_back(NetRound(cfg, data, daemon.address(), client_cpus));
     net_seconds += Micros(Clock::now() - t0) / 1e6;
+    for (const auto& [state, seconds] : CpuStates(server_cpus)) {
+      states[state] += seconds - states_before.at(state);
+    }
     for (const auto& [name, seconds] : ThreadCpu(daemon.pid())) {
       auto it = cpu_before.find(name);
       cpu[name] += seconds - (it == cpu_before.end() ? 0 : it->second);
@@ -259,6 +286,7 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   std::sort(row->round_a.begin(), row->round_a.end());
   row->batch = MeanBetween(before, after);
   for (const auto& [name, seconds] : cpu) row->cores[name] = seconds / net_seconds;
+  for (const auto& [state, seconds] : states) row->server_cpu_states[state] = seconds / net_seconds;
   row->loaded_queue_us =
       1e6 * MeanBetween(queued_before, SumAndCount(daemon.http_address(), kQueueSeconds));
   row->loaded_server_us =
@@ -356,13 +384,15 @@ int Run(Config cfg) {
   std::stringstream list(cfg.indexes);
   for (std::string factory; std::getline(list, factory, ';');) {
     Row row;
-    if (!Measure(cfg, factory, data, client_cpus, &row)) return 1;
+    if (!Measure(cfg, factory, data, server_cpus, client_cpus, &row)) return 1;
     std::printf("%-14s | %9.0f %9.0f %9.0f %6.3f %6.3f | %9.1f %9.1f %7.1f %7.1f | %5.1f\n",
                 factory.c_str(), row.faiss_qps, row.faiss_32_qps, row.net_qps,
                 row.net_qps / row.faiss_qps, row.net_qps / row.faiss_32_qps, row.faiss_p50,
                 row.net_p50, row.net_p50 - row.faiss_p50, row.server_us, row.batch);
-    std::printf("  (a) round by round (net / faiss_all of rounds run back to back): median %.3f, min %.3f, max %.3f\n",
+    std::printf("  (a) round by round (net / faiss_all of rounds run back to back): median %.3f, min %.3f, max %.3f; sorted:",
                 P50(row.round_a), row.round_a.front(), row.round_a.back());
+    for (double r : row.round_a) std::printf(" %.3f", r);
+    std::printf("\n");
     std::printf("  (b) from a client that polls for its reply (busy_poll %lld us): net_p50 %.1f, (b) %.1f us\n",
                 static_cast<long long>(kClientBusyPoll.count()), row.polled_p50,
                 row.polled_p50 - row.faiss_p50);
@@ -373,6 +403,8 @@ int Run(Config cfg) {
                 row.loaded_server_us, row.loaded_queue_us, 1e6 * double(cfg.clients) / row.net_qps);
     std::printf(" mnemod's busy cores:");
     for (const auto& [name, cores] : row.cores) std::printf(" %s %.2f", name.c_str(), cores);
+    std::printf("; the server CPUs' cores");
+    for (const auto& [state, cores] : row.server_cpu_states) std::printf(" %s %.2f", state.c_str(), cores);
     std::printf("\n");
     // Rate per core apart from how many cores search: what the workers get
     // done beside what FAISS's own threads get done.
