@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=build/gpu-carry
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/python"
-bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss /usr/bin/redis-server)
+bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss build/bench/hnsw_lone_query /usr/bin/redis-server)
 # PERF=1 adds perf(1), for profiling mnemod there (perf record -p PID).
 if [[ "${PERF:-}" == 1 ]]; then bins+=("$(readlink -f /usr/bin/perf)"); fi
 # EXTRA_BINS="/tmp/mnemod-variant ...": more binaries, e.g. a mnemod to compare

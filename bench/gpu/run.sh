@@ -20,8 +20,9 @@ shift || true
 case "$mode" in
   kv) $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-} "$@" ;;
   search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
+  hnsw-lone) "$carry/bin/hnsw_lone_query" "$@" ;;
   all)
     $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-}
     MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
-  *) echo "usage: run.sh [kv|search|all] [benchmark arguments]" >&2; exit 2 ;;
+  *) echo "usage: run.sh [kv|search|hnsw-lone|all] [benchmark arguments]" >&2; exit 2 ;;
 esac
