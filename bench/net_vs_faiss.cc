@@ -5,6 +5,10 @@
 //       all queries as one batch in this process with the same cores;
 //   (b) one client's p50 single-query latency over loopback minus FAISS's p50
 //       single-query time in-process.
+// mnemod keeps Flat and HNSW arrays on huge pages (common/huge_pages.h),
+// which FAISS in a process does not by itself; (a) is also printed against
+// a copy of the in-process index on huge pages, so that the two searches
+// differ only by the serving.
 //
 // Cores. The ratio is about the server: how much of FAISS's batched
 // throughput mnemod keeps once queries arrive one by one over TCP. So by
@@ -21,6 +25,8 @@
 #include <CLI/CLI.hpp>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexFlatCodes.h>
+#include <faiss/clone_index.h>
 #include <faiss/index_factory.h>
 #include <omp.h>
 #include <signal.h>
@@ -39,6 +45,7 @@
 #include <thread>
 
 #include "common/cpu_set.h"
+#include "common/huge_pages.h"
 #include "net/client.h"
 #include "tests/daemon_process.h"
 #include "tests/test_util.h"
@@ -135,6 +142,22 @@ std::map<std::string, double> CpuStates(const std::vector<int>& cpus) {
   return out;
 }
 
+// Puts what a search of `index` reads at random on huge pages, as mnemod's
+// VectorIndex does: a flat index's vectors, an HNSW's vectors and graph.
+void AdviseHugePages(faiss::Index* index) {
+  auto advise_rows = [](faiss::Index* rows) {
+    if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(rows)) {
+      mnemo::AdviseHugePages(flat->codes.data(), flat->codes.size());
+    }
+  };
+  advise_rows(index);
+  if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index)) {
+    advise_rows(hnsw->storage);
+    mnemo::AdviseHugePages(hnsw->hnsw.neighbors.data(),
+                           hnsw->hnsw.neighbors.size() * sizeof(hnsw->hnsw.neighbors[0]));
+  }
+}
+
 constexpr const char* kBatchQueries = "mnemo_search_batch_queries";
 constexpr const char* kRequestSeconds = "mnemo_request_duration_seconds";
 constexpr const char* kQueueSeconds = "mnemo_search_queue_seconds";
@@ -148,6 +171,10 @@ constexpr std::chrono::microseconds kClientBusyPoll{1000};
 struct Row {
   double faiss_qps = 0, faiss_32_qps = 0, net_qps = 0, faiss_p50 = 0, net_p50 = 0, batch = 0;
   std::vector<double> round_a;  // net / faiss_all of each round, the two measured back to back
+  // The same against a copy of the in-process index on huge pages, as
+  // mnemod keeps its Flat and HNSW arrays (common/huge_pages.h).
+  double faiss_huge_qps = 0;
+  std::vector<double> round_a_huge;
   double polled_p50 = 0;  // net_p50 from a client that polls for its reply
   double faiss_mean = 0, call_mean = 0;  // us per single query: in-process, mnemod's search call
   double server_us = 0;  // mean time in mnemod per single query of (b), arrival to reply
@@ -229,13 +256,15 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
              const std::vector<int>& server_cpus, const std::vector<int>& client_cpus, Row* row) {
   const size_t d = cfg.dim;
   auto index = BuildFaiss(cfg, factory, data);
+  std::unique_ptr<faiss::Index> huge(faiss::clone_index(index.get()));
+  AdviseHugePages(huge.get());
   testing::TempDir dir;
   testing::DaemonProcess daemon(dir.path() + "/data", cfg.mnemod_flags);
   if (!Load(cfg, factory, data, daemon.address())) return false;
 
   std::vector<float> dist(cfg.queries * cfg.k);
   std::vector<faiss::Index::idx_t> labels(cfg.queries * cfg.k);
-  std::vector<double> faiss_all, faiss_32, net;
+  std::vector<double> faiss_all, faiss_32, net, faiss_huge;
   const auto before = SumAndCount(daemon.http_address(), kBatchQueries);
   double net_seconds = 0;
   std::map<std::string, double> states;
@@ -253,6 +282,10 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
     return double(passes * cfg.queries) / (Micros(Clock::now() - t0) / 1e6);
   };
   for (int r = 0; r < cfg.rounds; ++r) {
+    faiss_huge.push_back(timed([&] {
+      huge->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
+                   labels.data());
+    }));
     faiss_all.push_back(timed([&] {
       index->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
                     labels.data());
@@ -284,6 +317,8 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   row->net_qps = P50(net);
   for (size_t r = 0; r < net.size(); ++r) row->round_a.push_back(net[r] / faiss_all[r]);
   std::sort(row->round_a.begin(), row->round_a.end());
+  row->faiss_huge_qps = P50(faiss_huge);
+  for (size_t r = 0; r < net.size(); ++r) row->round_a_huge.push_back(net[r] / faiss_huge[r]);
   row->batch = MeanBetween(before, after);
   for (const auto& [name, seconds] : cpu) row->cores[name] = seconds / net_seconds;
   for (const auto& [state, seconds] : states) row->server_cpu_states[state] = seconds / net_seconds;
@@ -393,6 +428,9 @@ int Run(Config cfg) {
                 P50(row.round_a), row.round_a.front(), row.round_a.back());
     for (double r : row.round_a) std::printf(" %.3f", r);
     std::printf("\n");
+    std::printf("  (a) against FAISS with the same arrays on huge pages as mnemod's (one batch, %.0f QPS): %.3f,"
+                " round by round median %.3f\n",
+                row.faiss_huge_qps, row.net_qps / row.faiss_huge_qps, P50(row.round_a_huge));
     std::printf("  (b) from a client that polls for its reply (busy_poll %lld us): net_p50 %.1f, (b) %.1f us\n",
                 static_cast<long long>(kClientBusyPoll.count()), row.polled_p50,
                 row.polled_p50 - row.faiss_p50);

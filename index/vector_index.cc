@@ -26,6 +26,7 @@
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
+#include "common/huge_pages.h"
 #include "index/hnsw_search.h"
 #include "index/split_search.h"
 
@@ -126,6 +127,7 @@ VectorIndex::VectorIndex(IndexSpec spec, std::unique_ptr<faiss::Index> index, Ki
       split_codes_(dynamic_cast<const faiss::IndexIVFFlat*>(index_.get()) != nullptr) {
   TuneFaissOnce();
   SyncNorms();
+  SyncHugePages();
 }
 
 const faiss::IndexFlat* VectorIndex::NormedRows() const {
@@ -145,6 +147,32 @@ void VectorIndex::SyncNorms() {
   norms_.resize(want);
   faiss::fvec_norms_L2sqr(&norms_[from], rows->get_xb() + from * d, d, want - from);
 }
+
+void VectorIndex::SyncHugePages() {
+  // The arrays a search reads at random: the vectors of Flat and of HNSW's
+  // storage, and HNSW's neighbour lists. IVF's lists are many small arrays,
+  // each scanned in order.
+  const faiss::IndexFlatCodes* rows = nullptr;
+  const std::vector<faiss::HNSW::storage_idx_t>* neighbors = nullptr;
+  if (kind_ == Kind::kFlat || kind_ == Kind::kFlatCodes) {
+    rows = static_cast<const faiss::IndexFlatCodes*>(index_.get());
+  } else if (kind_ == Kind::kHnsw) {
+    auto* hnsw = static_cast<const faiss::IndexHNSW*>(index_.get());
+    rows = dynamic_cast<const faiss::IndexFlatCodes*>(hnsw->storage);
+    neighbors = &hnsw->hnsw.neighbors;
+  }
+  // A buffer once advised stays advised, its later pages fault in huge; an
+  // array that grew into a new buffer is advised (and collapsed) again.
+  auto advise = [](const void* data, size_t bytes, const void** advised) {
+    if (data == *advised) return;
+    if (AdviseHugePages(data, bytes) != HugePages::kTooSmall) *advised = data;
+  };
+  if (rows != nullptr) advise(rows->codes.data(), rows->codes.capacity(), &huge_rows_);
+  if (neighbors != nullptr) {
+    advise(neighbors->data(), neighbors->capacity() * sizeof((*neighbors)[0]), &huge_neighbors_);
+  }
+}
+
 VectorIndex::~VectorIndex() = default;
 
 bool VectorIndex::BatchingSavesWork(const IndexSpec& spec) { return StripIdMap(spec.factory) == "Flat"; }
@@ -205,6 +233,7 @@ Status VectorIndex::Train(size_t n, const float* x) {
   const float* v = Prepare(n, x, &buf);
   MNEMO_RETURN_IF_ERROR(Guard("training failed", [&] { index_->train(faiss_idx(n), v); }));
   SyncNorms();
+  SyncHugePages();
   return Status::OK();
 }
 
@@ -244,6 +273,7 @@ Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t 
   }
   MNEMO_RETURN_IF_ERROR(Guard("add failed", [&] { index_->add(faiss_idx(n), v); }));
   SyncNorms();
+  SyncHugePages();
   return Status::OK();
 }
 
@@ -279,6 +309,7 @@ Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vector
       flat->ntotal += faiss_idx(n);
     }));
     SyncNorms();
+    SyncHugePages();
     return Status::OK();
   }
   return Status::Internal("index does not take codes");

@@ -122,6 +122,9 @@ class VectorIndex {
   const faiss::IndexFlat* NormedRows() const;
   // Brings norms_ up to NormedRows() after training or adding.
   void SyncNorms();
+  // Puts the arrays searches read at random on huge pages (see
+  // common/huge_pages.h) after they were built, loaded or reallocated.
+  void SyncHugePages();
   const float* norms() const { return norms_.empty() ? nullptr : norms_.data(); }
 
   const IndexSpec spec_;
@@ -133,6 +136,9 @@ class VectorIndex {
   // (as costly as a scalar scan of them) on every call. A server's batches
   // are small, so the rows' norms are kept here instead (4 bytes a row).
   std::vector<float> norms_;
+  // The buffers SyncHugePages last advised (compared, never dereferenced).
+  const void* huge_rows_ = nullptr;
+  const void* huge_neighbors_ = nullptr;
   // FAISS 1.7.3 sizes the HNSW candidate queue from the index's own
   // hnsw.efSearch and ignores SearchParametersHNSW::efSearch there, so a
   // search must set the member: shared while it has the wanted value,

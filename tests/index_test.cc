@@ -11,8 +11,10 @@
 #include <faiss/utils/distances.h>
 #include <omp.h>
 
+#include <fstream>
 #include <thread>
 
+#include "common/huge_pages.h"
 #include "index/hnsw_search.h"
 #include "index/split_search.h"
 #include "index/vector_index.h"
@@ -186,6 +188,42 @@ TEST(HnswSearchHereTest, AThreadsTableServesIndexesOfEverySize) {
   check(large, large_data.queries);
   check(small, small_data.queries);
   std::thread([&] { check(large, large_data.queries); }).join();
+}
+
+// AnonHugePages of this whole process, in bytes.
+size_t ProcessHugeBytes() {
+  std::ifstream rollup("/proc/self/smaps_rollup");
+  for (std::string line; std::getline(rollup, line);) {
+    if (line.rfind("AnonHugePages:", 0) == 0) return std::stoul(line.substr(14)) << 10;
+  }
+  return 0;
+}
+
+TEST(VectorIndexTest, FlatAndHnswVectorsLandOnHugePages) {
+  // Only where this kernel collapses pages on request (Linux 6.1+ with THP).
+  std::vector<float> probe(3 * kHugePageBytes / sizeof(float), 1.0f);
+  const bool collapses = AdviseHugePages(probe.data(), probe.size() * sizeof(float)) == HugePages::kCollapsed;
+  auto d = MakeClustered(40000, 4, 128, 50, 12);  // 20 MB of vectors
+  for (std::string f : {"Flat", "HNSW8"}) {
+    const size_t before = ProcessHugeBytes();
+    auto idx = Make(f, 128);
+    ASSERT_TRUE(idx->Add(d.n(), d.base.data(), nullptr, 0).ok());
+    const size_t gained = ProcessHugeBytes() - std::min(before, ProcessHugeBytes());
+    if (collapses) {
+      EXPECT_GE(gained, 16u << 20) << f;
+    } else {
+      std::printf("%s: no MADV_COLLAPSE here; %zu bytes on huge pages so far\n", f.c_str(), gained);
+    }
+    SearchParams p;
+    p.k = 1;
+    p.ef = 32;
+    auto found = SearchAll(*idx, std::vector<float>(d.base.begin(), d.base.begin() + 128), 128, p);
+    if (f == "Flat") {
+      EXPECT_EQ(found[0], 0) << "an exact search finds a stored vector itself";
+    } else {
+      EXPECT_GE(found[0], 0);
+    }
+  }
 }
 
 class OddSlots : public SlotFilter {
