@@ -25,7 +25,6 @@
 #include <CLI/CLI.hpp>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
-#include <faiss/IndexFlatCodes.h>
 #include <faiss/clone_index.h>
 #include <faiss/index_factory.h>
 #include <omp.h>
@@ -46,6 +45,7 @@
 
 #include "common/cpu_set.h"
 #include "common/huge_pages.h"
+#include "index/random_reads.h"
 #include "net/client.h"
 #include "tests/daemon_process.h"
 #include "tests/test_util.h"
@@ -143,19 +143,9 @@ std::map<std::string, double> CpuStates(const std::vector<int>& cpus) {
 }
 
 // Puts what a search of `index` reads at random on huge pages, as mnemod's
-// VectorIndex does: a flat index's vectors, an HNSW's vectors and graph.
-void AdviseHugePages(faiss::Index* index) {
-  auto advise_rows = [](faiss::Index* rows) {
-    if (auto* flat = dynamic_cast<faiss::IndexFlatCodes*>(rows)) {
-      mnemo::AdviseHugePages(flat->codes.data(), flat->codes.size());
-    }
-  };
-  advise_rows(index);
-  if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index)) {
-    advise_rows(hnsw->storage);
-    mnemo::AdviseHugePages(hnsw->hnsw.neighbors.data(),
-                           hnsw->hnsw.neighbors.size() * sizeof(hnsw->hnsw.neighbors[0]));
-  }
+// VectorIndex does.
+void AdviseHugePages(const faiss::Index& index) {
+  for (const auto& array : index::RandomlyReadArrays(index)) mnemo::AdviseHugePages(array.data, array.bytes);
 }
 
 constexpr const char* kBatchQueries = "mnemo_search_batch_queries";
@@ -257,7 +247,7 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
   const size_t d = cfg.dim;
   auto index = BuildFaiss(cfg, factory, data);
   std::unique_ptr<faiss::Index> huge(faiss::clone_index(index.get()));
-  AdviseHugePages(huge.get());
+  AdviseHugePages(*huge);
   testing::TempDir dir;
   testing::DaemonProcess daemon(dir.path() + "/data", cfg.mnemod_flags);
   if (!Load(cfg, factory, data, daemon.address())) return false;

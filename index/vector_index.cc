@@ -28,6 +28,7 @@
 
 #include "common/huge_pages.h"
 #include "index/hnsw_search.h"
+#include "index/random_reads.h"
 #include "index/split_search.h"
 
 namespace mnemo::index {
@@ -149,28 +150,17 @@ void VectorIndex::SyncNorms() {
 }
 
 void VectorIndex::SyncHugePages() {
-  // The arrays a search reads at random: the vectors of Flat and of HNSW's
-  // storage, and HNSW's neighbour lists. IVF's lists are many small arrays,
-  // each scanned in order.
-  const faiss::IndexFlatCodes* rows = nullptr;
-  const std::vector<faiss::HNSW::storage_idx_t>* neighbors = nullptr;
-  if (kind_ == Kind::kFlat || kind_ == Kind::kFlatCodes) {
-    rows = static_cast<const faiss::IndexFlatCodes*>(index_.get());
-  } else if (kind_ == Kind::kHnsw) {
-    auto* hnsw = static_cast<const faiss::IndexHNSW*>(index_.get());
-    rows = dynamic_cast<const faiss::IndexFlatCodes*>(hnsw->storage);
-    neighbors = &hnsw->hnsw.neighbors;
-  }
   // A buffer once advised stays advised, its later pages fault in huge; an
   // array that grew into a new buffer is advised (and collapsed) again.
-  auto advise = [](const void* data, size_t bytes, const void** advised) {
-    if (data == *advised) return;
-    if (AdviseHugePages(data, bytes) != HugePages::kTooSmall) *advised = data;
-  };
-  if (rows != nullptr) advise(rows->codes.data(), rows->codes.capacity(), &huge_rows_);
-  if (neighbors != nullptr) {
-    advise(neighbors->data(), neighbors->capacity() * sizeof((*neighbors)[0]), &huge_neighbors_);
+  std::vector<const void*> advised;
+  for (const ArraySpan& array : RandomlyReadArrays(*index_)) {
+    const bool known =
+        std::find(huge_buffers_.begin(), huge_buffers_.end(), array.data) != huge_buffers_.end();
+    if (known || AdviseHugePages(array.data, array.bytes) != HugePages::kTooSmall) {
+      advised.push_back(array.data);
+    }
   }
+  huge_buffers_ = std::move(advised);
 }
 
 VectorIndex::~VectorIndex() = default;

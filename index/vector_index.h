@@ -136,9 +136,9 @@ class VectorIndex {
   // (as costly as a scalar scan of them) on every call. A server's batches
   // are small, so the rows' norms are kept here instead (4 bytes a row).
   std::vector<float> norms_;
-  // The buffers SyncHugePages last advised (compared, never dereferenced).
-  const void* huge_rows_ = nullptr;
-  const void* huge_neighbors_ = nullptr;
+  // The buffers SyncHugePages has advised and the index still uses
+  // (compared, never dereferenced).
+  std::vector<const void*> huge_buffers_;
   // FAISS 1.7.3 sizes the HNSW candidate queue from the index's own
   // hnsw.efSearch and ignores SearchParametersHNSW::efSearch there, so a
   // search must set the member: shared while it has the wanted value,
