@@ -344,11 +344,17 @@ Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p
   FilterSelector selector(p.filter);
   faiss::IDSelector* sel = p.filter != nullptr ? &selector : nullptr;
   static_assert(sizeof(int64_t) == sizeof(faiss_idx));
-  // A few queries that may have every core (threads 0: a server's lone
-  // batch) are split over the data, where FAISS would give each one core.
+  // Searches that may have several cores (threads 0: a server's lone
+  // batch) are split over the data: an IVF search of a few queries, where
+  // FAISS would give each query one core, and a flat search of any number,
+  // where FAISS's one BLAS call per block of rows runs on one core
+  // (OPENBLAS_NUM_THREADS=1, see README "Threads") and only its top-k
+  // step on the others. Split by rows, every core multiplies its share of
+  // the rows by all the queries: the rows are read from memory once per
+  // batch, not once per query or per core.
   const int team = p.threads == 0 ? omp_get_max_threads() : int(p.threads);
-  if (n < SearchThreads::kMinParallelQueries && team > 1 &&
-      (kind_ == Kind::kFlat || kind_ == Kind::kIvf)) {
+  if (team > 1 && (kind_ == Kind::kFlat ||
+                   (kind_ == Kind::kIvf && n < SearchThreads::kMinParallelQueries))) {
     return Guard("search failed", [&] {
       if (kind_ == Kind::kFlat) {
         auto* flat = static_cast<const faiss::IndexFlat*>(index_.get());

@@ -18,6 +18,7 @@ thread_local std::chrono::steady_clock::time_point next_steal_look;
 
 SearchBatcher::Options Checked(SearchBatcher::Options o) {
   o.max_batches = std::max<size_t>(o.max_batches, 1);
+  if (o.pull_ways == 0) o.pull_ways = o.max_batches;
   return o;
 }
 }  // namespace
@@ -151,7 +152,7 @@ bool SearchBatcher::MayTake(const Item& item, Clock::time_point now) const {
 
 std::vector<SearchBatcher::Item> SearchBatcher::TakePulledLocked(Queue& q, Clock::time_point now) {
   const size_t waiting = q.items.size();
-  const size_t share = (waiting + options_.max_batches - 1) / options_.max_batches;
+  const size_t share = (waiting + options_.pull_ways - 1) / options_.pull_ways;
   std::vector<Item> batch;
   auto take = [&](auto&& wanted) {
     for (auto it = q.items.begin(); it != q.items.end() && batch.size() < share;) {

@@ -62,7 +62,10 @@ class SearchBatcher {
     std::chrono::microseconds max_window{1000};
     double window_fraction = 0.05;
     size_t max_queries = 256;
-    size_t max_batches = 0;  // per key, at once (0: 1; a Server: one per worker thread)
+    size_t max_batches = 0;  // per key, at once (0: 1)
+    // Pulled searches: a puller takes 1/pull_ways of what waits of a key
+    // (0: 1/max_batches; a Server: one way per worker thread).
+    size_t pull_ways = 0;
     // Runs a task after a delay (0: soon), elsewhere than the caller.
     std::function<void(std::chrono::microseconds, std::function<void()>)> schedule;
     // Runs a task on a compute pool; unset: batches run where they start.

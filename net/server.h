@@ -10,7 +10,9 @@
 // due in the current I/O round have joined it, and runs on the I/O thread
 // when nothing else searches (a lone query costs no thread hand-off), or on
 // the compute pool beside the batches already running (up to
-// batching.max_batches per collection, by default one per worker thread).
+// batching.max_batches per collection; by default, with search_on_io, one:
+// a flat batch that runs alone is split by rows over every core, see
+// VectorIndex::Search; else one per worker thread).
 // Every other request executes on the compute pool (`worker_threads`) and
 // posts its reply back to the connection's strand.
 //

@@ -304,13 +304,15 @@ TEST(VectorIndexTest, BatchesWithCachedNormsFindWhatFaissFinds) {
     ref->add(faiss::Index::idx_t(d.n()), d.base.data());
     OddSlots odd;
     OddIds odd_ids;
-    for (bool filtered : {false, true}) {
+    // threads 4: a flat batch of any size is split by rows over 4 threads.
+    for (auto [filtered, threads] : {std::pair{false, 1u}, std::pair{true, 1u},
+                                     std::pair{false, 4u}, std::pair{true, 4u}}) {
       for (size_t n : {1, 2, 3, 8, 25}) {
         const size_t k = 10;
         SearchParams p;
         p.k = k;
         p.nprobe = 5;
-        p.threads = 1;
+        p.threads = threads;
         p.filter = filtered ? &odd : nullptr;
         Found ours{std::vector<float>(n * k), std::vector<int64_t>(n * k)};
         Found faiss_found = ours;
@@ -323,7 +325,8 @@ TEST(VectorIndexTest, BatchesWithCachedNormsFindWhatFaissFinds) {
         ref->search(faiss::Index::idx_t(n), d.queries.data(), faiss::Index::idx_t(k),
                     faiss_found.distances.data(), faiss_found.labels.data(),
                     factory == "Flat" ? &flat_params : &ivf_params);
-        ExpectSame(ours, faiss_found, factory + ", " + std::to_string(n) + " queries" +
+        ExpectSame(ours, faiss_found, factory + ", " + std::to_string(n) + " queries, " +
+                                          std::to_string(threads) + " threads" +
                                           (filtered ? ", odd slots" : ""));
       }
     }

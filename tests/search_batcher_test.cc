@@ -413,6 +413,33 @@ TEST_F(PulledSearchTest, SubmitQueuesAndRunReadyTakesAShareAtATime) {
   EXPECT_EQ(answers_[5], Alone(5));
 }
 
+TEST_F(PulledSearchTest, PullWaysSharesPulledSearchesWhateverMaxBatches) {
+  // A server's setting: one flat batch at a time, pulled searches shared
+  // over its threads.
+  ManualScheduler s;
+  SearchBatcher::Options o;
+  o.pull = true;
+  o.max_batches = 1;
+  o.pull_ways = 3;  // a puller takes a third of what waits
+  SearchBatcher b(s.With(o), &metrics_);
+  for (size_t q = 0; q < 3; ++q) SubmitGraph(b, q);
+  ASSERT_TRUE(b.RunReady());
+  EXPECT_EQ(b.pullable(), 2u);
+  EXPECT_EQ(answers_.size(), 1u);
+
+  // Flat searches: one start for both, as max_batches is 1.
+  Submit(b, 5);
+  Submit(b, 6);
+  ASSERT_EQ(s.tasks.size(), 1u);
+  s.RunNext();
+  EXPECT_EQ(answers_[5], Alone(5));
+  EXPECT_EQ(answers_[6], Alone(6));
+  while (b.RunReady()) {
+  }
+  ASSERT_EQ(answers_.size(), 5u);
+  for (size_t q = 0; q < 3; ++q) EXPECT_EQ(answers_[q], GraphAlone(q)) << q;
+}
+
 TEST_F(PulledSearchTest, AnotherPullersSearchesAreTakenOnlyAfterStealAfter) {
   SearchBatcher::Options o;
   o.pull = true;

@@ -111,7 +111,7 @@ int Main(int argc, char** argv) {
   app.add_option("--batch-window-fraction", s.batch_window_fraction, "wait this fraction of the last batch's run time (0: always --batch-window-us)")->capture_default_str();
   app.add_option("--busy-poll-us", s.busy_poll_us, "an idle I/O thread polls this long before it sleeps (0: never)")->capture_default_str();
   app.add_option("--batch-max-queries", s.server.batching.max_queries, "queries per search batch at most")->capture_default_str();
-  app.add_option("--batch-concurrency", s.server.batching.max_batches, "search batches of one collection running at once (0: one per worker thread)")->capture_default_str();
+  app.add_option("--batch-concurrency", s.server.batching.max_batches, "search batches of one collection running at once (0: with --search-on-io one, split over every core, else one per worker thread)")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
