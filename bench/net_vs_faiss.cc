@@ -291,15 +291,16 @@ bool Measure(const Config& cfg, const std::string& factory, const testing::Datas
     } while (Micros(Clock::now() - t0) < cfg.min_round_ms * 1e3);
     return double(passes * cfg.queries) / (Micros(Clock::now() - t0) / 1e6);
   };
+  // All the queries as one batch.
+  auto one_batch = [&](const faiss::Index& searched) {
+    return timed([&] {
+      searched.search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
+                      labels.data());
+    });
+  };
   for (int r = 0; r < cfg.rounds; ++r) {
-    faiss_huge.push_back(timed([&] {
-      huge->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
-                   labels.data());
-    }));
-    faiss_all.push_back(timed([&] {
-      index->search(faiss::Index::idx_t(cfg.queries), data.queries.data(), cfg.k, dist.data(),
-                    labels.data());
-    }));
+    faiss_huge.push_back(one_batch(*huge));
+    faiss_all.push_back(one_batch(*index));
     faiss_32.push_back(timed([&] {
       for (size_t at = 0; at < cfg.queries; at += cfg.clients) {
         size_t m = std::min(cfg.clients, cfg.queries - at);
