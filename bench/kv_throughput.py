@@ -40,7 +40,9 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
+# MNEMO_READER: another copy of the client package (bench/gpu/run.sh compare).
+sys.path.insert(0, os.environ.get("MNEMO_READER") or
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
 import mnemo  # noqa: E402
 
 LAYERS, HEADS, TOKENS, DIM = 8, 8, 1024, 128

@@ -1,5 +1,8 @@
 #include "common/status.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 namespace mnemo {
 
 std::string_view StatusCodeName(StatusCode code) {
@@ -25,6 +28,12 @@ std::string_view StatusCodeName(StatusCode code) {
 std::string Status::ToString() const {
   if (ok()) return "OK";
   return std::string(StatusCodeName(code_)) + ": " + message_;
+}
+
+void DieOnBadResultAccess(const Status& status) {
+  std::fprintf(stderr, "mnemo: the value of a Result holding an error was asked for: %s\n",
+               status.ToString().c_str());
+  std::abort();
 }
 
 }  // namespace mnemo

@@ -4,7 +4,8 @@
 // match collection 'docs' (128)"). Codes are stable numbers so that the wire
 // can carry them; they tell the caller what to do next:
 //   kInvalidArgument, kNotFound, kAlreadyExists, kOutOfRange: fix the request.
-//   kFailedPrecondition: fix the state first (e.g. train before search).
+//   kFailedPrecondition: fix the state first (e.g. train before search; a
+//     store that stopped taking writes after a failed write: reopen it).
 //   kUnavailable, kResourceExhausted: retry later.
 //   kIOError, kCorruption, kInternal: the server is unhealthy.
 //   kUnimplemented: this server does not offer the operation.
@@ -72,23 +73,40 @@ class [[nodiscard]] Status {
   std::string message_;
 };
 
-// Either a value or a non-OK Status.
+// Ends the process with `status` on stderr: the value of a Result that holds
+// an error was asked for, a bug in the caller.
+[[noreturn]] void DieOnBadResultAccess(const Status& status);
+
+// Either a value or a non-OK Status. Asking for the value of a Result that
+// is not ok() ends the process with the error (as absl::StatusOr does):
+// check ok() first, or use MNEMO_ASSIGN_OR_RETURN.
 template <typename T>
 class [[nodiscard]] Result {
  public:
   Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Status status) : status_(std::move(status)) {}  // NOLINT
+  // `status` must not be OK (an OK Status holds no value: that is Internal).
+  Result(Status status)  // NOLINT: implicit by design
+      : status_(status.ok() ? Status::Internal("Result made from an OK Status") : std::move(status)) {}
   bool ok() const { return status_.ok(); }
   const Status& status() const { return status_; }
-  T& value() & { return *value_; }
-  const T& value() const& { return *value_; }
-  T&& value() && { return std::move(*value_); }
-  T* operator->() { return &*value_; }
-  const T* operator->() const { return &*value_; }
-  T& operator*() & { return *value_; }
-  const T& operator*() const& { return *value_; }
+  T& value() & { return Checked(); }
+  const T& value() const& { return Checked(); }
+  T&& value() && { return std::move(Checked()); }
+  T* operator->() { return &Checked(); }
+  const T* operator->() const { return &Checked(); }
+  T& operator*() & { return Checked(); }
+  const T& operator*() const& { return Checked(); }
 
  private:
+  T& Checked() {
+    if (!value_) DieOnBadResultAccess(status_);
+    return *value_;
+  }
+  const T& Checked() const {
+    if (!value_) DieOnBadResultAccess(status_);
+    return *value_;
+  }
+
   Status status_;
   std::optional<T> value_;
 };

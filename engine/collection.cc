@@ -7,6 +7,8 @@
 #include <cstring>
 #include <unordered_set>
 
+#include <spdlog/spdlog.h>
+
 #include "engine/engine.h"
 #include "storage/keys.h"
 
@@ -98,15 +100,17 @@ Status Collection::Upsert(const EntryBatch& b) {
     }
   }
 
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  MutexLock write_lock(&write_mu_);
   MNEMO_RETURN_IF_ERROR(CheckAlive());
+  MNEMO_RETURN_IF_ERROR(out_of_step_);
   const uint32_t d = record_.spec.dim;
   // index_ is only replaced by writers, so it is stable under write_mu_, and
   // encoding is const: searches keep running meanwhile.
-  const bool with_codes = !staging_ && index_->stores_codes();
-  const size_t code_size = with_codes ? index_->code_size() : 0;
+  const index::VectorIndex* index = WriterIndex();
+  const bool with_codes = !WriterStaging() && index->stores_codes();
+  const size_t code_size = with_codes ? index->code_size() : 0;
   std::vector<uint8_t> codes(n * code_size);
-  if (with_codes) MNEMO_RETURN_IF_ERROR(index_->Encode(n, b.vectors.data(), codes.data()));
+  if (with_codes) MNEMO_RETURN_IF_ERROR(index->Encode(n, b.vectors.data(), codes.data()));
 
   CollectionRecord next = record_;
   next.seq++;
@@ -127,20 +131,51 @@ Status Collection::Upsert(const EntryBatch& b) {
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
   record_ = next;
 
+  // Durable from here on: the index catches up with the store, or is rebuilt
+  // from it (collection.h, "Durability").
+  Status added = Fault("add");
   {
-    std::unique_lock<RwLock> index_lock(index_mu_);
+    WriterLock index_lock(&index_mu_);
     const int64_t first_slot = int64_t(slots_.size());
-    MNEMO_RETURN_IF_ERROR(index_->Add(n, b.vectors.data(), with_codes ? codes.data() : nullptr,
-                                      first_slot));
-    for (size_t i = 0; i < n; ++i) {
-      slots_.Kill(b.ids[i]);
-      slots_.Append(b.ids[i], b.groups.empty() ? 0 : b.groups[i], first_insert + i);
+    if (added.ok()) {
+      added = index_->Add(n, b.vectors.data(), with_codes ? codes.data() : nullptr, first_slot);
+    }
+    if (added.ok()) {
+      for (size_t i = 0; i < n; ++i) {
+        slots_.Kill(b.ids[i]);
+        slots_.Append(b.ids[i], b.groups.empty() ? 0 : b.groups[i], first_insert + i);
+      }
+    } else {
+      // FAISS may have added part of the batch: the index and the slot
+      // table disagree, so no search may use them until the rebuild.
+      out_of_step_ = added;
     }
   }
-  if (staging_ && slots_.live() >= record_.train_size) {
-    MNEMO_RETURN_IF_ERROR(TrainLocked(/*min_vectors=*/record_.train_size));
+  if (!added.ok()) MNEMO_RETURN_IF_ERROR(RebuildLocked(added));
+  MaintainLocked();
+  return Status::OK();
+}
+
+Status Collection::Fault(std::string_view operation) const {
+  return options_->index_fault ? options_->index_fault(operation) : Status::OK();
+}
+
+void Collection::MaintainLocked() {
+  Status st;
+  if (WriterStaging() && WriterSlots().live() >= record_.train_size) {
+    st = Fault("train");
+    if (st.ok()) st = TrainLocked(/*min_vectors=*/record_.train_size);
+    if (!st.ok()) {
+      spdlog::warn("collection '{}': training failed ({}); searches stay exact, and the next "
+                   "write tries again", record_.name, st.ToString());
+    }
   }
-  return MaybeCompactLocked();
+  st = Fault("compact");
+  if (st.ok()) st = MaybeCompactLocked();
+  if (!st.ok()) {
+    spdlog::warn("collection '{}': compaction failed ({}); the index keeps its dead slots",
+                 record_.name, st.ToString());
+  }
 }
 
 Result<EntryList> Collection::Get(std::span<const uint64_t> ids) const {
@@ -168,12 +203,13 @@ Result<EntryList> Collection::Get(std::span<const uint64_t> ids) const {
 Result<uint64_t> Collection::Delete(std::span<const uint64_t> ids) {
   MNEMO_RETURN_IF_ERROR(CheckAlive());
   MNEMO_RETURN_IF_ERROR(ValidateIds(ids, /*unique=*/false));
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  MutexLock write_lock(&write_mu_);
   MNEMO_RETURN_IF_ERROR(CheckAlive());
+  MNEMO_RETURN_IF_ERROR(out_of_step_);
   // slots_ only changes under write_mu_, which we hold.
   std::unordered_set<uint64_t> present;
   for (uint64_t id : ids) {
-    if (slots_.Find(id)) present.insert(id);
+    if (WriterSlots().Find(id)) present.insert(id);
   }
   if (present.empty()) return uint64_t(0);
 
@@ -189,10 +225,10 @@ Result<uint64_t> Collection::Delete(std::span<const uint64_t> ids) {
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
   record_ = next;
   {
-    std::unique_lock<RwLock> index_lock(index_mu_);
+    WriterLock index_lock(&index_mu_);
     for (uint64_t id : present) slots_.Kill(id);
   }
-  MNEMO_RETURN_IF_ERROR(MaybeCompactLocked());
+  MaintainLocked();
   return uint64_t(present.size());
 }
 
@@ -229,13 +265,19 @@ Status Collection::ValidateSearch(const SearchRequest& r) const {
 
 Result<SearchResult> Collection::Search(const SearchRequest& r) const {
   MNEMO_RETURN_IF_ERROR(ValidateSearch(r));
+  return SearchValidated(r);
+}
+
+Result<SearchResult> Collection::SearchValidated(const SearchRequest& r) const {
+  MNEMO_RETURN_IF_ERROR(CheckAlive());
   const size_t n = r.queries.size() / record_.spec.dim;
   SearchResult out;
   out.n = n;
   out.k = r.k;
   out.distances.resize(n * r.k);
   out.ids.resize(n * r.k);
-  std::shared_lock<RwLock> index_lock(index_mu_);
+  ReaderLock index_lock(&index_mu_);
+  if (!out_of_step_.ok()) return out_of_step_;
   LiveFilter live(slots_);
   std::optional<GroupFilter> group;
   index::SearchParams params;
@@ -264,9 +306,10 @@ Result<SearchResult> Collection::Search(const SearchRequest& r) const {
 
 Status Collection::Train() {
   MNEMO_RETURN_IF_ERROR(CheckAlive());
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  MutexLock write_lock(&write_mu_);
   MNEMO_RETURN_IF_ERROR(CheckAlive());
-  if (!staging_) {
+  MNEMO_RETURN_IF_ERROR(out_of_step_);
+  if (!WriterStaging()) {
     return Status::FailedPrecondition("collection '" + record_.name + "' is already trained");
   }
   return TrainLocked(/*min_vectors=*/1);
@@ -280,7 +323,7 @@ CollectionStats Collection::Stats() const {
   s.index = record_.spec.factory;
   s.train_size = record_.train_size;
   {
-    std::shared_lock<RwLock> index_lock(index_mu_);
+    ReaderLock index_lock(&index_mu_);
     s.count = slots_.live();
     s.deleted_slots = slots_.dead();
     s.trained = !staging_;
@@ -295,7 +338,7 @@ CollectionStats Collection::Stats() const {
   return s;
 }
 
-std::string Collection::RangeBegin() const { return storage::CollectionPrefix(record_.id); }
-std::string Collection::RangeEnd() const { return storage::CollectionPrefix(record_.id + 1); }
+std::string Collection::RangeBegin() const { return storage::OwnerPrefix(record_.id); }
+std::string Collection::RangeEnd() const { return storage::OwnerPrefix(record_.id + 1); }
 
 }  // namespace mnemo::engine

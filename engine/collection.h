@@ -5,9 +5,19 @@
 // serialized with each other and exclude searches only while the in-memory
 // index is updated, after the write is durable.
 //
-// Durability: a write returns OK only once it is in RocksDB's write-ahead log
-// (synced with EngineOptions::sync_writes); a search that starts after that
-// sees it. On any error nothing of the write is stored or applied.
+// Durability: a write (Upsert, Delete) returns OK only once it is in
+// RocksDB's write-ahead log (synced with EngineOptions::sync_writes) and in
+// the in-memory index: a search that starts after that sees it. An error
+// returned before the write reached the log (bad input, a failed store
+// write) means nothing of it is stored or applied. Once it is in the log it
+// is kept: the index catches up with the store, and if updating the index
+// fails (FAISS throws, memory runs out) the index is rebuilt from the store
+// and the write still returns OK. Only if that rebuild fails too does the
+// write return Internal, with its entries stored (Get finds them, a restart
+// indexes them); the collection then answers searches and writes with that
+// Internal error until it is reopened. Training and compaction that a write
+// sets off never fail it: a failed training leaves the exact staging index
+// (the next write tries again), a failed compaction the dead slots.
 //
 // Entries without a group are in group 0. Ids are client-chosen, at most
 // 2^63 - 1 (searches return them as int64 with -1 for "no result").
@@ -16,7 +26,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <span>
@@ -24,72 +33,17 @@
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/rw_lock.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "engine/records.h"
 #include "engine/slot_table.h"
+#include "engine/types.h"
 #include "index/vector_index.h"
 #include "storage/store.h"
 
 namespace mnemo::engine {
-
-struct EngineOptions;
-
-// A batch of entries to insert or replace. Views: the caller owns the memory.
-struct EntryBatch {
-  std::span<const uint64_t> ids;                // n
-  std::span<const float> vectors;               // n * dim, row-major
-  std::span<const uint64_t> groups;             // empty or n
-  std::span<const std::string_view> payloads;   // empty or n
-};
-
-// Entries read back by Get: only the ids that exist, in request order.
-struct EntryList {
-  std::vector<uint64_t> ids;          // m
-  std::vector<float> vectors;         // m * dim
-  std::vector<uint64_t> groups;       // m
-  std::vector<std::string> payloads;  // m
-};
-
-struct SearchRequest {
-  std::span<const float> queries;  // n * dim
-  uint32_t k = 10;
-  uint32_t nprobe = 0;  // IVF lists to probe; 0 = index default (1)
-  uint32_t ef = 0;      // HNSW efSearch; 0 = index default (16)
-  std::optional<uint64_t> group;  // only entries of this group
-  // OpenMP threads FAISS may use for this call; 0: its default (all cores,
-  // one for a few queries on IVF and HNSW). A server that runs several
-  // searches at once gives each fewer.
-  uint32_t threads = 0;
-};
-
-// n rows of k: distances are squared L2 for l2, inner products for ip and
-// cosine; ids are -1 where fewer than k entries qualified.
-struct SearchResult {
-  size_t n = 0;
-  uint32_t k = 0;
-  std::vector<float> distances;
-  std::vector<int64_t> ids;
-};
-
-struct CollectionStats {
-  std::string name;
-  uint32_t dim = 0;
-  std::string metric;
-  std::string index;
-  uint64_t count = 0;          // live entries
-  uint64_t deleted_slots = 0;  // replaced/deleted, awaiting compaction
-  bool trained = false;        // false while an index gathers training data
-  uint64_t train_size = 0;
-  uint32_t epoch = 0;
-  uint64_t index_memory_bytes = 0;
-  uint64_t storage_bytes = 0;
-  // What happened in this process: trainings run, codes computed while
-  // loading (0 when recovery re-used stored codes), graph snapshot used.
-  uint64_t trainings = 0;
-  uint64_t codes_encoded_on_load = 0;
-  bool loaded_from_snapshot = false;
-};
 
 class Collection {
  public:
@@ -120,7 +74,9 @@ class Collection {
   Status Train();
   CollectionStats Stats() const;
 
-  // Engine-internal.
+ private:
+  friend class Engine;         // Load, SaveSnapshot, Drop
+  friend class SearchBatcher;  // SearchValidated
   // Builds the in-memory index from the store (recovery).
   Status Load();
   // Writes a graph snapshot if the index is a graph and changed since the
@@ -129,19 +85,39 @@ class Collection {
   // Deletes everything the collection stored, atomically, after waiting for
   // the write in progress; later calls fail with NotFound.
   Status Drop();
+  // Search for a request that passed ValidateSearch (the batcher's merged
+  // batches): the queries are not scanned again.
+  Result<SearchResult> SearchValidated(const SearchRequest& request) const;
 
- private:
   struct Loaded;
   Status CheckAlive() const;
+  // EngineOptions::index_fault's verdict on `operation` (OK without one).
+  Status Fault(std::string_view operation) const;
+  // After a failed index update of a durable write (`cause`): rebuilds the
+  // index from the store, or marks the collection out of step and returns why.
+  Status RebuildLocked(const Status& cause) REQUIRES(write_mu_);
+  // Trains or compacts when due; failures are logged, never returned (see
+  // "Durability").
+  void MaintainLocked() REQUIRES(write_mu_);
+  // A writer's reads of index_mu_'s members: only writers, who hold
+  // write_mu_, change them, so a writer reads them without index_mu_ (and
+  // searches go on meanwhile). The analysis cannot say "either lock".
+  const index::VectorIndex* WriterIndex() const REQUIRES(write_mu_) NO_THREAD_SAFETY_ANALYSIS {
+    return index_.get();
+  }
+  bool WriterStaging() const REQUIRES(write_mu_) NO_THREAD_SAFETY_ANALYSIS { return staging_; }
+  const SlotTable& WriterSlots() const REQUIRES(write_mu_) NO_THREAD_SAFETY_ANALYSIS { return slots_; }
   Status ValidateVectors(std::span<const float> v, size_t n, std::string_view what) const;
   Status ValidateIds(std::span<const uint64_t> ids, bool unique) const;
-  // REQUIRES: write_mu_ held.
-  Status TrainLocked(size_t min_vectors);
-  Status MaybeCompactLocked();
-  Result<std::unique_ptr<index::VectorIndex>> NewEmptyIndexLocked() const;
-  Status LoadInto(Loaded* out, bool allow_snapshot);
-  Result<bool> LoadSnapshot(Loaded* out);
-  void InstallLocked(Loaded* loaded);
+  Status TrainLocked(size_t min_vectors) REQUIRES(write_mu_);
+  Status MaybeCompactLocked() REQUIRES(write_mu_);
+  Result<std::unique_ptr<index::VectorIndex>> NewEmptyIndexLocked() const REQUIRES(write_mu_);
+  // Builds the index that the store holds into `out`, without touching the
+  // live one.
+  Status LoadInto(Loaded* out, bool allow_snapshot) REQUIRES(write_mu_);
+  Result<bool> LoadSnapshot(Loaded* out) REQUIRES(write_mu_);
+  // Makes `loaded` the live index (takes index_mu_).
+  void InstallLocked(Loaded* loaded) REQUIRES(write_mu_);
   std::string RangeBegin() const;
   std::string RangeEnd() const;
 
@@ -150,22 +126,29 @@ class Collection {
   const EngineOptions* const options_;
 
   // Serializes writers; guards record_'s counters and trained_blob_.
-  std::mutex write_mu_;
+  // record_'s name, id and spec never change: those are read without it.
+  Mutex write_mu_ ACQUIRED_BEFORE(index_mu_);
   CollectionRecord record_;
-  std::string trained_blob_;  // FAISS bytes of the trained empty index
+  std::string trained_blob_ GUARDED_BY(write_mu_);  // FAISS bytes of the trained empty index
 
-  // Guards index_ and slots_: shared for searches, exclusive to mutate.
+  // Guards index_ and slots_: shared for searches, exclusive to mutate. Only
+  // writers (holding write_mu_) mutate them, so a writer may also read them
+  // holding write_mu_ alone (WriterIndex and its kin).
   mutable RwLock index_mu_;
-  std::unique_ptr<index::VectorIndex> index_;  // staging Flat until trained
-  bool staging_ = false;  // index_ is a Flat stand-in awaiting training
-  SlotTable slots_;
+  std::unique_ptr<index::VectorIndex> index_ GUARDED_BY(index_mu_);  // staging Flat until trained
+  bool staging_ GUARDED_BY(index_mu_) = false;  // index_ is a Flat stand-in awaiting training
+  SlotTable slots_ GUARDED_BY(index_mu_);
+  // Not OK while index_ and slots_ disagree with the store after a failed
+  // update and rebuild. Written with write_mu_ and index_mu_ both held, so
+  // either suffices to read it.
+  Status out_of_step_;
 
   std::atomic<bool> dropped_{false};
   std::atomic<uint32_t> epoch_{0};  // record_.epoch, readable without write_mu_
   std::atomic<uint64_t> trainings_{0};
   std::atomic<uint64_t> codes_encoded_on_load_{0};
   std::atomic<bool> loaded_from_snapshot_{false};
-  uint64_t snapshot_seq_ = 0;  // guarded by write_mu_
+  uint64_t snapshot_seq_ GUARDED_BY(write_mu_) = 0;
 };
 
 }  // namespace mnemo::engine

@@ -1,5 +1,5 @@
 // Building a collection's in-memory index from the store: at open, after
-// training and when compacting. Plus graph snapshots and drop.
+// training, when compacting, and after an index update that failed. Plus graph snapshots and drop.
 //
 // The store is the source of truth. Quantized indexes are rebuilt from the
 // stored codes of the current epoch (no training, no encoding); only entries
@@ -7,6 +7,8 @@
 // are written back. Flat indexes re-add the raw vectors. HNSW graphs load
 // from a snapshot when it is as new as the collection, else are rebuilt.
 #include <cstring>
+
+#include <spdlog/spdlog.h>
 
 #include "engine/collection.h"
 #include "engine/engine.h"
@@ -30,7 +32,7 @@ struct Collection::Loaded {
 };
 
 Status Collection::Load() {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  MutexLock write_lock(&write_mu_);
   MNEMO_ASSIGN_OR_RETURN(auto trained,
                          store_->Get(Cf::kIndex, storage::IndexKey(record_.id, kTrainedTag)));
   if (trained) {
@@ -56,10 +58,11 @@ Result<std::unique_ptr<index::VectorIndex>> Collection::NewEmptyIndexLocked() co
 }
 
 void Collection::InstallLocked(Loaded* loaded) {
-  std::unique_lock<RwLock> index_lock(index_mu_);
+  WriterLock index_lock(&index_mu_);
   index_ = std::move(loaded->index);
   staging_ = loaded->staging;
   slots_ = std::move(loaded->slots);
+  out_of_step_ = Status::OK();
 }
 
 Status Collection::LoadInto(Loaded* out, bool allow_snapshot) {
@@ -152,10 +155,28 @@ Status Collection::LoadInto(Loaded* out, bool allow_snapshot) {
   return flush();
 }
 
+Status Collection::RebuildLocked(const Status& cause) {
+  Loaded loaded;
+  Status st = Fault("rebuild");
+  if (st.ok()) st = LoadInto(&loaded, /*allow_snapshot=*/false);
+  if (!st.ok()) {
+    WriterLock index_lock(&index_mu_);
+    out_of_step_ = Status::Internal(
+        "the index of collection '" + record_.name + "' is out of step with its stored entries (" +
+        cause.ToString() + "; rebuilding it failed: " + st.ToString() +
+        "); the entries are stored: restart mnemod to rebuild the index");
+    return out_of_step_;
+  }
+  InstallLocked(&loaded);  // clears out_of_step_
+  spdlog::warn("collection '{}': index rebuilt from the store after {}", record_.name,
+               cause.ToString());
+  return Status::OK();
+}
+
 Status Collection::TrainLocked(size_t min_vectors) {
   const uint32_t d = record_.spec.dim;
   std::vector<float> sample;
-  sample.reserve(slots_.live() * d);
+  sample.reserve(WriterSlots().live() * d);
   MNEMO_RETURN_IF_ERROR(store_->Scan(
       Cf::kEntries, RangeBegin(), RangeEnd(), [&](std::string_view, std::string_view v) {
         auto e = DecodeEntry(v, d);
@@ -200,8 +221,8 @@ Status Collection::TrainLocked(size_t min_vectors) {
 }
 
 Status Collection::MaybeCompactLocked() {
-  const size_t dead = slots_.dead();
-  if (dead < options_->compact_min_dead || dead < slots_.live()) return Status::OK();
+  const size_t dead = WriterSlots().dead();
+  if (dead < options_->compact_min_dead || dead < WriterSlots().live()) return Status::OK();
   Loaded loaded;
   MNEMO_RETURN_IF_ERROR(LoadInto(&loaded, /*allow_snapshot=*/false));
   InstallLocked(&loaded);
@@ -240,14 +261,14 @@ Result<bool> Collection::LoadSnapshot(Loaded* out) {
 }
 
 Status Collection::SaveSnapshot() {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
-  if (dropped_ || staging_ || !index_ ||
-      index_->kind() != index::VectorIndex::Kind::kHnsw || snapshot_seq_ == record_.seq) {
+  MutexLock write_lock(&write_mu_);
+  if (dropped_ || WriterStaging() || WriterIndex() == nullptr ||
+      WriterIndex()->kind() != index::VectorIndex::Kind::kHnsw || snapshot_seq_ == record_.seq) {
     return Status::OK();
   }
   std::string bytes(8, '\0');
   {
-    std::shared_lock<RwLock> index_lock(index_mu_);
+    ReaderLock index_lock(&index_mu_);
     MNEMO_ASSIGN_OR_RETURN(std::string index_bytes, index_->Serialize());
     const uint64_t len = index_bytes.size();
     std::memcpy(bytes.data(), &len, 8);
@@ -280,7 +301,7 @@ Status Collection::SaveSnapshot() {
 }
 
 Status Collection::Drop() {
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  MutexLock write_lock(&write_mu_);
   MNEMO_RETURN_IF_ERROR(CheckAlive());
   storage::WriteBatch batch(*store_);
   batch.Delete(Cf::kMeta, storage::CollectionMetaKey(record_.name));
@@ -289,7 +310,7 @@ Status Collection::Drop() {
   }
   MNEMO_RETURN_IF_ERROR(store_->Write(&batch));
   dropped_.store(true, std::memory_order_release);
-  std::unique_lock<RwLock> index_lock(index_mu_);
+  WriterLock index_lock(&index_mu_);
   index_.reset();
   slots_ = SlotTable();
   return Status::OK();

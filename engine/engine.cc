@@ -84,7 +84,7 @@ EngineOptions WithClock(EngineOptions o) {
 
 Engine::Engine(EngineOptions options, std::unique_ptr<storage::Store> store,
                std::unique_ptr<storage::ValueLog> values)
-    : options_(WithClock(std::move(options))), store_(std::move(store)), values_(std::move(values)) {}
+    : options_(WithClock(std::move(options))), store_(std::move(store)), value_log_(std::move(values)) {}
 
 Engine::~Engine() { (void)Close(); }
 
@@ -102,11 +102,12 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   std::unique_ptr<Engine> engine(new Engine(options, std::move(store), std::move(values)));
   MNEMO_RETURN_IF_ERROR(engine->LoadCollections());
   MNEMO_RETURN_IF_ERROR(engine->LoadKvSpaces());
-  MNEMO_RETURN_IF_ERROR(engine->values_->FinishRecovery());
+  MNEMO_RETURN_IF_ERROR(engine->value_log_->FinishRecovery());
   return engine;
 }
 
 Status Engine::LoadCollections() {
+  WriterLock lock(&mu_);  // uncontended: the engine is not out yet
   std::vector<CollectionRecord> records;
   MNEMO_RETURN_IF_ERROR(LoadRecords(*store_, storage::kNextCollectionIdKey,
                                     storage::kCollectionMetaPrefix, &next_collection_id_, &records));
@@ -146,7 +147,7 @@ Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionCon
                                      std::chrono::system_clock::now().time_since_epoch())
                                      .count());
 
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  WriterLock lock(&mu_);
   if (closed_) return Status::FailedPrecondition("engine is closed");
   if (collections_.count(config.name) != 0) {
     return Status::AlreadyExists("collection '" + config.name + "' already exists");
@@ -162,13 +163,14 @@ Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionCon
 }
 
 Status Engine::LoadKvSpaces() {
+  WriterLock lock(&mu_);  // uncontended: the engine is not out yet
   std::vector<KvSpaceRecord> records;
   MNEMO_RETURN_IF_ERROR(LoadRecords(*store_, storage::kNextKvSpaceIdKey,
                                     storage::kKvSpaceMetaPrefix, &next_kv_space_id_, &records));
   for (auto& r : records) {
     std::string name = r.config.name;
     MNEMO_RETURN_IF_ERROR(KvSpace::Validate(r.config));
-    auto space = std::make_shared<KvSpace>(store_.get(), values_.get(), std::move(r), options_.now_ms);
+    auto space = std::make_shared<KvSpace>(store_.get(), value_log_.get(), std::move(r), options_.now_ms);
     Status st = space->Load();
     if (!st.ok()) return Status(st.code(), "cannot load KV space '" + name + "': " + st.message());
     kv_spaces_.emplace(name, std::move(space));
@@ -182,9 +184,9 @@ Result<std::shared_ptr<KvSpace>> Engine::CreateKvSpace(const KvSpaceConfig& conf
   KvSpaceRecord record;
   record.config = config;
   // Canonical names, so that stats show what the space does.
-  record.config.dtype = kv::DtypeName(kv::ParseDtype(config.dtype).value());
-  record.config.codec = kv::CodecSpec::Parse(config.codec)->Name();
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  record.config.dtype = kvcache::DtypeName(kvcache::ParseDtype(config.dtype).value());
+  record.config.codec = kvcache::CodecSpec::Parse(config.codec)->Name();
+  WriterLock lock(&mu_);
   if (closed_) return Status::FailedPrecondition("engine is closed");
   if (kv_spaces_.count(config.name) != 0) {
     return Status::AlreadyExists("KV space '" + config.name + "' already exists");
@@ -193,13 +195,13 @@ Result<std::shared_ptr<KvSpace>> Engine::CreateKvSpace(const KvSpaceConfig& conf
   MNEMO_RETURN_IF_ERROR(WriteNewRecord(store_.get(), storage::KvSpaceMetaKey(config.name),
                                        record.Encode(), storage::kNextKvSpaceIdKey,
                                        &next_kv_space_id_));
-  auto space = std::make_shared<KvSpace>(store_.get(), values_.get(), std::move(record), options_.now_ms);
+  auto space = std::make_shared<KvSpace>(store_.get(), value_log_.get(), std::move(record), options_.now_ms);
   kv_spaces_.emplace(config.name, space);
   return space;
 }
 
 Status Engine::DropKvSpace(std::string_view name) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  WriterLock lock(&mu_);
   auto it = kv_spaces_.find(name);
   if (it == kv_spaces_.end()) return Status::NotFound("no KV space named '" + std::string(name) + "'");
   MNEMO_RETURN_IF_ERROR(it->second->Drop());
@@ -208,21 +210,21 @@ Status Engine::DropKvSpace(std::string_view name) {
 }
 
 Result<std::shared_ptr<KvSpace>> Engine::GetKvSpace(std::string_view name) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  ReaderLock lock(&mu_);
   auto it = kv_spaces_.find(name);
   if (it == kv_spaces_.end()) return Status::NotFound("no KV space named '" + std::string(name) + "'");
   return it->second;
 }
 
 std::vector<KvSpaceStats> Engine::ListKvSpaces() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  ReaderLock lock(&mu_);
   std::vector<KvSpaceStats> out;
   for (auto& [name, s] : kv_spaces_) out.push_back(s->Stats());
   return out;
 }
 
 Status Engine::DropCollection(std::string_view name) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  WriterLock lock(&mu_);
   auto it = collections_.find(name);
   if (it == collections_.end()) {
     return Status::NotFound("no collection named '" + std::string(name) + "'");
@@ -233,7 +235,7 @@ Status Engine::DropCollection(std::string_view name) {
 }
 
 Result<std::shared_ptr<Collection>> Engine::GetCollection(std::string_view name) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  ReaderLock lock(&mu_);
   auto it = collections_.find(name);
   if (it == collections_.end()) {
     return Status::NotFound("no collection named '" + std::string(name) + "'");
@@ -244,7 +246,7 @@ Result<std::shared_ptr<Collection>> Engine::GetCollection(std::string_view name)
 std::vector<CollectionStats> Engine::ListCollections() const {
   std::vector<std::shared_ptr<Collection>> all;
   {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    ReaderLock lock(&mu_);
     for (auto& [name, c] : collections_) all.push_back(c);
   }
   std::vector<CollectionStats> out;
@@ -275,21 +277,21 @@ Status Engine::Backup(const std::string& dir) {
   }
   std::vector<std::shared_ptr<Collection>> all;
   {
-    std::shared_lock<std::shared_mutex> lock(mu_);
+    ReaderLock lock(&mu_);
     if (closed_) return Status::FailedPrecondition("engine is closed");
     for (auto& [name, c] : collections_) all.push_back(c);
   }
   for (auto& c : all) MNEMO_RETURN_IF_ERROR(c->SaveSnapshot());
   // No value file may go between the checkpoint and its copy.
-  storage::ValueLog::DeletionHold hold(values_.get());
+  storage::ValueLog::DeletionHold hold(value_log_.get());
   Status st = store_->Checkpoint(dir);
-  if (st.ok()) st = values_->LinkInto(dir + "/" + kValueLogDir);
+  if (st.ok()) st = value_log_->LinkInto(dir + "/" + kValueLogDir);
   if (!st.ok()) fs::remove_all(path, ec);
   return st;
 }
 
 Status Engine::Close() {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  WriterLock lock(&mu_);
   if (closed_) return Status::OK();
   closed_ = true;
   Status first;

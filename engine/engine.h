@@ -9,15 +9,16 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/rw_lock.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 #include "engine/collection.h"
 #include "engine/kv_space.h"
+#include "engine/types.h"
 #include "storage/store.h"
 #include "storage/value_log.h"
 
@@ -25,38 +26,6 @@ namespace mnemo::engine {
 
 // The value log of KV layers (storage/value_log.h), inside data_dir.
 inline constexpr const char* kValueLogDir = "kv-values";
-
-struct EngineOptions {
-  std::string data_dir;
-  // Sync the write-ahead log before acknowledging each write.
-  bool sync_writes = false;
-  // Limits on requests.
-  uint32_t max_k = 4096;
-  size_t max_batch = 1 << 20;           // entries per upsert / ids per get
-  size_t max_payload_bytes = 1 << 20;   // per entry
-  size_t max_queries = 1 << 16;         // per search
-  // Compact (rebuild without dead slots) once dead slots exceed both this
-  // many and the live count.
-  size_t compact_min_dead = 4096;
-  // Fault-injection seam, passed to RocksDB; not owned.
-  rocksdb::Env* env = nullptr;
-  // When set, Backup writes only to directories inside this one.
-  std::string backup_root;
-  // Wall clock in milliseconds for KV time-to-live; a seam for tests.
-  KvSpace::NowMs now_ms;
-};
-
-struct CollectionConfig {
-  std::string name;
-  uint32_t dim = 0;
-  std::string metric = "l2";
-  std::string index = "Flat";  // FAISS factory string
-  uint64_t capacity = 0;       // 0: unbounded
-  std::string evict;           // "", "fifo", "lru"
-  // Entries gathered before an index that needs training is trained (0:
-  // FAISS's advice, 39 points per centroid). Until then searches are exact.
-  uint64_t train_size = 0;
-};
 
 class Engine {
  public:
@@ -89,25 +58,25 @@ class Engine {
   Status Backup(const std::string& dir);
 
   storage::Store* store() { return store_.get(); }
-  storage::ValueLog* value_log() { return values_.get(); }
+  storage::ValueLog* value_log() { return value_log_.get(); }
   const EngineOptions& options() const { return options_; }
 
  private:
   Engine(EngineOptions options, std::unique_ptr<storage::Store> store,
          std::unique_ptr<storage::ValueLog> values);
-  Status LoadCollections();
-  Status LoadKvSpaces();
+  Status LoadCollections() EXCLUDES(mu_);
+  Status LoadKvSpaces() EXCLUDES(mu_);
 
   const EngineOptions options_;
   std::unique_ptr<storage::Store> store_;
-  std::unique_ptr<storage::ValueLog> values_;  // KV layers; spaces point into it
+  std::unique_ptr<storage::ValueLog> value_log_;  // KV layers; spaces point into it
 
-  mutable std::shared_mutex mu_;  // guards the members below
-  std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_;
-  uint32_t next_collection_id_ = 1;
-  std::map<std::string, std::shared_ptr<KvSpace>, std::less<>> kv_spaces_;
-  uint32_t next_kv_space_id_ = 1;
-  bool closed_ = false;
+  mutable RwLock mu_;
+  std::map<std::string, std::shared_ptr<Collection>, std::less<>> collections_ GUARDED_BY(mu_);
+  uint32_t next_collection_id_ GUARDED_BY(mu_) = 1;
+  std::map<std::string, std::shared_ptr<KvSpace>, std::less<>> kv_spaces_ GUARDED_BY(mu_);
+  uint32_t next_kv_space_id_ GUARDED_BY(mu_) = 1;
+  bool closed_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace mnemo::engine

@@ -46,7 +46,7 @@ std::string KvSpaceRecord::Encode() const {
     storage::PutFixed32(&out, v);
   }
   storage::PutFixed64(&out, config.capacity_bytes);
-  storage::PutFixed64(&out, config.ttl_seconds);
+  storage::PutFixed64(&out, config.ttl_s);
   PutString(&out, config.name);
   PutString(&out, config.dtype);
   PutString(&out, config.codec);
@@ -62,7 +62,7 @@ Result<KvSpaceRecord> KvSpaceRecord::Decode(std::string_view in) {
   r.config.head_dim = storage::DecodeFixed32(in.data() + 12);
   r.config.chunk_tokens = storage::DecodeFixed32(in.data() + 16);
   r.config.capacity_bytes = storage::DecodeFixed64(in.data() + 20);
-  r.config.ttl_seconds = storage::DecodeFixed64(in.data() + 28);
+  r.config.ttl_s = storage::DecodeFixed64(in.data() + 28);
   in.remove_prefix(36);
   if (!GetString(&in, &r.config.name) || !GetString(&in, &r.config.dtype) ||
       !GetString(&in, &r.config.codec)) {
@@ -82,8 +82,8 @@ Status KvSpace::Validate(const KvSpaceConfig& c) {
   MNEMO_RETURN_IF_ERROR(range("kv_heads", c.kv_heads, kMaxHeads));
   MNEMO_RETURN_IF_ERROR(range("head_dim", c.head_dim, kMaxHeadDim));
   MNEMO_RETURN_IF_ERROR(range("chunk_tokens", c.chunk_tokens, kMaxChunkTokens));
-  MNEMO_RETURN_IF_ERROR(kv::ParseDtype(c.dtype).status());
-  MNEMO_RETURN_IF_ERROR(kv::CodecSpec::Parse(c.codec).status());
+  MNEMO_RETURN_IF_ERROR(kvcache::ParseDtype(c.dtype).status());
+  MNEMO_RETURN_IF_ERROR(kvcache::CodecSpec::Parse(c.codec).status());
   return Status::OK();
 }
 
@@ -102,10 +102,10 @@ size_t KvSpace::HashOf::operator()(const Hash& h) const {
 KvSpace::KvSpace(storage::Store* store, storage::ValueLog* values, KvSpaceRecord record,
                  NowMs now_ms)
     : store_(store),
-      values_(values),
+      value_log_(values),
       record_(std::move(record)),
-      dtype_(kv::ParseDtype(record_.config.dtype).value()),
-      codec_(kv::CodecSpec::Parse(record_.config.codec).value()),
+      dtype_(kvcache::ParseDtype(record_.config.dtype).value()),
+      codec_(kvcache::CodecSpec::Parse(record_.config.codec).value()),
       now_ms_(std::move(now_ms)) {}
 
 Status KvSpace::Load() {
@@ -164,9 +164,9 @@ Status KvSpace::Load() {
   }
   // Most recent put first: the LRU order a restart can know.
   std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) { return a.seg.seq > b.seg.seq; });
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (auto& f : found) {
-    for (const auto& ref : f.seg.layers) values_->AddLive(ref);
+    for (const auto& ref : f.seg.layers) value_log_->AddLive(ref);
     lru_.push_back(f.hash);
     f.seg.lru = std::prev(lru_.end());
     bytes_ += f.seg.bytes;
@@ -193,7 +193,7 @@ Status KvSpace::CheckHash(std::string_view hash) const {
 }
 
 bool KvSpace::ExpiredLocked(const Segment& s, int64_t now) const {
-  const uint64_t ttl = record_.config.ttl_seconds;
+  const uint64_t ttl = record_.config.ttl_s;
   return ttl != 0 && now - s.written_ms >= int64_t(ttl) * 1000;
 }
 
@@ -216,12 +216,12 @@ void KvSpace::ForgetLocked(const Hash& h, std::vector<storage::ValueRef>* releas
 }
 
 void KvSpace::Release(const std::vector<storage::ValueRef>& refs) {
-  for (const auto& ref : refs) values_->Release(ref);
+  for (const auto& ref : refs) value_log_->Release(ref);
 }
 
 Result<uint32_t> KvSpace::TokensOf(size_t bytes, uint32_t tokens) const {
   const auto& c = record_.config;
-  const size_t per_token = size_t(c.layers) * c.kv_heads * c.head_dim * kv::DtypeBytes(dtype_);
+  const size_t per_token = size_t(c.layers) * c.kv_heads * c.head_dim * kvcache::DtypeBytes(dtype_);
   if (bytes == 0 || bytes % per_token != 0 || bytes / per_token > c.chunk_tokens ||
       (tokens != 0 && bytes != tokens * per_token)) {
     return Status::InvalidArgument(
@@ -277,20 +277,20 @@ Status LayerMissing(uint32_t l) {
 Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_bytes,
                           const LayerParts& layer) {
   const auto& c = record_.config;
-  const kv::LayerShape shape{c.kv_heads, tokens, c.head_dim};
+  const kvcache::LayerShape shape{c.kv_heads, tokens, c.head_dim};
   // Raw layers go to the value log straight from the request; the others
   // are encoded first.
-  const bool raw = codec_.id == kv::CodecId::kRaw;
+  const bool raw = codec_.id == kvcache::CodecId::kRaw;
   std::vector<std::string> encoded(c.layers);
   uint64_t total = 0;
   for (uint32_t l = 0; l < c.layers; ++l) {
     if (raw) {
-      encoded[l] = kv::LayerHeader(codec_, dtype_, shape.tokens, uint32_t(layer_bytes));
+      encoded[l] = kvcache::LayerHeader(codec_, dtype_, shape.tokens, uint32_t(layer_bytes));
       total += encoded[l].size() + 2 * layer_bytes;
     } else {
       auto [k, v] = layer(l);
       if (k.size() != layer_bytes || v.size() != layer_bytes) return LayerMissing(l);
-      encoded[l] = kv::EncodeLayer(codec_, dtype_, shape, k, v);
+      encoded[l] = kvcache::EncodeLayer(codec_, dtype_, shape, k, v);
       total += encoded[l].size();
     }
   }
@@ -299,9 +299,9 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
   // Puts take turns; the state lock is not held across the writes, so that
   // gets and prefix matches (a serving engine's critical path) never wait
   // for megabytes to reach the disk.
-  std::lock_guard<std::mutex> put_lock(put_mu_);
+  MutexLock put_lock(&put_mu_);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
   }
   std::vector<storage::ValueRef> written;
@@ -313,7 +313,7 @@ Status KvSpace::PutLayers(std::string_view hash, uint32_t tokens, size_t layer_b
     }
     const auto* head = reinterpret_cast<const uint8_t*>(encoded[l].data());
     const std::span<const uint8_t> parts[3] = {{head, encoded[l].size()}, k, v};
-    auto ref = values_->Append(std::span(parts, raw ? 3 : 1));
+    auto ref = value_log_->Append(std::span(parts, raw ? 3 : 1));
     if (!ref.ok()) {
       Release(written);
       return ref.status();
@@ -329,7 +329,7 @@ Status KvSpace::Commit(std::string_view hash, uint32_t tokens, uint64_t total,
                       std::vector<storage::ValueRef> written) {
   const auto& c = record_.config;
   const Hash h = HashAt(hash.data());
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (dropped_) {
     lock.unlock();
     Release(written);
@@ -342,7 +342,7 @@ Status KvSpace::Commit(std::string_view hash, uint32_t tokens, uint64_t total,
   auto old = segments_.find(h);
   if (old != segments_.end()) freed += old->second.bytes;
   const bool pressed = c.capacity_bytes != 0 && bytes_ - freed + total > c.capacity_bytes;
-  if (c.ttl_seconds != 0 && (++puts_ % kSweepEveryPuts == 0 || pressed)) {
+  if (c.ttl_s != 0 && (++puts_ % kSweepEveryPuts == 0 || pressed)) {
     for (auto& [k, s] : segments_) {
       if (k != h && ExpiredLocked(s, now)) expired.push_back(k), freed += s.bytes;
     }
@@ -387,7 +387,7 @@ Status KvSpace::Commit(std::string_view hash, uint32_t tokens, uint64_t total,
 
 Result<KvReservation> KvSpace::Reserve(uint32_t tokens) {
   const auto& c = record_.config;
-  if (codec_.id != kv::CodecId::kRaw) {
+  if (codec_.id != kvcache::CodecId::kRaw) {
     return Status::InvalidArgument("KV space '" + c.name + "' encodes with " + c.codec +
                                    ": only raw spaces take same-host puts");
   }
@@ -398,10 +398,10 @@ Result<KvReservation> KvSpace::Reserve(uint32_t tokens) {
   KvReservation r;
   r.layers = c.layers;
   r.tokens = tokens;
-  r.layer_bytes = size_t(c.kv_heads) * tokens * c.head_dim * kv::DtypeBytes(dtype_);
-  r.layer_header = kv::LayerHeader(codec_, dtype_, tokens, uint32_t(r.layer_bytes));
+  r.layer_bytes = size_t(c.kv_heads) * tokens * c.head_dim * kvcache::DtypeBytes(dtype_);
+  r.layer_header = kvcache::LayerHeader(codec_, dtype_, tokens, uint32_t(r.layer_bytes));
   MNEMO_RETURN_IF_ERROR(CheckFits(uint64_t(c.layers) * r.stride()));
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
   const int64_t now = now_ms_();
   AbandonLapsedLocked(now);
@@ -409,10 +409,10 @@ Result<KvReservation> KvSpace::Reserve(uint32_t tokens) {
     return Status::ResourceExhausted("KV space '" + c.name + "' has " +
                                      std::to_string(kMaxReservations) + " same-host puts in flight");
   }
-  const uint32_t lanes = uint32_t(std::min<size_t>(c.layers, values_->reserve_lanes()));
+  const uint32_t lanes = uint32_t(std::min<size_t>(c.layers, value_log_->reserve_lanes()));
   for (uint32_t j = 0; j < lanes; ++j) {
     const uint32_t layers_in_lane = (c.layers - j + lanes - 1) / lanes;
-    auto lane = values_->Reserve(layers_in_lane * r.stride(), j);
+    auto lane = value_log_->Reserve(layers_in_lane * r.stride(), j);
     if (!lane.ok()) {
       Abandon(r);
       return lane.status();
@@ -426,7 +426,7 @@ Result<KvReservation> KvSpace::Reserve(uint32_t tokens) {
 }
 
 void KvSpace::Abandon(const KvReservation& r) {
-  for (const auto& lane : r.lanes) values_->Abandon(lane);
+  for (const auto& lane : r.lanes) value_log_->Abandon(lane);
 }
 
 void KvSpace::AbandonLapsedLocked(int64_t now) {
@@ -441,7 +441,7 @@ Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
   MNEMO_RETURN_IF_ERROR(CheckHash(hash));
   KvReservation r;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     AbandonLapsedLocked(now_ms_());
     auto it = reservations_.find(reservation);
     if (it == reservations_.end()) {
@@ -462,15 +462,15 @@ Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
   const int threads = r.layers * r.stride() >= kParallelBytes ? int(std::min(r.layers, kMaxSealThreads)) : 1;
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
   for (int64_t l = 0; l < int64_t(r.layers); ++l) {
-    auto ref = values_->Seal(r.lanes[l % lanes], (l / lanes) * r.stride(), r.stride());
+    auto ref = value_log_->Seal(r.lanes[l % lanes], (l / lanes) * r.stride(), r.stride());
     sealed[l] = ref.status();
     if (ref.ok()) written[l] = *ref;
   }
   // With sync_writes each lane's file is synced, the files at once.
   std::vector<Status> synced(lanes);
-  if (values_->syncs_writes()) {
+  if (value_log_->syncs_writes()) {
 #pragma omp parallel for num_threads(int(std::min<size_t>(lanes, kMaxSealThreads)))
-    for (int64_t j = 0; j < int64_t(lanes); ++j) synced[j] = values_->SyncReserved(r.lanes[j]);
+    for (int64_t j = 0; j < int64_t(lanes); ++j) synced[j] = value_log_->SyncReserved(r.lanes[j]);
   }
   Status st = Status::OK();
   for (const auto* statuses : {&sealed, &synced}) {
@@ -482,7 +482,7 @@ Status KvSpace::PutReserved(std::string_view hash, uint64_t reservation) {
     Abandon(r);
     return st;
   }
-  std::lock_guard<std::mutex> put_lock(put_mu_);
+  MutexLock put_lock(&put_mu_);
   return Commit(hash, r.tokens, r.layers * r.stride(), std::move(written));
 }
 
@@ -532,9 +532,9 @@ Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uin
                ? Status::NotFound("the KV segment was evicted while it was read")
                : st;
   };
-  if (codec_.id == kv::CodecId::kRaw) {
+  if (codec_.id == kvcache::CodecId::kRaw) {
     // Straight into the caller's memory: the layer is header, keys, values.
-    const std::string want = kv::LayerHeader(codec_, dtype_, read.tokens, uint32_t(read.layer_bytes));
+    const std::string want = kvcache::LayerHeader(codec_, dtype_, read.tokens, uint32_t(read.layer_bytes));
     std::string head(want.size(), '\0');
     const std::span<uint8_t> into[3] = {{reinterpret_cast<uint8_t*>(head.data()), head.size()},
                                         {keys, read.layer_bytes},
@@ -542,14 +542,14 @@ Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uin
     if (ref.length != head.size() + 2 * read.layer_bytes) {
       return Status::Corruption("stored raw KV layer has " + std::to_string(ref.length) + " bytes");
     }
-    MNEMO_RETURN_IF_ERROR(gone(values_->Read(ref, std::span(into))));
+    MNEMO_RETURN_IF_ERROR(gone(value_log_->Read(ref, std::span(into))));
     if (head != want) return Status::Corruption("stored raw KV layer has a bad header");
     return Status::OK();
   }
   std::string stored(ref.length, '\0');
-  MNEMO_RETURN_IF_ERROR(gone(values_->Read(ref, reinterpret_cast<uint8_t*>(stored.data()))));
-  const kv::LayerShape shape{c.kv_heads, read.tokens, c.head_dim};
-  return kv::DecodeLayerInto(stored, shape, keys, values);
+  MNEMO_RETURN_IF_ERROR(gone(value_log_->Read(ref, reinterpret_cast<uint8_t*>(stored.data()))));
+  const kvcache::LayerShape shape{c.kv_heads, read.tokens, c.head_dim};
+  return kvcache::DecodeLayerInto(stored, shape, keys, values);
 }
 
 Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> layers) {
@@ -569,7 +569,7 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
   }
   const Hash h = HashAt(hash.data());
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (dropped_) return Status::NotFound("KV space '" + c.name + "' was dropped");
     auto it = segments_.find(h);
     if (it != segments_.end() && ExpiredLocked(it->second, now_ms_())) {
@@ -593,7 +593,7 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
     out.tokens = it->second.tokens;
     for (uint32_t l : out.layers) out.stored.push_back(it->second.layers[l]);
   }
-  out.layer_bytes = size_t(c.kv_heads) * out.tokens * c.head_dim * kv::DtypeBytes(dtype_);
+  out.layer_bytes = size_t(c.kv_heads) * out.tokens * c.head_dim * kvcache::DtypeBytes(dtype_);
   return out;
 }
 
@@ -602,7 +602,7 @@ Result<size_t> KvSpace::MatchPrefix(std::string_view hashes) {
     return Status::InvalidArgument("chunk hashes must be 32 bytes each, got " +
                                    std::to_string(hashes.size()) + " bytes");
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (dropped_) return Status::NotFound("KV space '" + record_.config.name + "' was dropped");
   const int64_t now = now_ms_();
   size_t n = 0;
@@ -615,13 +615,13 @@ Result<size_t> KvSpace::MatchPrefix(std::string_view hashes) {
 }
 
 KvSpaceStats KvSpace::Stats() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   KvSpaceStats s;
   s.config = record_.config;
   s.segments = segments_.size();
   s.bytes_stored = bytes_;
   const size_t per_token = size_t(s.config.layers) * s.config.kv_heads * s.config.head_dim *
-                           kv::DtypeBytes(dtype_) * 2;
+                           kvcache::DtypeBytes(dtype_) * 2;
   s.raw_bytes = per_token * tokens_;
   s.hits = hits_;
   s.misses = misses_;
@@ -631,10 +631,10 @@ KvSpaceStats KvSpace::Stats() const {
 }
 
 Status KvSpace::Drop() {
-  std::lock_guard<std::mutex> put_lock(put_mu_);
-  std::lock_guard<std::mutex> lock(mu_);
-  std::string begin = storage::CollectionPrefix(record_.id);
-  std::string end = storage::CollectionPrefix(record_.id + 1);
+  MutexLock put_lock(&put_mu_);
+  MutexLock lock(&mu_);
+  std::string begin = storage::OwnerPrefix(record_.id);
+  std::string end = storage::OwnerPrefix(record_.id + 1);
   storage::WriteBatch batch(*store_);
   batch.DeleteRange(Cf::kKv, begin, end);
   batch.Delete(Cf::kMeta, storage::KvSpaceMetaKey(record_.config.name));

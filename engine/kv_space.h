@@ -1,13 +1,13 @@
 // KvSpace: a named store of KV segments for one model shape (SPEC "KV
 // space"): the attention keys and values of one chunk of tokens for every
 // layer, addressed by the client's 32-byte chained prefix hash, stored one
-// encoded layer per RocksDB value (kv/codec.h) so that a reader can fetch a
+// encoded layer per RocksDB value (kvcache/codec.h) so that a reader can fetch a
 // subset of layers, or layer by layer.
 //
 // Capacity and time to live: a space may hold at most capacity_bytes of
 // encoded layers; a put that would exceed it first evicts the least recently
 // used segments (gets and prefix matches count as use), in the same atomic
-// write. A segment older than ttl_seconds (since its put) is gone: gets and
+// write. A segment older than ttl_s (since its put) is gone: gets and
 // matches do not see it and it is deleted when found. Recency lives in
 // memory; after a restart the order is that of the puts.
 //
@@ -22,32 +22,22 @@
 #include <cstdint>
 #include <functional>
 #include <list>
-#include <mutex>
 #include <random>
 #include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
-#include "kv/codec.h"
+#include "common/thread_annotations.h"
+#include "engine/types.h"
+#include "kvcache/codec.h"
 #include "storage/keys.h"
 #include "storage/store.h"
 #include "storage/value_log.h"
 
 namespace mnemo::engine {
-
-inline constexpr size_t kChunkHashBytes = 32;
-
-struct KvSpaceConfig {
-  std::string name;
-  uint32_t layers = 0, kv_heads = 0, head_dim = 0;
-  std::string dtype = "f16";
-  uint32_t chunk_tokens = 256;
-  std::string codec = "raw";
-  uint64_t capacity_bytes = 0;  // 0: unbounded
-  uint64_t ttl_seconds = 0;     // 0: forever
-};
 
 // What the meta column family keeps per space.
 struct KvSpaceRecord {
@@ -55,23 +45,6 @@ struct KvSpaceRecord {
   KvSpaceConfig config;
   std::string Encode() const;
   static Result<KvSpaceRecord> Decode(std::string_view bytes);
-};
-
-struct KvSpaceStats {
-  KvSpaceConfig config;
-  uint64_t segments = 0;
-  uint64_t bytes_stored = 0;  // encoded layers
-  uint64_t raw_bytes = 0;     // what they hold in the space's dtype
-  uint64_t hits = 0, misses = 0;  // gets
-  uint64_t evictions = 0, expirations = 0;
-};
-
-// The layers asked for, each [kv_heads, tokens, head_dim] in the space's
-// dtype, concatenated in the order of `layers`.
-struct KvSegment {
-  uint32_t tokens = 0;
-  std::vector<uint32_t> layers;
-  std::vector<uint8_t> keys, values;
 };
 
 // Where a segment's layers are, found but not yet read: the daemon reads and
@@ -104,9 +77,6 @@ class KvSpace {
 
   // `values` holds the encoded layers; not owned, must outlive the space.
   KvSpace(storage::Store* store, storage::ValueLog* values, KvSpaceRecord record, NowMs now_ms);
-  // Reads the segment heads and layer references into memory (and reports
-  // them to the value log as live).
-  Status Load();
 
   // keys and values: [layers, kv_heads, tokens, head_dim] in the space's
   // dtype, 1 <= tokens <= chunk_tokens. Replaces a segment of the same hash.
@@ -158,12 +128,17 @@ class KvSpace {
   // How many leading hashes are stored (`hashes`: 32 bytes each).
   Result<size_t> MatchPrefix(std::string_view hashes);
   KvSpaceStats Stats() const;
-  // Deletes every segment and the space's record.
-  Status Drop();
 
   const KvSpaceConfig& config() const { return record_.config; }
 
  private:
+  friend class Engine;  // Load, Drop
+  // Reads the segment heads and layer references into memory (and reports
+  // them to the value log as live).
+  Status Load();
+  // Deletes every segment and the space's record.
+  Status Drop();
+
   using Hash = std::array<uint8_t, kChunkHashBytes>;
   // The kChunkHashBytes at `bytes` (a checked chunk hash) as a map key.
   static Hash HashAt(const char* bytes);
@@ -189,39 +164,39 @@ class KvSpace {
   Status PutLayers(std::string_view hash, uint32_t tokens, size_t layer_bytes, const LayerParts& layer);
   // Stores a segment whose layers are in the value log (`written`, one per
   // layer, `total` bytes), evicting as needed; releases them on failure.
-  // The caller holds put_mu_.
   Status Commit(std::string_view hash, uint32_t tokens, uint64_t total,
-                std::vector<storage::ValueRef> written);
-  void AbandonLapsedLocked(int64_t now);
+                std::vector<storage::ValueRef> written) REQUIRES(put_mu_) EXCLUDES(mu_);
+  void AbandonLapsedLocked(int64_t now) REQUIRES(mu_);
   void Abandon(const KvReservation& r);
-  bool ExpiredLocked(const Segment& s, int64_t now) const;
+  bool ExpiredLocked(const Segment& s, int64_t now) const REQUIRES(mu_);
   // Deletes a segment's keys in `batch`.
   void DeleteSegment(const Hash& h, storage::WriteBatch* batch) const;
   // Drops a segment from memory (nothing if it is not there) and appends its
   // layer references to `released`, for the value log once the delete is
   // committed.
-  void ForgetLocked(const Hash& h, std::vector<storage::ValueRef>* released);
+  void ForgetLocked(const Hash& h, std::vector<storage::ValueRef>* released) REQUIRES(mu_);
   void Release(const std::vector<storage::ValueRef>& refs);
 
   storage::Store* const store_;
-  storage::ValueLog* const values_;
+  storage::ValueLog* const value_log_;
   const KvSpaceRecord record_;
-  const kv::Dtype dtype_;
-  const kv::CodecSpec codec_;
+  const kvcache::Dtype dtype_;
+  const kvcache::CodecSpec codec_;
   const NowMs now_ms_;
 
-  std::mutex put_mu_;      // one put (or drop) at a time; taken before mu_
-  mutable std::mutex mu_;  // guards the members below
-  std::list<Hash> lru_;    // most recently used first
-  std::unordered_map<Hash, Segment, HashOf> segments_;
-  uint64_t bytes_ = 0;   // encoded layers of all segments
-  uint64_t tokens_ = 0;  // tokens of all segments (for raw_bytes)
-  uint64_t next_seq_ = 1;
-  uint64_t puts_ = 0;
-  bool dropped_ = false;
-  std::unordered_map<uint64_t, KvReservation> reservations_;
-  std::mt19937_64 reservation_ids_{std::random_device{}()};
-  uint64_t hits_ = 0, misses_ = 0, evictions_ = 0, expirations_ = 0;
+  Mutex put_mu_ ACQUIRED_BEFORE(mu_);  // one put (or drop) at a time
+  mutable Mutex mu_;
+  std::list<Hash> lru_ GUARDED_BY(mu_);  // most recently used first
+  std::unordered_map<Hash, Segment, HashOf> segments_ GUARDED_BY(mu_);
+  uint64_t bytes_ GUARDED_BY(mu_) = 0;   // encoded layers of all segments
+  uint64_t tokens_ GUARDED_BY(mu_) = 0;  // tokens of all segments (for raw_bytes)
+  uint64_t next_seq_ GUARDED_BY(mu_) = 1;
+  uint64_t puts_ GUARDED_BY(mu_) = 0;
+  bool dropped_ GUARDED_BY(mu_) = false;
+  std::unordered_map<uint64_t, KvReservation> reservations_ GUARDED_BY(mu_);
+  std::mt19937_64 reservation_ids_ GUARDED_BY(mu_){std::random_device{}()};
+  uint64_t hits_ GUARDED_BY(mu_) = 0, misses_ GUARDED_BY(mu_) = 0;
+  uint64_t evictions_ GUARDED_BY(mu_) = 0, expirations_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace mnemo::engine

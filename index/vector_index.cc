@@ -36,16 +36,21 @@ namespace {
 
 using faiss_idx = faiss::Index::idx_t;
 
-// FAISS reports misuse by throwing; mnemo reports it as a Status.
+// FAISS reports misuse by throwing; mnemo reports it as a Status. Whose
+// misuse decides the code: a factory string or stored bytes that FAISS
+// refuses are the caller's (kInvalidArgument, Guard's default); training on
+// data FAISS cannot use is the collection's state (kFailedPrecondition);
+// anything FAISS throws while adding, encoding, searching or serializing
+// inputs mnemo has already checked is the server's (kInternal).
 template <typename Fn>
-Status Guard(std::string_view what, Fn&& fn) {
+Status Guard(std::string_view what, Fn&& fn, StatusCode faiss_code = StatusCode::kInvalidArgument) {
   try {
     fn();
     return Status::OK();
   } catch (const faiss::FaissException& e) {
     std::string msg = e.msg;
     while (!msg.empty() && msg.back() == '\0') msg.pop_back();  // FAISS counts the NUL
-    return Status::InvalidArgument(std::string(what) + ": " + msg);
+    return Status(faiss_code, std::string(what) + ": " + msg);
   } catch (const std::bad_alloc&) {
     return Status::ResourceExhausted(std::string(what) + ": out of memory");
   } catch (const std::exception& e) {
@@ -221,7 +226,7 @@ size_t VectorIndex::min_training_vectors() const {
 Status VectorIndex::Train(size_t n, const float* x) {
   std::unique_ptr<float[]> buf;
   const float* v = Prepare(n, x, &buf);
-  MNEMO_RETURN_IF_ERROR(Guard("training failed", [&] { index_->train(faiss_idx(n), v); }));
+  MNEMO_RETURN_IF_ERROR(Guard("training failed", [&] { index_->train(faiss_idx(n), v); }, StatusCode::kFailedPrecondition));
   SyncNorms();
   SyncHugePages();
   return Status::OK();
@@ -237,7 +242,7 @@ Status VectorIndex::Encode(size_t n, const float* x, uint8_t* codes) const {
   std::unique_ptr<float[]> buf;
   const float* v = Prepare(n, x, &buf);
   if (!split_codes_) {
-    return Guard("encoding failed", [&] { index_->sa_encode(faiss_idx(n), v, codes); });
+    return Guard("encoding failed", [&] { index_->sa_encode(faiss_idx(n), v, codes); }, StatusCode::kInternal);
   }
   auto* ivf = static_cast<const faiss::IndexIVF*>(index_.get());
   return Guard("encoding failed", [&] {
@@ -245,7 +250,7 @@ Status VectorIndex::Encode(size_t n, const float* x, uint8_t* codes) const {
     ivf->quantizer->assign(faiss_idx(n), v, lists.data());
     const size_t cs = ivf->coarse_code_size();
     for (size_t i = 0; i < n; ++i) ivf->encode_listno(lists[i], codes + i * cs);
-  });
+  }, StatusCode::kInternal);
 }
 
 Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t first_slot) {
@@ -259,9 +264,9 @@ Status VectorIndex::Add(size_t n, const float* x, const uint8_t* codes, int64_t 
   if (kind_ == Kind::kIvf) {
     std::vector<faiss_idx> ids(n);
     for (size_t i = 0; i < n; ++i) ids[i] = first_slot + faiss_idx(i);
-    return Guard("add failed", [&] { index_->add_with_ids(faiss_idx(n), v, ids.data()); });
+    return Guard("add failed", [&] { index_->add_with_ids(faiss_idx(n), v, ids.data()); }, StatusCode::kInternal);
   }
-  MNEMO_RETURN_IF_ERROR(Guard("add failed", [&] { index_->add(faiss_idx(n), v); }));
+  MNEMO_RETURN_IF_ERROR(Guard("add failed", [&] { index_->add(faiss_idx(n), v); }, StatusCode::kInternal));
   SyncNorms();
   SyncHugePages();
   return Status::OK();
@@ -278,7 +283,7 @@ Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vector
     std::vector<faiss_idx> ids(n);
     for (size_t i = 0; i < n; ++i) ids[i] = first_slot + faiss_idx(i);
     if (!split_codes_) {
-      return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), codes, ids.data()); });
+      return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), codes, ids.data()); }, StatusCode::kInternal);
     }
     if (vectors == nullptr) return Status::Internal("IVF-Flat codes need their vectors");
     // Rebuild the full code: list number, then the (prepared) vector.
@@ -290,14 +295,14 @@ Status VectorIndex::AddCodes(size_t n, const uint8_t* codes, const float* vector
       std::memcpy(&full[i * (cs + vs)], codes + i * cs, cs);
       std::memcpy(&full[i * (cs + vs) + cs], v + i * ivf->d, vs);
     }
-    return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), full.data(), ids.data()); });
+    return Guard("add failed", [&] { ivf->add_sa_codes(faiss_idx(n), full.data(), ids.data()); }, StatusCode::kInternal);
   }
   if (kind_ == Kind::kFlatCodes || kind_ == Kind::kFlat) {
     auto* flat = static_cast<faiss::IndexFlatCodes*>(index_.get());
     MNEMO_RETURN_IF_ERROR(Guard("add failed", [&] {
       flat->codes.insert(flat->codes.end(), codes, codes + n * flat->code_size);
       flat->ntotal += faiss_idx(n);
-    }));
+    }, StatusCode::kInternal));
     SyncNorms();
     SyncHugePages();
     return Status::OK();
@@ -366,7 +371,7 @@ Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p
         split::IvfSearch(*ivf, n, q, p.k, p.nprobe != 0 ? p.nprobe : ivf->nprobe, sel, team,
                          distances, slots, norms());
       }
-    });
+    }, StatusCode::kInternal);
   }
   SearchThreads threads(n, kind_, p.threads);
   if (kind_ == Kind::kHnsw) return SearchHnsw(n, q, p, distances, slots);
@@ -397,7 +402,7 @@ Status VectorIndex::Search(size_t n, const float* queries, const SearchParams& p
     } else {
       index_->search(faiss_idx(n), q, p.k, distances, labels);
     }
-  });
+  }, StatusCode::kInternal);
 }
 
 Status VectorIndex::SearchHnsw(size_t n, const float* q, const SearchParams& p,
@@ -416,7 +421,7 @@ Status VectorIndex::SearchHnsw(size_t n, const float* q, const SearchParams& p,
     return Guard("search failed", [&] {
       if (here) return HnswSearchHere(*hnsw, n, q, p.k, sp, distances, labels);
       index_->search(faiss_idx(n), q, p.k, distances, labels, &sp);
-    });
+    }, StatusCode::kInternal);
   };
   {
     std::shared_lock<RwLock> lock(ef_mu_);
@@ -429,7 +434,7 @@ Status VectorIndex::SearchHnsw(size_t n, const float* q, const SearchParams& p,
 
 Result<std::string> VectorIndex::Serialize() const {
   faiss::VectorIOWriter writer;
-  MNEMO_RETURN_IF_ERROR(Guard("cannot serialize index", [&] { faiss::write_index(index_.get(), &writer); }));
+  MNEMO_RETURN_IF_ERROR(Guard("cannot serialize index", [&] { faiss::write_index(index_.get(), &writer); }, StatusCode::kInternal));
   return std::string(reinterpret_cast<const char*>(writer.data.data()), writer.data.size());
 }
 

@@ -13,7 +13,11 @@
 //
 // Thread-safety: const methods may run concurrently with each other; a
 // non-const method needs exclusive access (the engine holds a
-// reader/writer lock). Errors from FAISS come back as Status, never thrown.
+// reader/writer lock). Errors from FAISS come back as Status, never thrown:
+// InvalidArgument for a factory string or serialized bytes FAISS refuses,
+// FailedPrecondition for training data it cannot use, ResourceExhausted when
+// memory runs out, Internal for anything it throws while adding, encoding,
+// searching or serializing (the inputs were checked before).
 #pragma once
 
 #include <cstdint>

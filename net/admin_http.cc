@@ -5,6 +5,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include "common/host_port.h"
 #include "net/server.h"
 
 namespace mnemo::net {

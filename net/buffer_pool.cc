@@ -1,8 +1,9 @@
 #include "net/buffer_pool.h"
 
 #include <map>
-#include <mutex>
 #include <utility>
+
+#include "common/mutex.h"
 
 namespace mnemo::net {
 namespace {
@@ -13,7 +14,7 @@ class Pool {
  public:
   uint8_t* Take(size_t size, size_t* capacity) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       auto it = free_.lower_bound(size);
       if (it != free_.end() && it->first <= 2 * size) {
         uint8_t* p = it->second;
@@ -28,7 +29,7 @@ class Pool {
   }
 
   void Give(uint8_t* p, size_t capacity) {
-    std::unique_lock<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (capacity > limit_) {
       lock.unlock();
       delete[] p;
@@ -41,7 +42,7 @@ class Pool {
 
   // Over the limit: the smallest go first (the big ones are what the pool
   // is for).
-  void TrimLocked() {
+  void TrimLocked() REQUIRES(mu_) {
     while (kept_ > limit_) {
       auto it = free_.begin();
       kept_ -= it->first;
@@ -51,21 +52,21 @@ class Pool {
   }
 
   size_t Kept() {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     return kept_;
   }
 
   void SetLimit(size_t bytes) {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     limit_ = bytes;
     TrimLocked();
   }
 
  private:
-  std::mutex mu_;
-  std::multimap<size_t, uint8_t*> free_;
-  size_t kept_ = 0;
-  size_t limit_ = size_t(512) << 20;
+  Mutex mu_;
+  std::multimap<size_t, uint8_t*> free_ GUARDED_BY(mu_);
+  size_t kept_ GUARDED_BY(mu_) = 0;
+  size_t limit_ GUARDED_BY(mu_) = size_t(512) << 20;
 };
 
 Pool& ThePool() {

@@ -8,8 +8,9 @@
 #include <cstring>
 #include <deque>
 
+#include "common/host_port.h"
+#include "net/conversions.h"
 #include "net/protocol.h"
-#include "net/server.h"
 
 namespace mnemo::net {
 
@@ -67,23 +68,6 @@ Status ErrorOf(const wire::ResponseFrame* f) {
     return Status(StatusCode(e->code()), e->message() ? e->message()->str() : "");
   }
   return Status::OK();
-}
-
-engine::CollectionStats StatsOf(const wire::CollectionInfo* i) {
-  engine::CollectionStats s;
-  auto str = [](const flatbuffers::String* x) { return x ? x->str() : std::string(); };
-  s.name = str(i->name());
-  s.dim = i->dim();
-  s.metric = str(i->metric());
-  s.index = str(i->index());
-  s.count = i->count();
-  s.deleted_slots = i->deleted_slots();
-  s.trained = i->trained();
-  s.train_size = i->train_size();
-  s.epoch = i->epoch();
-  s.index_memory_bytes = i->index_memory_bytes();
-  s.storage_bytes = i->storage_bytes();
-  return s;
 }
 
 template <typename T>
@@ -195,12 +179,10 @@ Result<std::unique_ptr<Client>> Client::Connect(const std::string& address,
 
 Result<engine::CollectionStats> Client::CreateCollection(const engine::CollectionConfig& c) {
   MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::CreateCollection, [&](auto& b) {
-    return wire::CreateCreateCollectionDirect(b, c.name.c_str(), c.dim, c.metric.c_str(),
-                                              c.index.c_str(), c.capacity, c.evict.c_str(),
-                                              c.train_size).Union();
+    return ToWire(b, c).Union();
   }));
   MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::CollectionInfo>(r.second, wire::Response::CollectionInfo));
-  return StatsOf(info);
+  return FromWire(*info);
 }
 
 Status Client::DropCollection(std::string_view name) {
@@ -218,7 +200,7 @@ Result<std::vector<engine::CollectionStats>> Client::ListCollections() {
   MNEMO_ASSIGN_OR_RETURN(auto list, As<wire::CollectionList>(r.second, wire::Response::CollectionList));
   std::vector<engine::CollectionStats> out;
   if (list->collections()) {
-    for (const auto* i : *list->collections()) out.push_back(StatsOf(i));
+    for (const auto* i : *list->collections()) out.push_back(FromWire(*i));
   }
   return out;
 }
@@ -229,7 +211,7 @@ Result<engine::CollectionStats> Client::Stats(std::string_view name) {
     return wire::CreateGetStatsDirect(b, n.c_str()).Union();
   }));
   MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::CollectionInfo>(r.second, wire::Response::CollectionInfo));
-  return StatsOf(info);
+  return FromWire(*info);
 }
 
 Status Client::Backup(std::string_view dir) {
@@ -255,10 +237,7 @@ Status Client::SendUpsert(std::string_view name, std::span<const uint64_t> ids,
   size_t hint = 128 + ids.size() * 16 + vectors.size() * 4;
   return impl_->Send(wire::Request::Upsert, [&](auto& b) {
     std::vector<flatbuffers::Offset<wire::Payload>> ps;
-    for (auto p : payloads) {
-      ps.push_back(wire::CreatePayload(
-          b, b.CreateVector(reinterpret_cast<const uint8_t*>(p.data()), p.size())));
-    }
+    for (auto p : payloads) ps.push_back(wire::CreatePayload(b, ByteVector(b, p)));
     auto pv = payloads.empty() ? 0 : b.CreateVector(ps);
     auto gv = groups.empty() ? 0 : b.CreateVector(groups.data(), groups.size());
     auto vv = b.CreateVector(vectors.data(), vectors.size());
@@ -287,17 +266,7 @@ Result<engine::EntryList> Client::Get(std::string_view name, std::span<const uin
     return wire::CreateGet(b, b.CreateString(n), iv).Union();
   }));
   MNEMO_ASSIGN_OR_RETURN(auto e, As<wire::Entries>(r.second, wire::Response::Entries));
-  engine::EntryList out;
-  if (e->ids()) out.ids.assign(e->ids()->begin(), e->ids()->end());
-  if (e->vectors()) out.vectors.assign(e->vectors()->begin(), e->vectors()->end());
-  if (e->groups()) out.groups.assign(e->groups()->begin(), e->groups()->end());
-  if (e->payloads()) {
-    for (const auto* p : *e->payloads()) {
-      out.payloads.emplace_back(p->data() ? std::string(p->data()->begin(), p->data()->end())
-                                          : std::string());
-    }
-  }
-  return out;
+  return FromWire(*e);
 }
 
 Result<uint64_t> Client::Delete(std::string_view name, std::span<const uint64_t> ids) {
@@ -319,47 +288,15 @@ Result<engine::SearchResult> Client::Search(std::string_view name, std::span<con
                               o.group.value_or(0)).Union();
   }, 128 + queries.size() * 4));
   MNEMO_ASSIGN_OR_RETURN(auto s, As<wire::SearchResult>(r.second, wire::Response::SearchResult));
-  engine::SearchResult out;
-  out.n = s->n();
-  out.k = s->k();
-  if (s->distances()) out.distances.assign(s->distances()->begin(), s->distances()->end());
-  if (s->ids()) out.ids.assign(s->ids()->begin(), s->ids()->end());
-  return out;
+  return FromWire(*s);
 }
-
-namespace {
-
-engine::KvSpaceStats KvStatsOf(const wire::KvSpaceInfo* i) {
-  auto str = [](const flatbuffers::String* x) { return x ? x->str() : std::string(); };
-  engine::KvSpaceStats s;
-  s.config = {str(i->name()), i->layers(), i->kv_heads(), i->head_dim(), str(i->dtype()),
-              i->chunk_tokens(), str(i->codec()), i->capacity_bytes(), i->ttl_s()};
-  s.segments = i->segments();
-  s.bytes_stored = i->bytes_stored();
-  s.raw_bytes = i->raw_bytes();
-  s.hits = i->hits();
-  s.misses = i->misses();
-  s.evictions = i->evictions();
-  s.expirations = i->expirations();
-  return s;
-}
-
-flatbuffers::Offset<flatbuffers::Vector<uint8_t>> ByteVector(FlatBufferBuilder& b,
-                                                             std::string_view bytes) {
-  return b.CreateVector(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
-}
-
-}  // namespace
 
 Result<engine::KvSpaceStats> Client::CreateKvSpace(const engine::KvSpaceConfig& c) {
   MNEMO_ASSIGN_OR_RETURN(auto r, impl_->Call(wire::Request::CreateKvSpace, [&](auto& b) {
-    return wire::CreateCreateKvSpaceDirect(b, c.name.c_str(), c.layers, c.kv_heads, c.head_dim,
-                                           c.dtype.c_str(), c.chunk_tokens, c.codec.c_str(),
-                                           c.capacity_bytes, c.ttl_seconds)
-        .Union();
+    return ToWire(b, c).Union();
   }));
   MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::KvSpaceInfo>(r.second, wire::Response::KvSpaceInfo));
-  return KvStatsOf(info);
+  return FromWire(*info);
 }
 
 Status Client::DropKvSpace(std::string_view name) {
@@ -376,7 +313,7 @@ Result<engine::KvSpaceStats> Client::KvStats(std::string_view name) {
     return wire::CreateGetKvStatsDirect(b, n.c_str()).Union();
   }));
   MNEMO_ASSIGN_OR_RETURN(auto info, As<wire::KvSpaceInfo>(r.second, wire::Response::KvSpaceInfo));
-  return KvStatsOf(info);
+  return FromWire(*info);
 }
 
 Status Client::PutKv(std::string_view space, std::string_view hash, std::span<const uint8_t> keys,

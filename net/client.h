@@ -18,7 +18,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include "common/status.h"
-#include "engine/engine.h"
+#include "engine/types.h"
 
 namespace mnemo::net {
 

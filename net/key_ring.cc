@@ -5,53 +5,13 @@
 #include <fstream>
 #include <sstream>
 
-#include "net/protocol.h"
+#include "net/operations.h"
 
 namespace mnemo::net {
-namespace {
 
-Role Needed(wire::Request type) {
-  switch (type) {
-    case wire::Request::Search:
-    case wire::Request::Get:
-    case wire::Request::GetStats:
-    case wire::Request::ListCollections:
-    case wire::Request::GetKv:
-    case wire::Request::MatchPrefix:
-    case wire::Request::GetKvStats:
-      return Role::kRead;
-    case wire::Request::Upsert:
-    case wire::Request::Delete:
-    case wire::Request::Train:
-    case wire::Request::PutKv:
-    case wire::Request::ReserveKv:
-      return Role::kWrite;
-    default:
-      return Role::kAdmin;
-  }
+const char* RoleName(Role r) {
+  return r == Role::kRead ? "read" : r == Role::kWrite ? "write" : "admin";
 }
-
-const char* RoleName(Role r) { return r == Role::kRead ? "read" : r == Role::kWrite ? "write" : "admin"; }
-
-// The collection or KV space a request names; nullptr for none.
-const flatbuffers::String* Target(const wire::RequestFrame& f) {
-  switch (f.request_type()) {
-    case wire::Request::Search: return f.request_as_Search()->collection();
-    case wire::Request::Get: return f.request_as_Get()->collection();
-    case wire::Request::Delete: return f.request_as_Delete()->collection();
-    case wire::Request::Upsert: return f.request_as_Upsert()->collection();
-    case wire::Request::GetStats: return f.request_as_GetStats()->name();
-    case wire::Request::Train: return f.request_as_Train()->name();
-    case wire::Request::GetKv: return f.request_as_GetKv()->space();
-    case wire::Request::PutKv: return f.request_as_PutKv()->space();
-    case wire::Request::ReserveKv: return f.request_as_ReserveKv()->space();
-    case wire::Request::MatchPrefix: return f.request_as_MatchPrefix()->space();
-    case wire::Request::GetKvStats: return f.request_as_GetKvStats()->name();
-    default: return nullptr;
-  }
-}
-
-}  // namespace
 
 Result<KeyRing> KeyRing::Load(const std::string& path) {
   std::ifstream in(path);
@@ -109,13 +69,14 @@ Result<const Grant*> KeyRing::Check(const wire::RequestFrame& f) const {
   auto it = keys_.find(f.api_key()->str());
   if (it == keys_.end()) return Status::Unauthenticated("unknown API key");
   const Grant& g = it->second;
-  const Role need = Needed(f.request_type());
+  const Operation* op = FindOperation(f.request_type());
+  const Role need = op ? op->role : Role::kAdmin;
   if (int(g.role) < int(need)) {
     return Status::PermissionDenied(std::string("a ") + RoleName(g.role) + " key may not " +
                                     RequestName(f.request_type()));
   }
   if (g.collections) {
-    const flatbuffers::String* target = Target(f);
+    const flatbuffers::String* target = op && op->target ? op->target(f) : nullptr;
     if (f.request_type() != wire::Request::ListCollections && target == nullptr) {
       return Status::PermissionDenied(std::string("a key bound to collections may not ") +
                                       RequestName(f.request_type()));

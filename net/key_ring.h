@@ -29,6 +29,7 @@
 namespace mnemo::net {
 
 enum class Role { kRead = 0, kWrite = 1, kAdmin = 2 };
+const char* RoleName(Role role);
 
 struct Grant {
   Role role = Role::kRead;

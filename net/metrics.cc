@@ -2,7 +2,7 @@
 
 #include <cstdio>
 
-#include "net/protocol.h"
+#include "net/operations.h"
 
 namespace mnemo::net {
 namespace {
@@ -61,11 +61,11 @@ void Metrics::RecordRequest(wire::Request type, bool error, double seconds) {
   ObserveSeconds(latency_[op], seconds);
 }
 
-void Metrics::RecordSearchWait(double seconds) { ObserveSeconds(queue_, seconds); }
+void Metrics::OnSearchWait(double seconds) { ObserveSeconds(queue_, seconds); }
 
-void Metrics::RecordSearchCall(double seconds) { ObserveSeconds(call_, seconds); }
+void Metrics::OnSearchCall(double seconds) { ObserveSeconds(call_, seconds); }
 
-void Metrics::RecordSearchBatch(size_t queries) {
+void Metrics::OnSearchBatch(size_t queries) {
   Observe(batch_, kBatchBuckets, double(queries), queries);  // a sum of queries here, not of time
 }
 

@@ -9,21 +9,20 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "engine/search_batcher.h"
 #include "net/mnemo_generated.h"
 
 namespace mnemo::net {
 
-class Metrics {
+class Metrics : public engine::SearchListener {
  public:
   // One finished request of `type` (wire::Request::NONE for frames that did
   // not verify), whether it failed, and how long it took.
   void RecordRequest(wire::Request type, bool error, double seconds);
-  // The number of queries one FAISS call served.
-  void RecordSearchBatch(size_t queries);
-  // How long one search waited in the batcher before its FAISS call began.
-  void RecordSearchWait(double seconds);
-  // How long one batch's search call (FAISS and the id mapping) took.
-  void RecordSearchCall(double seconds);
+  // The search batcher's reports (engine/search_batcher.h).
+  void OnSearchBatch(size_t queries) override;
+  void OnSearchWait(double seconds) override;
+  void OnSearchCall(double seconds) override;
   void ConnectionOpened() { connections_open_++; connections_total_++; }
   void ConnectionClosed() { connections_open_--; }
   void ConnectionRejected() { connections_rejected_++; }

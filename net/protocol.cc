@@ -37,29 +37,6 @@ flatbuffers::DetachedBuffer ErrorResponse(uint64_t request_id, const Status& sta
   return b.Release();
 }
 
-const char* RequestName(wire::Request type) {
-  switch (type) {
-    case wire::Request::CreateCollection: return "create_collection";
-    case wire::Request::DropCollection: return "drop_collection";
-    case wire::Request::ListCollections: return "list_collections";
-    case wire::Request::GetStats: return "stats";
-    case wire::Request::Train: return "train";
-    case wire::Request::Upsert: return "upsert";
-    case wire::Request::Get: return "get";
-    case wire::Request::Delete: return "delete";
-    case wire::Request::Search: return "search";
-    case wire::Request::CreateKvSpace: return "create_kv_space";
-    case wire::Request::DropKvSpace: return "drop_kv_space";
-    case wire::Request::PutKv: return "put_kv";
-    case wire::Request::GetKv: return "get_kv";
-    case wire::Request::MatchPrefix: return "match_prefix";
-    case wire::Request::Backup: return "backup";
-    case wire::Request::GetKvStats: return "kv_stats";
-    case wire::Request::ReserveKv: return "reserve_kv";
-    default: return "unknown";
-  }
-}
-
 // Little-endian on the wire; every machine mnemo builds for is too.
 void FrameHeader::EncodeTo(uint8_t* dst) const {
   std::memcpy(dst, &body, 4);
@@ -75,7 +52,7 @@ FrameHeader FrameHeader::DecodeFrom(const uint8_t* src) {
 
 void AttachmentProgress::Advance(size_t have) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     have_ = have;
   }
   arrived_.notify_all();
@@ -83,15 +60,15 @@ void AttachmentProgress::Advance(size_t have) {
 
 void AttachmentProgress::Fail() {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     failed_ = true;
   }
   arrived_.notify_all();
 }
 
 bool AttachmentProgress::WaitFor(size_t bytes) {
-  std::unique_lock<std::mutex> lock(mu_);
-  arrived_.wait(lock, [&] { return have_ >= bytes || failed_; });
+  MutexLock lock(&mu_);
+  while (have_ < bytes && !failed_) arrived_.wait(mu_);
   return have_ >= bytes;
 }
 

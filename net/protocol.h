@@ -6,12 +6,12 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string_view>
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
 
+#include "common/mutex.h"
 #include "common/status.h"
 #include "net/buffer_pool.h"
 #include "net/mnemo_generated.h"
@@ -34,9 +34,6 @@ Result<const wire::ResponseFrame*> VerifyResponse(std::string_view bytes);
 
 // A finished ResponseFrame carrying `status` (which must not be OK).
 flatbuffers::DetachedBuffer ErrorResponse(uint64_t request_id, const Status& status);
-
-// The operation's name, for logs and metrics ("search", "upsert", ...).
-const char* RequestName(wire::Request type);
 
 // The completion condition for reading and writing whole frames: Asio's
 // default (transfer_all) moves at most 64 KiB per system call, which made a
@@ -74,10 +71,10 @@ class AttachmentProgress {
   bool WaitFor(size_t bytes);
 
  private:
-  std::mutex mu_;
-  std::condition_variable arrived_;
-  size_t have_;          // guarded by mu_
-  bool failed_ = false;  // guarded by mu_
+  Mutex mu_;
+  std::condition_variable_any arrived_;
+  size_t have_ GUARDED_BY(mu_);
+  bool failed_ GUARDED_BY(mu_) = false;
 };
 
 // A request as received: its FlatBuffer and its attachment (often empty).
@@ -87,6 +84,10 @@ struct InFrame {
   // Set when the request was dispatched before its attachment had arrived;
   // then only the bytes it reports may be read.
   std::shared_ptr<AttachmentProgress> progress;
+  // The body as a verified RequestFrame, once the thread that read it has
+  // verified it (RequestHandler::Classify); null until then, and for a body
+  // that did not verify. Points into `body`.
+  const wire::RequestFrame* verified = nullptr;
 };
 
 // A reply to send: a finished ResponseFrame and its attachment.

@@ -14,31 +14,14 @@
 #include <spdlog/spdlog.h>
 
 #include "common/cpu_set.h"
+#include "common/mutex.h"
+#include "common/host_port.h"
 #include "net/request_handler.h"
 
 namespace mnemo::net {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
-
-Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
-    return Status::InvalidArgument("address '" + address + "' is not HOST:PORT");
-  }
-  *host = address.substr(0, colon);
-  if (host->size() > 2 && host->front() == '[' && host->back() == ']') {
-    *host = host->substr(1, host->size() - 2);
-  }
-  try {
-    int p = std::stoi(address.substr(colon + 1));
-    if (p < 0 || p > 65535) throw std::out_of_range("port");
-    *port = uint16_t(p);
-  } catch (const std::exception&) {
-    return Status::InvalidArgument("address '" + address + "' has no valid port");
-  }
-  return Status::OK();
-}
 
 class Connection;
 
@@ -67,12 +50,16 @@ class Server::Impl {
         workers_(options_.worker_threads ? options_.worker_threads
                  : options_.search_on_io ? std::max<size_t>(1, UsableCores() - 1)
                                          : std::max<size_t>(1, UsableCores() - std::min(UsableCores(), io_threads_))),
-        batcher_(DeferredBatching(options_.batching), metrics),
+        batcher_(options_.batching.ForServer(workers_, options_.search_on_io, options_.busy_poll),
+                 Executor(), metrics),
         handler_(engine, &batcher_, metrics, options_.keys),
         pool_(workers_),
         ios_(MakeContexts(io_threads_)),
         acceptor_(*ios_[0]) {
     for (auto& io : ios_) keep_running_.emplace_back(asio::make_work_guard(*io));
+    for (const auto& [type, handler] : options_.handler_overrides) {
+      handler_.OverrideForTesting(type, handler);
+    }
     sleeping_ = std::make_unique<std::atomic<bool>[]>(ios_.size());
   }
 
@@ -124,41 +111,29 @@ class Server::Impl {
     }
   }
 
-  // Batches start on the I/O loop after the reads already due, or on a
-  // timer when there is a window, and run beside other batches on the
-  // compute pool (see SearchBatcher).
-  SearchBatcher::Options DeferredBatching(SearchBatcher::Options o) {
-    // With search_on_io, the batches gathered are flat ones (the others are
-    // pulled): one of a collection at a time, which then has every core.
-    // VectorIndex splits it by rows, so that the rows are read once for all
-    // the queries that wait. On the 16-core host that served 1.07-1.16 of
-    // in-process FAISS's one-batch QPS, against 0.51-0.59 with a batch per
-    // worker, each reading all the rows for two or three queries.
-    if (o.max_batches == 0) o.max_batches = options_.search_on_io ? 1 : workers_;
-    if (o.pull_ways == 0) o.pull_ways = workers_;
-    if (o.linger.count() == 0) o.linger = options_.busy_poll;
-    if (options_.search_on_io) {
-      o.pull = true;  // RunIo pulls them
-      o.wake = [this] { WakeOne(); };
-    }
-    if (!o.offload) o.offload = [this](std::function<void()> task) { PostToPool(std::move(task)); };
-    if (o.schedule) return o;
-    o.schedule = [this](std::chrono::microseconds delay, std::function<void()> task) {
+  // The batcher's executor: batches start on the I/O loop after the reads
+  // already due, or on a timer when there is a window, and run beside other
+  // batches on the compute pool; with search_on_io a queued pulled search
+  // wakes a sleeping I/O thread (see SearchBatcher).
+  engine::SearchExecutor Executor() {
+    engine::SearchExecutor e;
+    e.offload = [this](std::function<void()> task) { PostToPool(std::move(task)); };
+    if (options_.search_on_io) e.wake = [this] { WakeOne(); };
+    e.schedule = [this](std::chrono::microseconds delay, std::function<void()> task) {
       // Deferred, not posted: the task queues behind this round's reads on
-      // this thread and wakes no other (a wake-up costs tens of
-      // microseconds on virtual machines).
+      // this thread and wakes no other.
       if (delay.count() <= 0) return asio::defer(CurrentIo(), std::move(task));
       auto timer = std::make_shared<asio::steady_timer>(CurrentIo(), delay);
       timer->async_wait([timer, task = std::move(task)](const boost::system::error_code&) { task(); });
     };
-    return o;
+    return e;
   }
 
   const ServerOptions options_;
   Metrics* const metrics_;
   const size_t io_threads_;
   const size_t workers_;  // compute pool threads
-  SearchBatcher batcher_;
+  engine::SearchBatcher batcher_;
   RequestHandler handler_;
   asio::thread_pool pool_;
   // One context per I/O thread, each connection on one: a context run by
@@ -173,8 +148,8 @@ class Server::Impl {
   std::vector<std::thread> threads_;
   std::string address_;
   std::atomic<bool> stopping_{false};
-  std::mutex mu_;
-  std::set<std::shared_ptr<Connection>> connections_;  // guarded by mu_
+  Mutex mu_;
+  std::set<std::shared_ptr<Connection>> connections_ GUARDED_BY(mu_);
 };
 
 // One client connection. Owns itself through shared_from_this; all its
@@ -398,7 +373,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // thread hops per query); everything else runs on the compute pool.
   void Dispatch(std::shared_ptr<InFrame> frame) {
     Slot* slot = Enqueue();
-    Pending p{RequestHandler::IsSearch(*frame), std::move(frame), slot};
+    // A streamed put_kv was verified by CanStream; it runs ordered.
+    const bool search = !frame->progress && RequestHandler::Classify(*frame) == Runs::kSearch;
+    Pending p{search, std::move(frame), slot};
     if (ordered_running_ == 0 && held_.empty()) return Run(std::move(p));
     held_.push_back(std::move(p));
   }
@@ -592,7 +569,7 @@ void Server::Impl::RunIo(size_t i) {
   auto last_work = Clock::now();
   for (;;) {
     bool worked = io.poll() > 0;
-    if (pull && batcher_.RunReady()) worked = true;
+    if (pull && batcher_.RunPulled()) worked = true;
     if (worked) {
       last_work = Clock::now();
     } else if (io.stopped()) {
@@ -633,7 +610,7 @@ void Server::Impl::Accept() {
     auto c = std::make_shared<Connection>(this, *io, std::move(socket));
     bool reject;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       reject = connections_.size() >= options_.max_connections;
       connections_.insert(c);
     }
@@ -651,7 +628,7 @@ void Server::Impl::Accept() {
 }
 
 void Server::Impl::Forget(Connection* c) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (auto it = connections_.begin(); it != connections_.end(); ++it) {
     if (it->get() == c) {
       connections_.erase(it);
@@ -668,7 +645,7 @@ void Server::Impl::Stop() {
     acceptor_.close(ignored);
     std::vector<std::shared_ptr<Connection>> all;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       all.assign(connections_.begin(), connections_.end());
     }
     for (auto& c : all) c->Shutdown();

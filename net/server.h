@@ -31,13 +31,16 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common/status.h"
 #include "engine/engine.h"
 #include "net/key_ring.h"
 #include "net/metrics.h"
+#include "net/operations.h"
 #include "net/protocol.h"
-#include "net/search_batcher.h"
+#include "engine/search_batcher.h"
 
 namespace mnemo::net {
 
@@ -62,18 +65,18 @@ struct ServerOptions {
   std::chrono::microseconds busy_poll{50};
   // Searches whose batches save no work (HNSW, IVF, SQ: all but Flat) run on the I/O
   // threads, one per core by default, each taking the searches it read
-  // (SearchBatcher::Options::pull): no core is kept for I/O alone and a
+  // (engine::SearchBatcher::Options::pull): no core is kept for I/O alone and a
   // search costs no thread hop. Other searches are gathered into batches
   // on the workers (Flat's); the I/O threads then mostly sleep. False: all searches
   // go to the workers beside `io_threads` I/O threads (one per 8 cores).
   bool search_on_io = true;
-  SearchBatcher::Options batching;
+  engine::SearchBatcher::Options batching;
   // API keys every request must present; nullptr: none needed. Not owned.
   const KeyRing* keys = nullptr;
+  // Tests only: handlers that replace the operations table's
+  // (RequestHandler::OverrideForTesting), e.g. one that throws.
+  std::vector<std::pair<wire::Request, Handler>> handler_overrides;
 };
-
-// "host:port" into its parts; InvalidArgument when malformed.
-Status SplitHostPort(const std::string& address, std::string* host, uint16_t* port);
 
 class Server {
  public:

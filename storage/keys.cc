@@ -23,9 +23,9 @@ std::string CollectionMetaKey(std::string_view name) {
   return key;
 }
 
-std::string CollectionPrefix(CollectionId collection) {
+std::string OwnerPrefix(uint32_t owner) {
   std::string key;
-  PutBigEndian32(&key, collection);
+  PutBigEndian32(&key, owner);
   return key;
 }
 
@@ -44,7 +44,7 @@ uint64_t EntryIdFromKey(std::string_view key) {
 }
 
 std::string IndexKey(CollectionId collection, std::string_view tag) {
-  std::string key = CollectionPrefix(collection);
+  std::string key = OwnerPrefix(collection);
   key.append(tag);
   return key;
 }
@@ -59,7 +59,7 @@ std::string KvSpaceMetaKey(std::string_view name) {
 }
 
 std::string KvHeadPrefix(KvSpaceId space) {
-  std::string k = CollectionPrefix(space);
+  std::string k = OwnerPrefix(space);
   k.push_back('\0');
   return k;
 }
@@ -69,7 +69,7 @@ std::string KvHeadKey(KvSpaceId space, std::string_view hash) {
 }
 
 std::string KvLayerPrefix(KvSpaceId space) {
-  std::string k = CollectionPrefix(space);
+  std::string k = OwnerPrefix(space);
   k.push_back('\1');
   return k;
 }

@@ -2,7 +2,7 @@
 //
 // Integers are big-endian so that RocksDB's bytewise order equals numeric
 // order: all keys of one collection form one contiguous range
-// [CollectionPrefix(c), CollectionPrefix(c + 1)), which is what makes drop a
+// [OwnerPrefix(c), OwnerPrefix(c + 1)), which is what makes drop a
 // single DeleteRange and recovery a single scan.
 //
 //   meta:    "c/" name                 -> CollectionRecord (engine/records.h)
@@ -28,8 +28,10 @@ std::string CollectionMetaKey(std::string_view name);
 inline constexpr std::string_view kCollectionMetaPrefix = "c/";
 inline constexpr std::string_view kNextCollectionIdKey = "next_collection_id";
 
-// be32(collection): the first bytes of every key of this collection.
-std::string CollectionPrefix(CollectionId collection);
+// be32(owner): the first bytes of every key of one collection or KV space
+// (their ids share one range of numbers per column family: entries, codes
+// and index keys belong to collections, kv keys to KV spaces).
+std::string OwnerPrefix(uint32_t owner);
 // be32(collection) be64(id).
 std::string EntryKey(CollectionId collection, uint64_t id);
 // The id of an EntryKey; `key` must be 12 bytes.

@@ -1,7 +1,5 @@
 #include "storage/store.h"
 
-#include <mutex>
-
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/options.h>
@@ -10,11 +8,17 @@
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/write_batch.h>
 
+#include "common/mutex.h"
+
 namespace mnemo::storage {
 namespace {
 
 constexpr const char* kCfNames[] = {"meta", "entries", "codes", "index", "kv"};
 constexpr size_t kNumCfs = 5;
+
+// What a store that stopped taking writes needs.
+constexpr const char* kReopen =
+    "reopen it (restart mnemod) once the cause, such as a full disk, is fixed";
 
 rocksdb::Slice ToSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
@@ -50,8 +54,8 @@ struct Store::Impl {
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;  // indexed by Cf
   rocksdb::WriteOptions write_options;
-  mutable std::mutex error_mu;
-  Status write_error;  // guarded by error_mu
+  mutable Mutex error_mu;
+  Status write_error GUARDED_BY(error_mu);
 
   rocksdb::ColumnFamilyHandle* handle(Cf cf) const { return handles[size_t(cf)]; }
 
@@ -123,11 +127,10 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& dir,
 
 Status Store::Write(WriteBatch* batch) {
   {
-    std::lock_guard<std::mutex> lock(impl_->error_mu);
+    MutexLock lock(&impl_->error_mu);
     if (!impl_->write_error.ok()) {
-      return Status(impl_->write_error.code(),
-                    "store refuses writes after an earlier failure: " +
-                        impl_->write_error.message());
+      return Status::FailedPrecondition("store refuses writes after an earlier failure (" +
+                                        impl_->write_error.ToString() + "); " + kReopen);
     }
   }
   if (batch->rep_->handles != &impl_->handles) {
@@ -135,16 +138,20 @@ Status Store::Write(WriteBatch* batch) {
   }
   rocksdb::Status s = impl_->db->Write(impl_->write_options, &batch->rep_->batch);
   if (!s.ok()) {
-    Status st = FromRocks(s, "write failed");
-    std::lock_guard<std::mutex> lock(impl_->error_mu);
-    if (impl_->write_error.ok()) impl_->write_error = st;
-    return st;
+    Status cause = FromRocks(s, "write failed");
+    {
+      MutexLock lock(&impl_->error_mu);
+      if (impl_->write_error.ok()) impl_->write_error = cause;
+    }
+    // Not worth retrying: every later write is refused until a reopen.
+    return Status::FailedPrecondition(cause.ToString() + "; the store takes no more writes: " +
+                                      kReopen);
   }
   return Status::OK();
 }
 
 Status Store::write_error() const {
-  std::lock_guard<std::mutex> lock(impl_->error_mu);
+  MutexLock lock(&impl_->error_mu);
   return impl_->write_error;
 }
 

@@ -6,9 +6,11 @@
 //
 // Durability: Write() returns OK only after the batch is in the write-ahead
 // log, and with StoreOptions::sync_writes only after the log is synced. If a
-// write ever fails (I/O error, disk full, failed sync) the store refuses all
-// later writes with the first error instead of acknowledging data that may be
-// lost; reads keep working. Reopen to recover.
+// write ever fails (I/O error, disk full, failed sync) nothing of it is
+// stored, and the store refuses all later writes instead of acknowledging
+// data that may be lost; reads keep working. That write and every later one
+// fail with FailedPrecondition (retrying cannot help), naming the first
+// error; write_error() returns that error. Reopen to recover.
 #pragma once
 
 #include <functional>
@@ -108,7 +110,8 @@ class Store {
   // must not exist (hard links where possible).
   Status Checkpoint(const std::string& dir);
 
-  // The error that stopped writes, or OK.
+  // The error that stopped writes (IOError, ResourceExhausted for a full
+  // disk, ...), or OK.
   Status write_error() const;
 
  private:

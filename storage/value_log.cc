@@ -92,10 +92,11 @@ ValueLog::ValueLog(std::string dir, ValueLogOptions options)
     : dir_(std::move(dir)),
       options_(options),
       fs_(options.fs != nullptr ? options.fs : rocksdb::FileSystem::Default().get()),
-      reserving_(std::max<size_t>(1, options.reserve_lanes), 0) {}
+      lanes_(std::max<size_t>(1, options.reserve_lanes)),
+      reserving_(lanes_, 0) {}
 
 ValueLog::~ValueLog() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   for (auto& [n, f] : files_) {
     if (f->writer) (void)f->writer->Close(rocksdb::IOOptions(), nullptr);
   }
@@ -111,6 +112,7 @@ Result<std::unique_ptr<ValueLog>> ValueLog::Open(const std::string& dir, ValueLo
   std::vector<std::string> names;
   MNEMO_RETURN_IF_ERROR(FromIo(log->fs_->GetChildren(dir, io, &names, nullptr),
                                "cannot list value log directory '" + dir + "'"));
+  MutexLock lock(&log->mu_);  // uncontended: the log is not out yet
   for (const auto& name : names) {
     const uint32_t n = NumberOf(name);
     if (n == 0) continue;
@@ -186,11 +188,11 @@ Status ValueLog::IdentifyForWriters(const std::string& path, File* f) {
 Result<ValueRef> ValueLog::Append(std::span<const std::span<const uint8_t>> parts) {
   uint64_t length = 0;
   for (auto p : parts) length += p.size();
-  std::lock_guard<std::mutex> append_lock(append_mu_);
+  MutexLock append_lock(&append_mu_);
   std::shared_ptr<File> file;
   ValueRef ref;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (active_ == 0 || files_.at(active_)->size >= options_.file_bytes) {
       MNEMO_RETURN_IF_ERROR(StartFileLocked(&active_));
     }
@@ -214,7 +216,7 @@ Result<ValueRef> ValueLog::Append(std::span<const std::span<const uint8_t>> part
   if (io.ok() && options_.sync_writes) io = file->writer->Sync(rocksdb::IOOptions(), nullptr);
   if (!io.ok()) {
     // Where the file ends is now unknown: append to a fresh one from here on.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     file->live -= length;
     (void)file->writer->Close(rocksdb::IOOptions(), nullptr);
     file->writer.reset();
@@ -227,7 +229,7 @@ Result<ValueRef> ValueLog::Append(std::span<const std::span<const uint8_t>> part
 }
 
 std::shared_ptr<ValueLog::File> ValueLog::FindFile(uint32_t number) const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = files_.find(number);
   return it == files_.end() ? nullptr : it->second;
 }
@@ -278,7 +280,7 @@ Status ValueLog::Read(const ValueRef& ref, uint8_t* into) const {
 }
 
 void ValueLog::Release(const ValueRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = files_.find(ref.file);
   if (it == files_.end()) return;
   it->second->live -= std::min(it->second->live, ref.length);
@@ -286,13 +288,13 @@ void ValueLog::Release(const ValueRef& ref) {
 }
 
 Result<ValueLog::Reservation> ValueLog::Reserve(uint64_t length, size_t lane) {
-  if (lane >= reserving_.size()) {
-    return Status::InvalidArgument("lane " + std::to_string(lane) + " of " + std::to_string(reserving_.size()));
+  if (lane >= lanes_) {
+    return Status::InvalidArgument("lane " + std::to_string(lane) + " of " + std::to_string(lanes_));
   }
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   // The lanes' files together hold file_bytes, as the appended file does.
   uint32_t& number = reserving_[lane];
-  if (number == 0 || files_.at(number)->size >= options_.file_bytes / reserving_.size()) {
+  if (number == 0 || files_.at(number)->size >= options_.file_bytes / lanes_) {
     MNEMO_RETURN_IF_ERROR(StartFileLocked(&number));
   }
   File& f = *files_.at(number);
@@ -345,7 +347,7 @@ void ValueLog::Abandon(const Reservation& r) {
     // Its writer may still write (it stalled past the lapse, or the space
     // was dropped under it): were the file recycled, those bytes could land
     // in another put's range before that one is sealed.
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = files_.find(r.file);
     if (it != files_.end()) it->second->never_recycle = true;
   }
@@ -353,13 +355,13 @@ void ValueLog::Abandon(const Reservation& r) {
 }
 
 void ValueLog::AddLive(const ValueRef& ref) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   auto it = files_.find(ref.file);
   if (it != files_.end()) it->second->live += ref.length;
 }
 
 Status ValueLog::FinishRecovery() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<uint32_t> numbers;
   for (auto& [n, f] : files_) numbers.push_back(n);
   for (uint32_t n : numbers) MaybeDeleteLocked(n);
@@ -382,7 +384,7 @@ void ValueLog::MaybeDeleteLocked(uint32_t number) {
   // recycle_files for each file being written: the one appended to, and
   // the lanes' (a lane's files are smaller: each kind is reused as its own).
   auto& pool = recyclable_[reserved ? 1 : 0];
-  const size_t keep = options_.recycle_files * (reserved ? reserving_.size() : 1);
+  const size_t keep = options_.recycle_files * (reserved ? lanes_ : 1);
   if (recyclable && pool.size() < keep && !SharedWithABackup(PathOf(number))) {
     pool.push_back(number);
     return;
@@ -392,12 +394,12 @@ void ValueLog::MaybeDeleteLocked(uint32_t number) {
 }
 
 ValueLog::DeletionHold::DeletionHold(ValueLog* log) : log_(log) {
-  std::lock_guard<std::mutex> lock(log_->mu_);
+  MutexLock lock(&log_->mu_);
   log_->holds_++;
 }
 
 ValueLog::DeletionHold::~DeletionHold() {
-  std::lock_guard<std::mutex> lock(log_->mu_);
+  MutexLock lock(&log_->mu_);
   if (--log_->holds_ > 0) return;
   auto deferred = std::move(log_->deferred_);
   log_->deferred_.clear();
@@ -409,7 +411,7 @@ Status ValueLog::LinkInto(const std::string& dir) const {
   MNEMO_RETURN_IF_ERROR(FromIo(fs_->CreateDirIfMissing(dir, io, nullptr), "cannot create '" + dir + "'"));
   std::vector<uint32_t> numbers;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (auto& [n, f] : files_) numbers.push_back(n);
   }
   for (uint32_t n : numbers) {
@@ -438,21 +440,21 @@ Status ValueLog::LinkInto(const std::string& dir) const {
 }
 
 uint64_t ValueLog::file_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   uint64_t n = 0;
   for (auto& [k, f] : files_) n += f->size;
   return n;
 }
 
 uint64_t ValueLog::live_bytes() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   uint64_t n = 0;
   for (auto& [k, f] : files_) n += f->live;
   return n;
 }
 
 size_t ValueLog::file_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return files_.size();
 }
 

@@ -46,13 +46,14 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
+#include "common/thread_annotations.h"
 
 namespace rocksdb {
 class FileSystem;
@@ -121,7 +122,7 @@ class ValueLog {
   // A range in the file of lane `lane` (0 <= lane < reserve_lanes()).
   // IOError when the file cannot be created or stat'ed.
   Result<Reservation> Reserve(uint64_t length, size_t lane);
-  size_t reserve_lanes() const { return reserving_.size(); }
+  size_t reserve_lanes() const { return lanes_; }
   // The bytes [offset, offset + length) of `r` (offset relative to the
   // range) as one value. Thread-safe and const: pieces may be sealed in
   // parallel. With sync_writes call SyncReserved before committing refs.
@@ -163,26 +164,28 @@ class ValueLog {
   ValueLog(std::string dir, ValueLogOptions options);
   std::string PathOf(uint32_t number) const;
   // A new file for `stream` (&active_ or a lane of reserving_) from then on.
-  Status StartFileLocked(uint32_t* stream);
+  Status StartFileLocked(uint32_t* stream) REQUIRES(mu_);
   // Fills f's path (absolute), device and inode, which writers check.
   static Status IdentifyForWriters(const std::string& path, File* f);
-  void MaybeDeleteLocked(uint32_t number);
+  void MaybeDeleteLocked(uint32_t number) REQUIRES(mu_);
   std::shared_ptr<File> FindFile(uint32_t number) const;
 
   const std::string dir_;
   const ValueLogOptions options_;
   rocksdb::FileSystem* const fs_;
+  const size_t lanes_;  // reserve lanes
 
-  std::mutex append_mu_;  // one append at a time; taken before mu_
-  mutable std::mutex mu_;  // guards the members below
-  std::map<uint32_t, std::shared_ptr<File>> files_;
-  uint32_t active_ = 0;  // the file appended to (0: none yet)
-  std::vector<uint32_t> reserving_;  // per lane, the file ranges are reserved in (0: none yet)
-  int holds_ = 0;
-  std::vector<uint32_t> deferred_;  // files to delete once holds_ is 0
+  Mutex append_mu_ ACQUIRED_BEFORE(mu_);  // one append at a time
+  mutable Mutex mu_;
+  std::map<uint32_t, std::shared_ptr<File>> files_ GUARDED_BY(mu_);
+  uint32_t active_ GUARDED_BY(mu_) = 0;  // the file appended to (0: none yet)
+  // Per lane, the file ranges are reserved in (0: none yet).
+  std::vector<uint32_t> reserving_ GUARDED_BY(mu_);
+  int holds_ GUARDED_BY(mu_) = 0;
+  std::vector<uint32_t> deferred_ GUARDED_BY(mu_);  // files to delete once holds_ is 0
   // Dead files on disk, not in files_: [0] were appended to, [1] reserved in.
-  std::array<std::vector<uint32_t>, 2> recyclable_;
-  uint32_t last_number_ = 0;          // the highest file number used
+  std::array<std::vector<uint32_t>, 2> recyclable_ GUARDED_BY(mu_);
+  uint32_t last_number_ GUARDED_BY(mu_) = 0;  // the highest file number used
 };
 
 }  // namespace mnemo::storage

@@ -11,16 +11,23 @@
 namespace mnemo::testing {
 
 // A file system whose writable files fail every append while `fail` is set,
-// every sync while `fail_sync` is, and hold every append (the writer waits,
-// `held` counts it) while `hold` is.
+// report a full disk on every append while `no_space` is, fail every sync
+// while `fail_sync` is, and hold every append (the writer waits, `held`
+// counts it) while `hold` is.
 class FailingFs : public rocksdb::FileSystemWrapper {
  public:
   explicit FailingFs(const std::shared_ptr<rocksdb::FileSystem>& base) : FileSystemWrapper(base) {}
   const char* Name() const override { return "FailingFs"; }
   std::atomic<bool> fail{false};
+  std::atomic<bool> no_space{false};
   std::atomic<bool> fail_sync{false};
   std::atomic<bool> hold{false};
   std::atomic<int> held{0};
+  rocksdb::IOStatus Injected() const {
+    if (fail) return rocksdb::IOStatus::IOError("injected write failure");
+    if (no_space) return rocksdb::IOStatus::NoSpace("injected: no space left on device");
+    return rocksdb::IOStatus::OK();
+  }
   void Gate() {
     if (!hold) return;
     held++;
@@ -52,14 +59,14 @@ class FailingFs : public rocksdb::FileSystemWrapper {
     rocksdb::IOStatus Append(const rocksdb::Slice& d, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* dbg) override {
       fs_->Gate();
-      if (fs_->fail) return rocksdb::IOStatus::IOError("injected write failure");
+      if (rocksdb::IOStatus s = fs_->Injected(); !s.ok()) return s;
       return FSWritableFileOwnerWrapper::Append(d, o, dbg);
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& d, const rocksdb::IOOptions& o,
                              const rocksdb::DataVerificationInfo& v,
                              rocksdb::IODebugContext* dbg) override {
       fs_->Gate();
-      if (fs_->fail) return rocksdb::IOStatus::IOError("injected write failure");
+      if (rocksdb::IOStatus s = fs_->Injected(); !s.ok()) return s;
       return FSWritableFileOwnerWrapper::Append(d, o, v, dbg);
     }
 

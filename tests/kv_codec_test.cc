@@ -1,6 +1,6 @@
 // Every KV codec round-trips random and structured tensors within its stated
-// bound (kv/codec.h); raw is bit-exact.
-#include "kv/codec.h"
+// bound (kvcache/codec.h); raw is bit-exact.
+#include "kvcache/codec.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <cstring>
 #include <random>
 
-namespace mnemo::kv {
+namespace mnemo::kvcache {
 namespace {
 
 constexpr LayerShape kShape{4, 256, 64};  // kv_heads, tokens, head_dim
@@ -47,7 +47,7 @@ std::vector<float> FloatsOf(const std::vector<uint8_t>& b) {
   return x;
 }
 
-// The bound of kv/codec.h for element i of x.
+// The bound of kvcache/codec.h for element i of x.
 std::vector<float> Bound(const std::string& codec, const std::vector<float>& x,
                          const LayerShape& s, bool keys) {
   std::vector<float> bound(x.size());
@@ -179,4 +179,4 @@ TEST(CodecTest, BadNamesAndCorruptBytesAreRefused) {
 }
 
 }  // namespace
-}  // namespace mnemo::kv
+}  // namespace mnemo::kvcache

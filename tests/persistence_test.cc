@@ -99,8 +99,8 @@ TEST_P(PersistenceTest, LostCodesAndSnapshotsAreRebuiltFromEntries) {
   {  // Remove every derived record: codes and graph snapshots.
     auto store = std::move(storage::Store::Open(dir_.path(), {})).value();
     storage::WriteBatch batch(*store);
-    batch.DeleteRange(storage::Cf::kCodes, storage::CollectionPrefix(0),
-                      storage::CollectionPrefix(1000));
+    batch.DeleteRange(storage::Cf::kCodes, storage::OwnerPrefix(0),
+                      storage::OwnerPrefix(1000));
     batch.DeleteRange(storage::Cf::kIndex, storage::IndexKey(1, kSnapshotTag),
                       storage::IndexKey(1, "snapshot0"));
     ASSERT_TRUE(store->Write(&batch).ok());

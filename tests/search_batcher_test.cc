@@ -1,6 +1,6 @@
 // SearchBatcher with a manual scheduler: when batches start, what they
 // gather, and that every search gets its own answer.
-#include "net/search_batcher.h"
+#include "engine/search_batcher.h"
 
 #include <gtest/gtest.h>
 
@@ -8,9 +8,10 @@
 #include <future>
 #include <thread>
 
+#include "net/metrics.h"
 #include "tests/test_util.h"
 
-namespace mnemo::net {
+namespace mnemo::engine {
 namespace {
 
 using mnemo::testing::Iota;
@@ -25,11 +26,11 @@ struct ManualScheduler {
     std::function<void()> run;
   };
   std::deque<Task> tasks;
-  SearchBatcher::Options With(SearchBatcher::Options o) {
-    o.schedule = [this](microseconds delay, std::function<void()> run) {
+  SearchExecutor With(SearchExecutor e = {}) {
+    e.schedule = [this](microseconds delay, std::function<void()> run) {
       tasks.push_back({delay, std::move(run)});
     };
-    return o;
+    return e;
   }
   void RunNext() {
     auto t = std::move(tasks.front());
@@ -41,9 +42,9 @@ struct ManualScheduler {
 // Records offloaded tasks, as ManualScheduler does scheduled ones.
 struct ManualPool {
   std::deque<std::function<void()>> tasks;
-  SearchBatcher::Options With(SearchBatcher::Options o) {
-    o.offload = [this](std::function<void()> run) { tasks.push_back(std::move(run)); };
-    return o;
+  SearchExecutor With(SearchExecutor e = {}) {
+    e.offload = [this](std::function<void()> run) { tasks.push_back(std::move(run)); };
+    return e;
   }
   void RunAll() {
     while (!tasks.empty()) {
@@ -57,8 +58,8 @@ struct ManualPool {
 class SearchBatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    engine_ = std::move(engine::Engine::Open(mnemo::testing::OptionsFor(dir_.path()))).value();
-    engine::CollectionConfig cc;
+    engine_ = std::move(Engine::Open(mnemo::testing::OptionsFor(dir_.path()))).value();
+    CollectionConfig cc;
     cc.name = "c";
     cc.dim = 8;
     collection_ = std::move(engine_->CreateCollection(cc)).value();
@@ -66,8 +67,8 @@ class SearchBatcherTest : public ::testing::Test {
   }
 
   // Query q of the data set, k = 3.
-  engine::SearchRequest RequestFor(size_t q) {
-    engine::SearchRequest r;
+  SearchRequest RequestFor(size_t q) {
+    SearchRequest r;
     r.queries = std::span(data_.queries).subspan(q * 8, 8);
     r.k = 3;
     return r;
@@ -76,7 +77,7 @@ class SearchBatcherTest : public ::testing::Test {
   // Submits query q; its answer lands in answers_[q], then `then` runs
   // (still inside the batch).
   void Submit(SearchBatcher& b, size_t q, std::function<void()> then = [] {}) {
-    b.Submit(collection_, RequestFor(q), [this, q, then](Result<engine::SearchResult> res) {
+    b.Submit(collection_, RequestFor(q), [this, q, then](Result<SearchResult> res) {
       ASSERT_TRUE(res.ok()) << res.status().ToString();
       answers_[q] = res->ids;
       then();
@@ -98,15 +99,15 @@ class SearchBatcherTest : public ::testing::Test {
 
   TempDir dir_;
   mnemo::testing::Dataset data_ = MakeClustered(2000, 64, 8, 10, 5);
-  std::unique_ptr<engine::Engine> engine_;
-  std::shared_ptr<engine::Collection> collection_;
+  std::unique_ptr<Engine> engine_;
+  std::shared_ptr<Collection> collection_;
   std::map<size_t, std::vector<int64_t>> answers_;
-  Metrics metrics_;
+  net::Metrics metrics_;
 };
 
 TEST_F(SearchBatcherTest, SearchesThatArriveWhileABatchRunsShareTheNextCall) {
   ManualScheduler s;
-  SearchBatcher b(s.With({}), &metrics_);
+  SearchBatcher b({}, s.With(), &metrics_);
   Prime(b, s, 10);  // q0 alone, then q1..q10 in one call
   EXPECT_TRUE(s.tasks.empty());  // one batch of a key at a time: the loop took them
   ASSERT_EQ(answers_.size(), 11u);
@@ -119,7 +120,7 @@ TEST_F(SearchBatcherTest, SearchesReadInOneRoundShareOneCallAndGetTheirOwnAnswer
   ManualScheduler s;
   SearchBatcher::Options o;
   o.window_fraction = 0;  // a fixed window: the timer is always scheduled
-  SearchBatcher b(s.With(o), &metrics_);
+  SearchBatcher b(o, s.With(), &metrics_);
   Prime(b, s, 10);  // the last batch had 10: the next start waits for 10
   for (size_t q = 11; q < 21; ++q) Submit(b, q);
   ASSERT_EQ(s.tasks.size(), 2u);  // the window's timer, then the start when the 10th came
@@ -138,7 +139,7 @@ TEST_F(SearchBatcherTest, BatchesNeverExceedMaxQueries) {
   ManualScheduler s;
   SearchBatcher::Options o;
   o.max_queries = 4;
-  SearchBatcher b(s.With(o), &metrics_);
+  SearchBatcher b(o, s.With(), &metrics_);
   Prime(b, s, 9);  // q0 alone, then 4 + 4 + 1
   ASSERT_EQ(answers_.size(), 10u);
   EXPECT_NE(metrics_.Render(*engine_).find("mnemo_search_batch_queries_count 4\n"), std::string::npos);
@@ -150,7 +151,7 @@ TEST_F(SearchBatcherTest, NextBatchWaitsAWindowUntilAsManyAsLastTimeHaveCome) {
   SearchBatcher::Options o;
   o.window_fraction = 1.0;  // wait as long as the last batch took...
   o.max_window = microseconds(5'000'000);  // ...up to 5 s: never reached here
-  SearchBatcher b(s.With(o), &metrics_);
+  SearchBatcher b(o, s.With(), &metrics_);
   Prime(b, s, 3);  // a batch of 3
   ASSERT_EQ(answers_.size(), 4u);
 
@@ -174,7 +175,7 @@ TEST_F(SearchBatcherTest, WindowEndsTheWaitWhenCompanyDoesNotCome) {
   SearchBatcher::Options o;
   o.window_fraction = 0;  // always the fixed window
   o.max_window = microseconds(300);
-  SearchBatcher b(s.With(o), &metrics_);
+  SearchBatcher b(o, s.With(), &metrics_);
   Prime(b, s, 2);  // a batch of 2
   Submit(b, 3);  // waits 300 us for a second search that never comes
   ASSERT_EQ(s.tasks.size(), 1u);
@@ -186,7 +187,7 @@ TEST_F(SearchBatcherTest, WindowEndsTheWaitWhenCompanyDoesNotCome) {
 }
 
 TEST_F(SearchBatcherTest, WithoutASchedulerTheSubmitterRunsTheBatch) {
-  SearchBatcher b({}, &metrics_);
+  SearchBatcher b({}, {}, &metrics_);
   Submit(b, 7);
   ASSERT_EQ(answers_.size(), 1u);
   EXPECT_EQ(answers_[7], Alone(7));
@@ -200,7 +201,7 @@ TEST_F(SearchBatcherTest, ABatchThatStartsWhileAnotherRunsGoesToThePool) {
   ManualPool pool;
   SearchBatcher::Options o;
   o.max_batches = 2;
-  SearchBatcher b(pool.With(s.With(o)), &metrics_);
+  SearchBatcher b(o, pool.With(s.With()), &metrics_);
   Submit(b, 0, [&] {
     // Still inside the first batch: two more arrive, and a second start
     // runs (as another I/O thread would run it).
@@ -234,7 +235,7 @@ TEST_F(SearchBatcherTest, StartsOfOneRoundAllGoToThePool) {
   ManualPool pool;
   SearchBatcher::Options o;
   o.max_batches = 4;
-  SearchBatcher b(pool.With(s.With(o)), &metrics_);
+  SearchBatcher b(o, pool.With(s.With()), &metrics_);
   for (size_t q = 0; q < 3; ++q) Submit(b, q);
   ASSERT_EQ(s.tasks.size(), 3u);
   while (!s.tasks.empty()) s.RunNext();
@@ -253,7 +254,7 @@ TEST_F(SearchBatcherTest, ABacklogIsSplitIntoShares) {
   ManualPool pool;
   SearchBatcher::Options o;
   o.max_batches = 3;
-  SearchBatcher b(pool.With(s.With(o)), &metrics_);
+  SearchBatcher b(o, pool.With(s.With()), &metrics_);
   Submit(b, 0, [&] {
     for (size_t q = 1; q <= 6; ++q) Submit(b, q);  // two starts, then the cap
     EXPECT_EQ(s.tasks.size(), 2u);
@@ -280,15 +281,16 @@ TEST_F(SearchBatcherTest, ALingeringPoolLoopTakesTheNextSearch) {
   o.linger = std::chrono::seconds(2);
   std::mutex mu;
   std::vector<std::thread> pool_threads;
-  o.offload = [&](std::function<void()> run) {
+  SearchExecutor pool;
+  pool.offload = [&](std::function<void()> run) {
     std::lock_guard<std::mutex> lock(mu);
     pool_threads.emplace_back(std::move(run));
   };
-  SearchBatcher b(o, &metrics_);
+  SearchBatcher b(o, pool, &metrics_);
   auto search = [&](size_t q, std::function<void()> then = [] {}) {
     auto answer = std::make_shared<std::promise<std::vector<int64_t>>>();
     auto got = answer->get_future();
-    b.Submit(collection_, RequestFor(q), [answer, then](Result<engine::SearchResult> res) {
+    b.Submit(collection_, RequestFor(q), [answer, then](Result<SearchResult> res) {
       answer->set_value(res.ok() ? res->ids : std::vector<int64_t>{});
       then();
     });
@@ -329,18 +331,19 @@ TEST_F(SearchBatcherTest, ConcurrentSubmittersOnRealThreadsAllGetTheirAnswers) {
   o.max_batches = 3;
   std::mutex mu;
   std::vector<std::thread> pool_threads;
-  o.offload = [&](std::function<void()> run) {
+  SearchExecutor pool;
+  pool.offload = [&](std::function<void()> run) {
     std::lock_guard<std::mutex> lock(mu);
     pool_threads.emplace_back(std::move(run));
   };
-  SearchBatcher b(o, &metrics_);
+  SearchBatcher b(o, pool, &metrics_);
   std::map<size_t, std::vector<int64_t>> got;
   std::vector<std::thread> submitters;
   for (size_t t = 0; t < 4; ++t) {
     submitters.emplace_back([&, t] {
       for (size_t q = t; q < 64; q += 4) {
         std::promise<std::vector<int64_t>> answer;
-        b.Submit(collection_, RequestFor(q), [&](Result<engine::SearchResult> res) {
+        b.Submit(collection_, RequestFor(q), [&](Result<SearchResult> res) {
           answer.set_value(res.ok() ? res->ids : std::vector<int64_t>{});
         });
         auto ids = answer.get_future().get();
@@ -363,13 +366,13 @@ TEST_F(SearchBatcherTest, ConcurrentSubmittersOnRealThreadsAllGetTheirAnswers) {
   for (size_t q = 0; q < 64; ++q) EXPECT_EQ(got[q], Alone(q)) << q;
 }
 
-// Pulled searches (an HNSW index, whose batches save no work): Submit only queues them; RunReady runs
+// Pulled searches (an HNSW index, whose batches save no work): Submit only queues them; RunPulled runs
 // them on the caller's thread, its own searches first, a share at a time.
 class PulledSearchTest : public SearchBatcherTest {
  protected:
   void SetUp() override {
     SearchBatcherTest::SetUp();
-    engine::CollectionConfig cc;
+    CollectionConfig cc;
     cc.name = "graph";
     cc.dim = 8;
     cc.index = "HNSW16";
@@ -377,30 +380,30 @@ class PulledSearchTest : public SearchBatcherTest {
     ASSERT_TRUE(graph_->Upsert({Iota(data_.n()), data_.base}).ok());
   }
   void SubmitGraph(SearchBatcher& b, size_t q) {
-    b.Submit(graph_, RequestFor(q), [this, q](Result<engine::SearchResult> res) {
+    b.Submit(graph_, RequestFor(q), [this, q](Result<SearchResult> res) {
       ASSERT_TRUE(res.ok()) << res.status().ToString();
       answers_[q] = res->ids;
     });
   }
   std::vector<int64_t> GraphAlone(size_t q) { return graph_->Search(RequestFor(q))->ids; }
-  std::shared_ptr<engine::Collection> graph_;
+  std::shared_ptr<Collection> graph_;
 };
 
-TEST_F(PulledSearchTest, SubmitQueuesAndRunReadyTakesAShareAtATime) {
+TEST_F(PulledSearchTest, SubmitQueuesAndRunPulledTakesAShareAtATime) {
   ManualScheduler s;
   SearchBatcher::Options o;
   o.pull = true;
   o.max_batches = 2;  // a puller takes half of what waits
-  SearchBatcher b(s.With(o), &metrics_);
+  SearchBatcher b(o, s.With(), &metrics_);
   for (size_t q = 0; q < 3; ++q) SubmitGraph(b, q);
   EXPECT_TRUE(s.tasks.empty());  // nothing scheduled: the searches wait for a puller
   EXPECT_EQ(b.pullable(), 3u);
   EXPECT_TRUE(answers_.empty());
-  ASSERT_TRUE(b.RunReady());  // 2 of 3
+  ASSERT_TRUE(b.RunPulled());  // 2 of 3
   EXPECT_EQ(b.pullable(), 1u);
   EXPECT_EQ(answers_.size(), 2u);
-  ASSERT_TRUE(b.RunReady());
-  EXPECT_FALSE(b.RunReady());
+  ASSERT_TRUE(b.RunPulled());
+  EXPECT_FALSE(b.RunPulled());
   ASSERT_EQ(answers_.size(), 3u);
   for (size_t q = 0; q < 3; ++q) EXPECT_EQ(answers_[q], GraphAlone(q)) << q;
   EXPECT_NE(metrics_.Render(*engine_).find("mnemo_search_batch_queries_count 2\n"), std::string::npos);
@@ -421,9 +424,9 @@ TEST_F(PulledSearchTest, PullWaysSharesPulledSearchesWhateverMaxBatches) {
   o.pull = true;
   o.max_batches = 1;
   o.pull_ways = 3;  // a puller takes a third of what waits
-  SearchBatcher b(s.With(o), &metrics_);
+  SearchBatcher b(o, s.With(), &metrics_);
   for (size_t q = 0; q < 3; ++q) SubmitGraph(b, q);
-  ASSERT_TRUE(b.RunReady());
+  ASSERT_TRUE(b.RunPulled());
   EXPECT_EQ(b.pullable(), 2u);
   EXPECT_EQ(answers_.size(), 1u);
 
@@ -434,7 +437,7 @@ TEST_F(PulledSearchTest, PullWaysSharesPulledSearchesWhateverMaxBatches) {
   s.RunNext();
   EXPECT_EQ(answers_[5], Alone(5));
   EXPECT_EQ(answers_[6], Alone(6));
-  while (b.RunReady()) {
+  while (b.RunPulled()) {
   }
   ASSERT_EQ(answers_.size(), 5u);
   for (size_t q = 0; q < 3; ++q) EXPECT_EQ(answers_[q], GraphAlone(q)) << q;
@@ -445,20 +448,21 @@ TEST_F(PulledSearchTest, AnotherPullersSearchesAreTakenOnlyAfterStealAfter) {
   o.pull = true;
   o.steal_after = std::chrono::hours(1);
   int woken = 0;
-  o.wake = [&] { woken++; };
-  SearchBatcher never(o, &metrics_);
+  SearchExecutor waker;
+  waker.wake = [&] { woken++; };
+  SearchBatcher never(o, waker, &metrics_);
   std::thread([&] {
-    EXPECT_FALSE(never.RunReady());  // a puller (an I/O thread)...
+    EXPECT_FALSE(never.RunPulled());  // a puller (an I/O thread)...
     SubmitGraph(never, 0);           // ...that will take this itself: no one is woken
   }).join();
   EXPECT_EQ(woken, 0);
   EXPECT_EQ(never.pullable(), 1u);
-  EXPECT_FALSE(never.RunReady());  // its thread is busy for all we know
+  EXPECT_FALSE(never.RunPulled());  // its thread is busy for all we know
   EXPECT_TRUE(answers_.empty());
   std::thread([&] {
-    EXPECT_FALSE(never.RunReady());
+    EXPECT_FALSE(never.RunPulled());
     SubmitGraph(never, 1);
-    EXPECT_TRUE(never.RunReady());  // its own, and only that
+    EXPECT_TRUE(never.RunPulled());  // its own, and only that
   }).join();
   EXPECT_EQ(woken, 1);  // two waited when it submitted: one more puller could help
   EXPECT_EQ(answers_[1], GraphAlone(1));
@@ -467,19 +471,19 @@ TEST_F(PulledSearchTest, AnotherPullersSearchesAreTakenOnlyAfterStealAfter) {
 
   // A thread that never pulls (a worker, which reads large searches whole):
   // its search is anyone's at once, and an idle puller is woken for it.
-  SearchBatcher worker_fed(o, &metrics_);
+  SearchBatcher worker_fed(o, waker, &metrics_);
   std::thread([&] { SubmitGraph(worker_fed, 2); }).join();
   EXPECT_EQ(woken, 2);  // though it was the only one waiting
-  EXPECT_TRUE(worker_fed.RunReady());
+  EXPECT_TRUE(worker_fed.RunPulled());
   EXPECT_EQ(answers_[2], GraphAlone(2));
 
   o.steal_after = microseconds(0);
-  SearchBatcher at_once(o, &metrics_);
+  SearchBatcher at_once(o, waker, &metrics_);
   std::thread([&] {
-    EXPECT_FALSE(at_once.RunReady());
+    EXPECT_FALSE(at_once.RunPulled());
     SubmitGraph(at_once, 3);
   }).join();
-  EXPECT_TRUE(at_once.RunReady());
+  EXPECT_TRUE(at_once.RunPulled());
   EXPECT_EQ(answers_[3], GraphAlone(3));
 }
 
@@ -488,7 +492,7 @@ TEST_F(PulledSearchTest, PullersOnRealThreadsAllGetTheirAnswers) {
   o.pull = true;
   o.max_batches = 4;
   o.steal_after = microseconds(20);
-  SearchBatcher b(o, &metrics_);
+  SearchBatcher b(o, {}, &metrics_);
   std::mutex mu;
   std::map<size_t, std::vector<int64_t>> got;
   std::vector<std::thread> pullers;
@@ -497,18 +501,18 @@ TEST_F(PulledSearchTest, PullersOnRealThreadsAllGetTheirAnswers) {
       for (size_t q = t; q < 64; q += 4) {
         std::promise<std::vector<int64_t>> answer;
         auto ids = answer.get_future();
-        b.Submit(graph_, RequestFor(q), [&](Result<engine::SearchResult> res) {
+        b.Submit(graph_, RequestFor(q), [&](Result<SearchResult> res) {
           answer.set_value(res.ok() ? res->ids : std::vector<int64_t>{});
         });
         // Pull until this answer is in (it may run on another puller).
-        while (ids.wait_for(std::chrono::seconds(0)) != std::future_status::ready) b.RunReady();
+        while (ids.wait_for(std::chrono::seconds(0)) != std::future_status::ready) b.RunPulled();
         std::lock_guard<std::mutex> lock(mu);
         got[q] = ids.get();
       }
     });
   }
   for (auto& t : pullers) t.join();
-  while (b.RunReady()) {
+  while (b.RunPulled()) {
   }
   ASSERT_EQ(got.size(), 64u);
   for (size_t q = 0; q < 64; ++q) EXPECT_EQ(got[q], GraphAlone(q)) << q;
@@ -516,4 +520,4 @@ TEST_F(PulledSearchTest, PullersOnRealThreadsAllGetTheirAnswers) {
 }
 
 }  // namespace
-}  // namespace mnemo::net
+}  // namespace mnemo::engine

@@ -18,8 +18,8 @@ using mnemo::testing::TempDir;
 TEST(KeysTest, EntryKeysSortByCollectionThenNumericId) {
   EXPECT_LT(EntryKey(1, 255), EntryKey(1, 256));
   EXPECT_LT(EntryKey(1, UINT64_MAX), EntryKey(2, 0));
-  EXPECT_LT(EntryKey(1, 5), CollectionPrefix(2));
-  EXPECT_GE(EntryKey(1, 0), CollectionPrefix(1));
+  EXPECT_LT(EntryKey(1, 5), OwnerPrefix(2));
+  EXPECT_GE(EntryKey(1, 0), OwnerPrefix(1));
   EXPECT_EQ(EntryIdFromKey(EntryKey(9, 0x0102030405060708ull)), 0x0102030405060708ull);
 }
 
@@ -31,14 +31,14 @@ TEST(StoreTest, BatchIsAtomicAndScanIsOrdered) {
   batch.Put(Cf::kEntries, EntryKey(2, 0), "other collection");
   ASSERT_TRUE(store->Write(&batch).ok());
   std::string seen;
-  ASSERT_TRUE(store->Scan(Cf::kEntries, CollectionPrefix(1), CollectionPrefix(2),
+  ASSERT_TRUE(store->Scan(Cf::kEntries, OwnerPrefix(1), OwnerPrefix(2),
                           [&](std::string_view, std::string_view v) {
                             seen += v;
                             return true;
                           }).ok());
   EXPECT_EQ(seen, "123");
   WriteBatch drop(*store);
-  drop.DeleteRange(Cf::kEntries, CollectionPrefix(1), CollectionPrefix(2));
+  drop.DeleteRange(Cf::kEntries, OwnerPrefix(1), OwnerPrefix(2));
   ASSERT_TRUE(store->Write(&drop).ok());
   EXPECT_FALSE(store->Get(Cf::kEntries, EntryKey(1, 1))->has_value());
   EXPECT_EQ(**store->Get(Cf::kEntries, EntryKey(2, 0)), "other collection");

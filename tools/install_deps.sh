@@ -12,7 +12,7 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libxxhash-dev libzstd-dev liblz4-dev libhdf5-dev nlohmann-json3-dev libimath-dev
   libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
-  clang libclang-rt-14-dev                            # the wire fuzzer (libFuzzer)
+  clang libclang-rt-14-dev libomp-dev                 # the wire fuzzer (libFuzzer), the thread-safety check
   python3 python3-numpy python3-flatbuffers python3-pytest python3-h5py
   fortunes                                            # a text corpus for the quick start
 )

@@ -12,6 +12,8 @@
 // Exit codes: 0 success, 1 the operation failed (the server's or the file's
 // message is printed), 2 bad usage.
 #include <CLI/CLI.hpp>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,12 +23,14 @@
 #include <deque>
 #include <filesystem>
 #include <cstdio>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_set>
 
 #include "net/client.h"
+#include "tools/describe.h"
 #include "tools/import_state.h"
 #include "tools/vector_file.h"
 
@@ -73,11 +77,7 @@ class Progress {
 };
 
 void PrintStats(const engine::CollectionStats& s) {
-  std::printf("%s: dim=%u metric=%s index=%s count=%llu trained=%s storage_bytes=%llu "
-              "index_memory_bytes=%llu\n",
-              s.name.c_str(), s.dim, s.metric.c_str(), s.index.c_str(),
-              (unsigned long long)s.count, s.trained ? "yes" : "no",
-              (unsigned long long)s.storage_bytes, (unsigned long long)s.index_memory_bytes);
+  std::printf("%s\n", DescribeCollection(s).c_str());
 }
 
 Result<std::unique_ptr<VecReader>> OpenFile(const std::string& file, const std::string& format) {
@@ -195,6 +195,32 @@ int Import(net::Client& c, const std::string& name, const std::string& file,
   return 0;
 }
 
+// Runs `mnemod --check --data-dir DIR`, which opens the store as the daemon
+// would, prints its collections and closes it: the command-line tool links
+// no engine (ARCHITECTURE.md). mnemod is looked for beside this program,
+// then on the PATH.
+Status CheckWithDaemon(const std::string& data_dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  const fs::path beside = ec ? fs::path() : self.parent_path() / "mnemod";
+  const std::string program = !beside.empty() && fs::exists(beside, ec) ? beside.string() : "mnemod";
+  std::vector<std::string> args = {program, "--check", "--data-dir", data_dir, "--log-level", "warn"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  pid_t pid = 0;
+  if (int err = posix_spawnp(&pid, program.c_str(), nullptr, nullptr, argv.data(), environ); err != 0) {
+    return Status::FailedPrecondition("cannot run '" + program + "' to check the restored store: " +
+                                      std::strerror(err));
+  }
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) return Status::Internal("waitpid: " + std::string(std::strerror(errno)));
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::OK();
+  return Status::Corruption("the restored store does not open (mnemod --check failed; its message is above)");
+}
+
 // Copies a backup into a new data directory and opens it there, which
 // checks it and rebuilds whatever index it must, before any daemon serves it.
 int Restore(const std::string& backup, const std::string& data_dir) {
@@ -214,17 +240,11 @@ int Restore(const std::string& backup, const std::string& data_dir) {
     fs::remove_all(data_dir, ec);
     return Fail(Status::IOError("cannot copy '" + backup + "' to '" + data_dir + "': " + ec.message()));
   }
-  engine::EngineOptions eo;
-  eo.data_dir = data_dir;
-  auto eng = engine::Engine::Open(eo);
-  if (!eng.ok()) {
+  if (Status st = CheckWithDaemon(data_dir); !st.ok()) {
     std::error_code ignored;
     fs::remove_all(data_dir, ignored);
-    return Fail(Status(eng.status().code(), "the restored store does not open: " + eng.status().message()));
+    return Fail(st);
   }
-  for (const auto& c : (*eng)->ListCollections()) PrintStats(c);
-  Status st = (*eng)->Close();
-  if (!st.ok()) return Fail(st);
   std::printf("restored '%s' into '%s'\n", backup.c_str(), data_dir.c_str());
   return 0;
 }

@@ -6,13 +6,15 @@
 # redis). Writes build/gpu-carry.tar.gz; bench/gpu/run.sh unpacks and runs it.
 #
 #   bash bench/gpu/pack.sh   # after building into build/
+#   BASE_BUILD=/tmp/build-old BASE_REV=abc123 bash bench/gpu/pack.sh   # also an earlier build
 # then, with the device tool: carry ["build/gpu-carry.tar.gz"] and run
 #   bash bench/gpu/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=build/gpu-carry
 rm -rf "$out" && mkdir -p "$out/bin" "$out/lib" "$out/python"
-bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss build/bench/hnsw_lone_query /usr/bin/redis-server)
+bins=(build/tools/mnemod build/tools/mnemo build/bench/net_vs_faiss build/bench/engine_vs_faiss
+      build/bench/hnsw_lone_query /usr/bin/redis-server)
 # PERF=1 adds perf(1), for profiling mnemod there (perf record -p PID).
 if [[ "${PERF:-}" == 1 ]]; then bins+=("$(readlink -f /usr/bin/perf)"); fi
 # EXTRA_BINS="/tmp/mnemod-variant ...": more binaries, e.g. a mnemod to compare
@@ -30,6 +32,18 @@ for b in "${bins[@]}"; do
     esac
   done
 done
+# BASE_BUILD=DIR BASE_REV=REV: a build of an earlier commit (REV) to compare
+# with (run.sh compare): its mnemod and benchmarks as *-base, and its Python
+# client as base-reader/.
+if [[ -n "${BASE_BUILD:-}" ]]; then
+  for b in tools/mnemod bench/engine_vs_faiss; do
+    strip --strip-unneeded -o "$out/bin/$(basename "$b")-base" "$BASE_BUILD/$b"
+  done
+  mkdir -p "$out/base-reader"
+  git archive "${BASE_REV:?BASE_REV names the commit BASE_BUILD was built from}" reader |
+    tar -x -C "$out/base-reader" --strip-components=1
+  echo "$BASE_REV" > "$out/base-reader/REV"
+fi
 strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
 cp -r /usr/lib/python3/dist-packages/flatbuffers /usr/lib/python3/dist-packages/redis "$out/python/"
 tar -C build -czf build/gpu-carry.tar.gz gpu-carry

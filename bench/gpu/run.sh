@@ -30,5 +30,26 @@ case "$mode" in
   all)
     $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-}
     MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
-  *) echo "usage: run.sh [kv|search|hnsw-lone|all] [benchmark arguments]" >&2; exit 2 ;;
+  compare)
+    # This build beside the earlier one that pack.sh carried (BASE_BUILD):
+    # each benchmark runs twice in turn, base first, on this machine.
+    [[ -x $carry/bin/mnemod-base ]] || { echo "no base build carried: see pack.sh" >&2; exit 2; }
+    echo "base: $(cat "$carry/base-reader/REV"); this: $(git rev-parse --short HEAD 2>/dev/null || echo working tree)"
+    for side in base this; do
+      sfx=$([[ $side == base ]] && echo -base || true)
+      echo "== engine_vs_faiss, $side"
+      "$carry/bin/engine_vs_faiss$sfx" ${ENGINE_ARGS:-}
+    done
+    for side in base this; do
+      sfx=$([[ $side == base ]] && echo -base || true)
+      echo "== net_vs_faiss, $side mnemod"
+      MNEMOD=$carry/bin/mnemod$sfx "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-}
+    done
+    for side in base this; do
+      sfx=$([[ $side == base ]] && echo -base || true)
+      reader=$([[ $side == base ]] && echo "$carry/base-reader" || echo "$PWD/reader")
+      echo "== kv_throughput, $side mnemod and client"
+      MNEMO_READER=$reader $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod$sfx" ${KV_ARGS:-}
+    done ;;
+  *) echo "usage: run.sh [kv|search|hnsw-lone|all|compare] [benchmark arguments]" >&2; exit 2 ;;
 esac

@@ -3,7 +3,8 @@
 ``Client`` talks to a ``mnemod`` daemon; errors raise ``mnemo.Error``
 subclasses carrying the server's message.
 """
-from mnemo.client import Client, CollectionStats, Entries, KvSpaceStats
+from mnemo.client import Client
+from mnemo.types import CollectionStats, Entries, KvSpaceStats
 from mnemo.hashing import prefix_hashes
 from mnemo.errors import (AlreadyExists, Corruption, Error, FailedPrecondition, Internal,
                           InvalidArgument, NotFound, OutOfRange, PermissionDenied,

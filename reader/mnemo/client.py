@@ -1,111 +1,41 @@
-"""The network client for mnemod.
+"""The network client for mnemod: ``Client``, one connection to a daemon.
 
-Wire format (``net/mnemo.fbs``, "Framing"): an 8-byte header (the
-FlatBuffer's length and the attachment's, little-endian uint32s), one
-FlatBuffer, then the attachment: KV layers, sent from and received into the
-caller's arrays without joined copies. A ``Client`` is one TCP connection;
-it is not safe to share between threads (make one per thread).
+The pieces behind it are private modules: ``_transport`` (framing, one
+connection), ``_builders`` (request tables), ``_kv_stream`` (a streamed
+get_kv reply), ``_same_host`` (puts through the daemon's files) and
+``_buffers`` (reused memory for get_kv's arrays).
 """
-import concurrent.futures
-import contextlib
-import dataclasses
-import logging
-import os
-import socket
-import struct
-import sys
-import threading
-import weakref
-from typing import List, Optional
+from __future__ import annotations
 
-import flatbuffers
+import contextlib
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
+import numpy.typing as npt
 
 from mnemo import errors
+from mnemo._buffers import RecycledBlocks
+from mnemo._builders import bytes_vector, offsets_vector, string, table, u64_vector
+from mnemo._kv_stream import KvStream
+from mnemo._same_host import MIN_BYTES as _SAME_HOST_MIN_BYTES
+from mnemo._same_host import SameHostWriter, interleaved, is_loopback
+from mnemo._transport import Connection, body
+from mnemo.types import CollectionStats, Entries, KvSpaceStats
 from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
-                        Delete, DropCollection, DropKvSpace, Entries as WireEntries, Error as
-                        WireError, Get, GetKv, GetKvStats, GetStats, KvReservation, KvSegment,
-                        KvSpaceInfo, ListCollections, MatchPrefix, Payload, PutKv, Request,
-                        RequestFrame, ReserveKv, Response, ResponseFrame, Search, SearchResult,
-                        Train, Upsert)
+                        Delete, DropCollection, DropKvSpace, Entries as WireEntries, Get, GetKv,
+                        GetKvStats, GetStats, KvSpaceInfo, ListCollections, MatchPrefix, Payload,
+                        PutKv, Request, Response, Search, SearchResult, Train, Upsert)
 
-log = logging.getLogger(__name__)
-
-PROTOCOL_VERSION = 2
-_HEADER = struct.Struct("<II")  # FlatBuffer bytes, attachment bytes
-_IOV_MAX = 1024  # buffers per sendmsg / pwritev
-# A same-host put costs a round trip more than one over the connection; it
-# pays from about a megabyte of layers on.
-_SAME_HOST_MIN_BYTES = 1 << 20
-_VALUE_FILES_KEPT = 16  # open value-log files a same-host client keeps
-_MAX_REPLY = 1 << 31
-
+__all__ = ["Client", "CollectionStats", "Entries", "KvSpaceStats"]
 
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
 
-
-def _write_all(write, parts):
-    """Calls write(buffers) -> bytes written with every part, no joined
-    copy, until all are written (short writes resume where they stopped)."""
-    views = [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
-    while views:
-        done = write(views[:_IOV_MAX])
-        while views and done >= len(views[0]):
-            done -= len(views[0])
-            views.pop(0)
-        if views and done:
-            views[0] = views[0][done:]
+#: A KV tensor: a numpy array (float16, float32, or uint16 holding bfloat16
+#: bits) or a torch tensor of float16, bfloat16 or float32.
+KvTensor = Any
 
 
-def _send_all(sock, parts):
-    _write_all(sock.sendmsg, parts)
-
-
-def _pwrite_all(fd, parts, offset):
-    def write(views):
-        nonlocal offset
-        n = os.pwritev(fd, views, offset)
-        if n == 0:
-            raise OSError("pwritev wrote nothing")
-        offset += n
-        return n
-    _write_all(write, parts)
-
-
-def _interleaved(k, v, layers):
-    """The flat bytes k and v of `layers` layers as the wire orders them:
-    keys of layer 0, values of layer 0, keys of layer 1, ... (views)."""
-    lb = k.nbytes // layers if layers else 0
-    parts = []
-    for layer in range(layers):
-        parts += [k[layer * lb:(layer + 1) * lb], v[layer * lb:(layer + 1) * lb]]
-    return parts
-
-
-def _close_fds(fds):
-    """Closes the descriptors of a {key: fd} dict and empties it."""
-    for fd in fds.values():
-        os.close(fd)
-    fds.clear()
-
-
-def _is_loopback(host: str) -> bool:
-    return host.strip("[]") in ("localhost", "::1") or host.startswith("127.")
-
-
-def _bytes_vector(b, data):
-    """A [ubyte] vector holding `data` (bytes, or a flat uint8 array), copied
-    into the builder once (flatbuffers' CreateNumpyVector copies it twice)."""
-    view = memoryview(data).cast("B")
-    n = view.nbytes
-    b.StartVector(1, n, 1)
-    b.head = b.Head() - n
-    b.Bytes[b.Head():b.Head() + n] = view
-    b.vectorNumElems = n
-    return b.EndVector()
-
-
-def _raw_bytes(x, writable=False):
+def _raw_bytes(x: KvTensor, writable: bool = False) -> npt.NDArray[np.uint8]:
     """The bytes of a numpy array or torch tensor, as a flat uint8 array
     (no copy when it is contiguous and on the CPU; with ``writable``, only
     then, and the array is its memory)."""
@@ -123,77 +53,7 @@ def _raw_bytes(x, writable=False):
     return a.view(np.uint8).reshape(-1)
 
 
-@dataclasses.dataclass
-class KvSpaceStats:
-    name: str
-    layers: int
-    kv_heads: int
-    head_dim: int
-    dtype: str
-    chunk_tokens: int
-    codec: str
-    capacity_bytes: int
-    ttl_s: int
-    segments: int
-    bytes_stored: int
-    raw_bytes: int
-    hits: int
-    misses: int
-    evictions: int
-    expirations: int
-
-
-def _kv_stats(i) -> KvSpaceStats:
-    return KvSpaceStats(i.Name().decode(), i.Layers(), i.KvHeads(), i.HeadDim(),
-                        i.Dtype().decode(), i.ChunkTokens(), i.Codec().decode(),
-                        i.CapacityBytes(), i.TtlS(), i.Segments(), i.BytesStored(),
-                        i.RawBytes(), i.Hits(), i.Misses(), i.Evictions(), i.Expirations())
-
-
-@dataclasses.dataclass
-class CollectionStats:
-    """What ``Client.stats`` and ``Client.list`` report for a collection."""
-    name: str
-    dim: int
-    metric: str
-    index: str
-    count: int              # live entries
-    deleted_slots: int      # replaced or deleted, awaiting compaction
-    trained: bool           # False while an index gathers training data
-    train_size: int
-    epoch: int
-    index_memory_bytes: int
-    storage_bytes: int
-
-
-@dataclasses.dataclass
-class Entries:
-    """Entries returned by ``Client.get``: only the ids that exist."""
-    ids: np.ndarray          # uint64[m]
-    vectors: np.ndarray      # float32[m, dim]
-    groups: np.ndarray       # uint64[m]
-    payloads: List[bytes]    # m
-
-
-def _table(b, module, **fields):
-    """Builds one table from a generated module; values are scalars or
-    offsets made beforehand (FlatBuffers forbids nesting)."""
-    module.Start(b)
-    for name, value in fields.items():
-        if value is not None:
-            getattr(module, "Add" + name)(b, value)
-    return module.End(b)
-
-
-def _string(b, s):
-    return None if s is None else b.CreateString(s)
-
-
-def _u64(b, values):
-    return b.CreateNumpyVector(np.ascontiguousarray(values, dtype=np.uint64).ravel())
-
-
-def _stats(info) -> CollectionStats:
+def _collection_stats(info) -> CollectionStats:
     def s(v):
         return v.decode() if v is not None else ""
     return CollectionStats(s(info.Name()), info.Dim(), s(info.Metric()), s(info.Index()),
@@ -202,114 +62,11 @@ def _stats(info) -> CollectionStats:
                            info.StorageBytes())
 
 
-class _RecycledBlocks:
-    """Memory for get_kv's result arrays, reused once the caller holds no
-    array of it any more.
-
-    Why: numpy takes arrays of many MiB from mmap, and glibc gives blocks
-    that large back to the kernel when they are freed, so every get into
-    fresh arrays paid for the kernel zeroing new pages (4.2 ms against
-    1.2 ms to fill 32 MiB of reused memory on a 16-core host, a quarter of a
-    get's time at loopback TCP speed).
-
-    The rule: every array made from a block, and every view or torch tensor
-    of those, holds a reference to the block (numpy's ``base``), so a block
-    whose reference count is back to what this list alone holds is in use
-    by nobody and is given out again; an array the caller keeps is never
-    written. Up to ``idle_bytes`` of unused blocks are kept (the least
-    recently used go first); blocks under ``MIN_BYTES`` are not worth it."""
-
-    MIN_BYTES = 1 << 20
-    MAX_BLOCKS = 64  # blocks followed at once; beyond, the oldest are left to the caller
-
-    def __init__(self, idle_bytes: int):
-        self.idle_bytes = idle_bytes
-        self._blocks = []  # uint8 arrays, least recently given out first
-        probe = [np.empty(1, np.uint8)]
-        self._unused_refs = sys.getrefcount(probe[0])  # what the list alone holds, seen this way
-
-    def _unused(self, i):
-        return sys.getrefcount(self._blocks[i]) == self._unused_refs
-
-    def take(self, nbytes: int) -> np.ndarray:
-        """A uint8 array of nbytes whose contents are undefined."""
-        if nbytes < self.MIN_BYTES or self.idle_bytes <= 0:
-            return np.empty(nbytes, np.uint8)
-        found = next((i for i in range(len(self._blocks))
-                      if self._blocks[i].nbytes == nbytes and self._unused(i)), None)
-        block = self._blocks.pop(found) if found is not None else np.empty(nbytes, np.uint8)
-        idle = 0
-        for i in reversed(range(len(self._blocks))):  # keep the most recent unused ones
-            if self._unused(i):
-                idle += self._blocks[i].nbytes
-                if idle > self.idle_bytes:
-                    del self._blocks[i]
-        del self._blocks[:max(0, len(self._blocks) + 1 - self.MAX_BLOCKS)]
-        self._blocks.append(block)
-        return block
-
-
-class _KvStream:
-    """The frames of one streamed get_kv reply, read a layer at a time: each
-    KvSegment frame holds layers [part_first, part_first + part_layers) of
-    the reply in its attachment (part_layers 0: all of them, one frame); an
-    Error frame ends the reply early. The caller holds the client's lock."""
-
-    def __init__(self, client):
-        self._client = client
-        self._part = None      # the open frame's context, from Client._reply
-        self._read_into = None
-        self._next = 0         # the next layer to read, an index into the reply's layers
-        self._part_end = 0     # the end of the open part
-        self._total = None     # layers in the whole reply; None before the first part
-        self._ended = False    # an Error frame (or a broken connection) ended the reply
-
-    def next_part(self):
-        """Closes the open part and reads the next frame's FlatBuffer;
-        returns its KvSegment or raises the error that ended the reply."""
-        self._close_part()
-        try:
-            part = self._client._reply()
-            f, self._read_into = part.__enter__()
-            self._part = part
-            seg = self._client._body(f, KvSegment.KvSegment, Response.Response.KvSegment)
-            first, count = seg.PartFirst(), seg.PartLayers()
-            if count == 0:
-                first, count = 0, seg.LayersLength()
-            if self._total is None:
-                self._total = seg.LayersLength()
-            if first != self._next or first + count > self._total or (count == 0 and self._total):
-                raise errors.Internal(f"reply part of layers {first}+{count} where layer "
-                                      f"{self._next} of {self._total} was due")
-        except BaseException:
-            self._ended = True  # nothing more of this reply can be read in step
-            raise
-        self._part_end = first + count
-        return seg
-
-    def read_layer(self, keys, values):
-        if self._next == self._part_end:
-            self.next_part()
-        self._read_into(keys)
-        self._read_into(values)
-        self._next += 1
-
-    def skip_rest(self):
-        """Reads what is left of the reply, so that the connection stays in
-        step when the reader stopped early; an error frame among it ends it."""
-        try:
-            while not self._ended and self._total is not None and self._part_end < self._total:
-                self._next = self._part_end
-                self.next_part()
-        except errors.Error:
-            pass
-        finally:
-            self._close_part()
-
-    def _close_part(self):
-        part, self._part = self._part, None
-        if part is not None:
-            part.__exit__(None, None, None)  # skips the part's unread attachment
+def _kv_space_stats(i) -> KvSpaceStats:
+    return KvSpaceStats(i.Name().decode(), i.Layers(), i.KvHeads(), i.HeadDim(),
+                        i.Dtype().decode(), i.ChunkTokens(), i.Codec().decode(),
+                        i.CapacityBytes(), i.TtlS(), i.Segments(), i.BytesStored(),
+                        i.RawBytes(), i.Hits(), i.Misses(), i.Evictions(), i.Expirations())
 
 
 class Client:
@@ -320,192 +77,162 @@ class Client:
     >>> c.upsert("docs", ids, vectors)          # uint64[n], float32[n, 128]
     >>> D, I = c.search("docs", queries, k=10)  # float32[q, 10], int64[q, 10]
 
-    ``recycle_bytes``: the memory of get_kv's arrays is reused for later gets
-    once the caller holds none of them; up to this much of it is kept while
-    unused (0: every get allocates new arrays).
+    Parameters
+    ----------
+    address : str
+        ``HOST:PORT`` of the daemon.
+    api_key : str, optional
+        The key every request carries, when the daemon runs with
+        ``--auth-file``.
+    timeout : float, optional
+        Seconds to wait for the connection and for each socket operation.
+    recycle_bytes : int
+        The memory of get_kv's arrays is reused for later gets once the
+        caller holds none of them; up to this much of it is kept while
+        unused (0: every get allocates new arrays).
+    same_host : bool, optional
+        A put_kv of a megabyte or more into a raw space writes its layers
+        straight into the daemon's value-log files when the daemon runs on
+        this machine and this user may write them (one copy instead of
+        three, and no loopback TCP). None (the default) tries it for a
+        loopback address; False never does. Whenever it cannot be used, the
+        put goes over the connection.
 
-    ``same_host``: a put_kv of a megabyte or more into a raw space writes its
-    layers straight into the daemon's value-log file, when the daemon runs
-    on this machine and this user may write that file, instead of sending
-    them on the connection (one copy instead of three, and no loopback TCP).
-    None (the default) tries it for a loopback address; False never does.
-    Whenever it cannot be used, the put goes over the connection.
+    Notes
+    -----
+    Thread-safety: calls from several threads are safe but take turns on the
+    one connection (a request and its reply are never interleaved with
+    another's); a thread that needs throughput of its own should open its own
+    Client. Errors raise ``mnemo.Error`` subclasses carrying the server's
+    message; ``Error.retryable`` says whether the same call may succeed
+    later.
     """
 
     def __init__(self, address: str = "127.0.0.1:7070", api_key: Optional[str] = None,
                  timeout: Optional[float] = None, *, recycle_bytes: int = 256 << 20,
                  same_host: Optional[bool] = None):
-        host, _, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise errors.InvalidArgument(f"address {address!r} is not HOST:PORT")
+        self._connection = Connection(address, api_key, timeout)
         self.address = address
         self.api_key = api_key
-        self._next_id = 1
-        self._kv_shapes = {}  # space -> (kv_heads, head_dim, codec), for put_kv
-        self._same_host = _is_loopback(host) if same_host is None else same_host
-        self._value_files = {}  # (path, device, inode) -> fd, oldest first
-        # Closed with the client, or when it is collected without close().
-        weakref.finalize(self, _close_fds, self._value_files)
-        self._lane_pool = None  # threads that write a same-host put's lanes
-        self._lane_pool_size = 0
-        self._blocks = _RecycledBlocks(recycle_bytes)  # for get_kv's arrays
-        self._lock = threading.Lock()  # guards misuse across threads, not a pool
-        try:
-            self._sock = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
-        except OSError as e:
-            raise errors.Unavailable(f"cannot connect to {address}: {e}") from None
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._kv_shapes: dict = {}  # space -> (kv_heads, head_dim, codec), for put_kv
+        self._same_host = SameHostWriter(
+            self._connection,
+            is_loopback(self._connection.host) if same_host is None else same_host)
+        self._blocks = RecycledBlocks(recycle_bytes)  # for get_kv's arrays
 
-    def close(self):
-        self._sock.close()
-        _close_fds(self._value_files)
-        if self._lane_pool is not None:
-            self._lane_pool.shutdown()
-            self._lane_pool = None
+    def close(self) -> None:
+        """Closes the connection and the daemon's files this client opened."""
+        self._connection.close()
+        self._same_host.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc) -> None:
         self.close()
 
-    # --- transport -------------------------------------------------------
-
-    def _call(self, request_type, build, size_hint=256, attachment=()):
-        """Sends one request built by ``build(builder) -> offset`` (and the
-        buffers of ``attachment``) and returns the reply's ResponseFrame;
-        raises the server's error."""
-        with self._exchange(request_type, build, size_hint, attachment) as (f, _):
-            return f
-
-    @contextlib.contextmanager
-    def _exchange(self, request_type, build, size_hint=256, attachment=()):
-        """Sends a request and reads its reply's FlatBuffer; yields
-        (ResponseFrame, read_into) where read_into(buffer) fills a writable
-        buffer from the reply's attachment. Holds the connection until the
-        block ends, and then skips what of the attachment was not read."""
-        with self._lock:
-            self._send(request_type, build, size_hint, attachment)
-            with self._reply() as got:
-                yield got
-
-    def _send(self, request_type, build, size_hint, attachment=()):
-        """Sends one request frame; the caller holds self._lock."""
-        b = flatbuffers.Builder(size_hint)
-        body = build(b)
-        key = _string(b, self.api_key)
-        rid = self._next_id
-        self._next_id += 1
-        frame = _table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=rid,
-                       ApiKey=key, RequestType=request_type, Request=body)
-        b.Finish(frame)
-        data = memoryview(b.Bytes)[b.Head():]
-        parts = [memoryview(p).cast("B") for p in attachment]
-        try:
-            _send_all(self._sock, [_HEADER.pack(len(data), sum(p.nbytes for p in parts)), data,
-                                   *parts])
-        except OSError as e:
-            raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
-
-    @contextlib.contextmanager
-    def _reply(self):
-        """Reads one reply frame (the caller holds self._lock); yields
-        (ResponseFrame, read_into) as _exchange does, or raises its error."""
-        try:
-            length, left = _HEADER.unpack(self._recv_exact(_HEADER.size))
-            if length > _MAX_REPLY:
-                raise errors.Internal(f"reply of {length} bytes is implausible")
-            reply = self._recv_exact(length)
-        except OSError as e:
-            raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
-        f = ResponseFrame.ResponseFrame.GetRootAs(reply, 0)
-
-        def read_into(buf):
-            nonlocal left
-            view = memoryview(buf).cast("B")
-            if view.nbytes > left:
-                raise errors.Internal(f"the reply's attachment has {left} bytes left, "
-                                      f"not {view.nbytes}")
-            self._recv_into(view)
-            left -= view.nbytes
-
-        try:
-            if f.ResponseType() == Response.Response.Error:
-                err = WireError.Error()
-                err.Init(f.Response().Bytes, f.Response().Pos)
-                raise errors.from_code(err.Code(), (err.Message() or b"").decode())
-            yield f, read_into
-        finally:
-            scratch = memoryview(bytearray(min(left, 1 << 20)))
-            while left:  # keeps the stream in step when a reader stops early
-                n = min(left, scratch.nbytes)
-                self._recv_into(scratch[:n])
-                left -= n
-
-    def _recv_into(self, view):
-        got, n = 0, view.nbytes
-        try:
-            while got < n:
-                k = self._sock.recv_into(view[got:], n - got)
-                if k == 0:
-                    raise errors.Unavailable(f"mnemod at {self.address} closed the connection")
-                got += k
-        except OSError as e:
-            raise errors.Unavailable(f"connection to {self.address} failed: {e}") from None
-
-    def _recv_exact(self, n):
-        buf = bytearray(n)
-        self._recv_into(memoryview(buf))
-        return buf  # FlatBuffers reads a bytearray as it is: no copy
-
-    @staticmethod
-    def _body(f, cls, expected):
-        if f.ResponseType() != expected:
-            raise errors.Internal(f"unexpected reply type {f.ResponseType()}")
-        t = cls()
-        t.Init(f.Response().Bytes, f.Response().Pos)
-        return t
+    def _call(self, request_type: int, build, size_hint: int = 256, attachment: Sequence = ()):
+        return self._connection.call(request_type, build, size_hint, attachment)
 
     # --- collections -----------------------------------------------------
 
     def create_collection(self, name: str, dim: int, metric: str = "l2", index: str = "Flat",
                           capacity: Optional[int] = None, evict: Optional[str] = None,
                           train_size: Optional[int] = None) -> CollectionStats:
+        """Creates a collection.
+
+        Parameters
+        ----------
+        name : str
+            Its name; letters, digits, ``_``, ``-`` and ``.``.
+        dim : int
+            The dimension of every vector.
+        metric : {"l2", "ip", "cosine"}
+        index : str
+            A FAISS factory string: ``"Flat"``, ``"HNSW32"``, ``"IVF1024,PQ16"``, ...
+        capacity : int, optional
+            At most this many entries; ``evict`` says which go beyond.
+        evict : {"fifo", "lru"}, optional
+        train_size : int, optional
+            Entries gathered before an index that needs training is trained
+            (default: FAISS's advice); searches are exact until then.
+
+        Returns
+        -------
+        CollectionStats
+            The new collection's.
+
+        Raises
+        ------
+        AlreadyExists, InvalidArgument
+        """
         def build(b):
-            return _table(b, CreateCollection, Name=_string(b, name), Dim=int(dim),
-                          Metric=_string(b, metric), Index=_string(b, index),
-                          Capacity=int(capacity or 0), Evict=_string(b, evict or ""),
-                          TrainSize=int(train_size or 0))
+            return table(b, CreateCollection, Name=string(b, name), Dim=int(dim),
+                         Metric=string(b, metric), Index=string(b, index),
+                         Capacity=int(capacity or 0), Evict=string(b, evict or ""),
+                         TrainSize=int(train_size or 0))
         f = self._call(Request.Request.CreateCollection, build)
-        return _stats(self._body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))
+        return _collection_stats(
+            body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))
 
     def drop(self, name: str) -> None:
+        """Deletes a collection and everything in it. Raises NotFound."""
         self._call(Request.Request.DropCollection,
-                   lambda b: _table(b, DropCollection, Name=_string(b, name)))
+                   lambda b: table(b, DropCollection, Name=string(b, name)))
 
     def list(self) -> List[CollectionStats]:
-        f = self._call(Request.Request.ListCollections, lambda b: _table(b, ListCollections))
-        lst = self._body(f, CollectionList.CollectionList, Response.Response.CollectionList)
-        return [_stats(lst.Collections(i)) for i in range(lst.CollectionsLength())]
+        """Every collection (a key bound to collections sees only those)."""
+        f = self._call(Request.Request.ListCollections, lambda b: table(b, ListCollections))
+        lst = body(f, CollectionList.CollectionList, Response.Response.CollectionList)
+        return [_collection_stats(lst.Collections(i)) for i in range(lst.CollectionsLength())]
 
     def stats(self, name: str) -> CollectionStats:
+        """A collection's figures. Raises NotFound."""
         f = self._call(Request.Request.GetStats,
-                       lambda b: _table(b, GetStats, Name=_string(b, name)))
-        return _stats(self._body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))
+                       lambda b: table(b, GetStats, Name=string(b, name)))
+        return _collection_stats(
+            body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))
 
     def train(self, name: str) -> None:
-        self._call(Request.Request.Train, lambda b: _table(b, Train, Name=_string(b, name)))
+        """Trains a collection's index on the entries stored so far, instead
+        of waiting for ``train_size`` of them. Raises FailedPrecondition when
+        it is already trained."""
+        self._call(Request.Request.Train, lambda b: table(b, Train, Name=string(b, name)))
 
     def backup(self, dir: str) -> None:
-        """A consistent copy of the daemon's whole store in `dir`, an absolute
-        path on the daemon's machine that must not exist yet. Writes go on
-        meanwhile; the copy holds every write acknowledged before the call."""
-        self._call(Request.Request.Backup, lambda b: _table(b, Backup, Dir=_string(b, dir)))
+        """Writes a consistent copy of the daemon's whole store to ``dir``.
 
-    def upsert(self, name: str, ids, vectors, groups=None, payloads=None) -> int:
-        """Inserts or replaces entries. ids: uint64[n]; vectors: float32[n, dim];
-        groups: uint64[n] or None; payloads: n bytes/str or None. Returns n once
-        the batch is durable (in the daemon's write-ahead log)."""
+        Parameters
+        ----------
+        dir : str
+            An absolute path on the daemon's machine that must not exist yet
+            (inside ``--backup-root`` when the daemon has one). Writes go on
+            meanwhile; the copy holds every write acknowledged before the call.
+        """
+        self._call(Request.Request.Backup, lambda b: table(b, Backup, Dir=string(b, dir)))
+
+    def upsert(self, name: str, ids: npt.ArrayLike, vectors: npt.ArrayLike,
+               groups: Optional[npt.ArrayLike] = None,
+               payloads: Optional[Sequence[Union[bytes, str]]] = None) -> int:
+        """Inserts or replaces entries.
+
+        Parameters
+        ----------
+        name : str
+        ids : array_like of uint64, (n,)
+            Client-chosen, at most 2**63 - 1; an existing id is replaced.
+        vectors : array_like of float32, (n, dim)
+        groups : array_like of uint64, (n,), optional
+            A document, session or tenant per entry (searches can filter).
+        payloads : sequence of bytes or str, optional
+            n payloads (e.g. the text of a chunk).
+
+        Returns
+        -------
+        int
+            n, once the batch is durable (in the daemon's write-ahead log).
+            On an error nothing of the batch is stored.
+        """
         ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
@@ -518,27 +245,24 @@ class Client:
         def build(b):
             pv = None
             if payloads is not None:
-                offs = []
-                for p in payloads:
-                    data = p.encode() if isinstance(p, str) else bytes(p)
-                    offs.append(_table(b, Payload, Data=_bytes_vector(b, data)))
-                Upsert.StartPayloadsVector(b, len(offs))
-                for o in reversed(offs):
-                    b.PrependUOffsetTRelative(o)
-                pv = b.EndVector()
-            gv = _u64(b, groups) if groups is not None else None
+                offs = [table(b, Payload, Data=bytes_vector(b, p.encode() if isinstance(p, str)
+                                                            else bytes(p)))
+                        for p in payloads]
+                pv = offsets_vector(b, Upsert.StartPayloadsVector, offs)
+            gv = u64_vector(b, groups) if groups is not None else None
             vv = b.CreateNumpyVector(vectors.ravel())
-            iv = _u64(b, ids)
-            return _table(b, Upsert, Collection=_string(b, name), Ids=iv, Vectors=vv,
-                          Groups=gv, Payloads=pv)
+            iv = u64_vector(b, ids)
+            return table(b, Upsert, Collection=string(b, name), Ids=iv, Vectors=vv,
+                         Groups=gv, Payloads=pv)
         f = self._call(Request.Request.Upsert, build, 1024 + vectors.nbytes + ids.nbytes * 2)
-        return self._body(f, Ack.Ack, Response.Response.Ack).Count()
+        return body(f, Ack.Ack, Response.Response.Ack).Count()
 
-    def get(self, name: str, ids) -> Entries:
+    def get(self, name: str, ids: npt.ArrayLike) -> Entries:
+        """The entries with these ids that exist, in the order asked."""
         ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
         f = self._call(Request.Request.Get,
-                       lambda b: _table(b, Get, Collection=_string(b, name), Ids=_u64(b, ids)))
-        e = self._body(f, WireEntries.Entries, Response.Response.Entries)
+                       lambda b: table(b, Get, Collection=string(b, name), Ids=u64_vector(b, ids)))
+        e = body(f, WireEntries.Entries, Response.Response.Entries)
         found = e.IdsAsNumpy() if e.IdsLength() else np.zeros(0, np.uint64)
         m = len(found)
         vectors = e.VectorsAsNumpy() if e.VectorsLength() else np.zeros(0, np.float32)
@@ -552,27 +276,47 @@ class Client:
                        np.zeros((0, 0), np.float32),
                        np.array(groups, dtype=np.uint64), payloads)
 
-    def delete(self, name: str, ids) -> int:
+    def delete(self, name: str, ids: npt.ArrayLike) -> int:
+        """Removes the entries with these ids; returns how many existed."""
         ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
         f = self._call(Request.Request.Delete,
-                       lambda b: _table(b, Delete, Collection=_string(b, name), Ids=_u64(b, ids)))
-        return self._body(f, Ack.Ack, Response.Response.Ack).Count()
+                       lambda b: table(b, Delete, Collection=string(b, name), Ids=u64_vector(b, ids)))
+        return body(f, Ack.Ack, Response.Response.Ack).Count()
 
-    def search(self, name: str, queries, k: int = 10, nprobe: Optional[int] = None,
-               ef: Optional[int] = None, group: Optional[int] = None):
-        """Returns (D, I): float32[q, k] distances (squared L2 for l2, inner
-        products for ip and cosine) and int64[q, k] ids, -1 where fewer than
-        k entries qualified."""
+    def search(self, name: str, queries: npt.ArrayLike, k: int = 10, nprobe: Optional[int] = None,
+               ef: Optional[int] = None, group: Optional[int] = None
+               ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """The k nearest entries of each query.
+
+        Parameters
+        ----------
+        name : str
+        queries : array_like of float32, (q, dim) or (dim,)
+        k : int
+        nprobe : int, optional
+            IVF lists to probe (index default 1).
+        ef : int, optional
+            HNSW efSearch (index default 16).
+        group : int, optional
+            Only entries of this group.
+
+        Returns
+        -------
+        D : ndarray of float32, (q, k)
+            Squared L2 distances for l2, inner products for ip and cosine.
+        I : ndarray of int64, (q, k)
+            Ids, -1 where fewer than k entries qualified.
+        """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         rows = 1 if q.ndim == 1 else q.shape[0]
 
         def build(b):
             qv = b.CreateNumpyVector(q.ravel())
-            return _table(b, Search, Collection=_string(b, name), Queries=qv, K=int(k),
-                          Nprobe=int(nprobe or 0), Ef=int(ef or 0),
-                          HasGroup=group is not None, Group=int(group or 0))
+            return table(b, Search, Collection=string(b, name), Queries=qv, K=int(k),
+                         Nprobe=int(nprobe or 0), Ef=int(ef or 0),
+                         HasGroup=group is not None, Group=int(group or 0))
         f = self._call(Request.Request.Search, build, 256 + q.nbytes)
-        r = self._body(f, SearchResult.SearchResult, Response.Response.SearchResult)
+        r = body(f, SearchResult.SearchResult, Response.Response.SearchResult)
         n, kk = r.N(), r.K()
         if n * kk == 0:
             return np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64)
@@ -584,31 +328,57 @@ class Client:
     def create_kv_space(self, name: str, layers: int, kv_heads: int, head_dim: int,
                         dtype: str = "f16", chunk_tokens: int = 256, codec: str = "raw",
                         capacity_bytes: Optional[int] = None,
-                        ttl_s: Optional[int] = None) -> "KvSpaceStats":
-        """codec: raw, int8, int4, int4:G (group size G) or entropy (see
-        kv/codec.h). capacity_bytes: LRU eviction beyond; ttl_s: segments
-        older than this many seconds are gone."""
-        f = self._call(Request.Request.CreateKvSpace, lambda b: _table(
-            b, CreateKvSpace, Name=_string(b, name), Layers=layers, KvHeads=kv_heads,
-            HeadDim=head_dim, Dtype=_string(b, dtype), ChunkTokens=chunk_tokens,
-            Codec=_string(b, codec), CapacityBytes=int(capacity_bytes or 0),
+                        ttl_s: Optional[int] = None) -> KvSpaceStats:
+        """Creates a store of KV segments for one model shape.
+
+        Parameters
+        ----------
+        name : str
+        layers, kv_heads, head_dim : int
+            The model's shape.
+        dtype : {"f16", "bf16", "f32"}
+        chunk_tokens : int
+            Tokens per segment at most (prefix_hashes' chunk size).
+        codec : str
+            ``raw``, ``int8``, ``int4``, ``int4:G`` (group size G) or
+            ``entropy`` (kvcache/codec.h documents each).
+        capacity_bytes : int, optional
+            Least recently used segments are evicted beyond this.
+        ttl_s : int, optional
+            Segments older than this many seconds are gone.
+        """
+        f = self._call(Request.Request.CreateKvSpace, lambda b: table(
+            b, CreateKvSpace, Name=string(b, name), Layers=layers, KvHeads=kv_heads,
+            HeadDim=head_dim, Dtype=string(b, dtype), ChunkTokens=chunk_tokens,
+            Codec=string(b, codec), CapacityBytes=int(capacity_bytes or 0),
             TtlS=int(ttl_s or 0)))
-        return _kv_stats(self._body(f, KvSpaceInfo.KvSpaceInfo, Response.Response.KvSpaceInfo))
+        return _kv_space_stats(body(f, KvSpaceInfo.KvSpaceInfo, Response.Response.KvSpaceInfo))
 
     def drop_kv_space(self, name: str) -> None:
+        """Deletes a KV space and every segment in it. Raises NotFound."""
         self._call(Request.Request.DropKvSpace,
-                   lambda b: _table(b, DropKvSpace, Name=_string(b, name)))
+                   lambda b: table(b, DropKvSpace, Name=string(b, name)))
         self._kv_shapes.pop(name, None)
 
-    def kv_stats(self, name: str) -> "KvSpaceStats":
+    def kv_stats(self, name: str) -> KvSpaceStats:
+        """A KV space's figures. Raises NotFound."""
         f = self._call(Request.Request.GetKvStats,
-                       lambda b: _table(b, GetKvStats, Name=_string(b, name)))
-        return _kv_stats(self._body(f, KvSpaceInfo.KvSpaceInfo, Response.Response.KvSpaceInfo))
+                       lambda b: table(b, GetKvStats, Name=string(b, name)))
+        return _kv_space_stats(body(f, KvSpaceInfo.KvSpaceInfo, Response.Response.KvSpaceInfo))
 
-    def put_kv(self, space: str, chunk_hash: bytes, keys, values) -> None:
-        """keys, values: [layers, kv_heads, tokens, head_dim] in the space's
-        dtype (numpy float16/float32, or torch tensors of any of f16, bf16,
-        f32, which travel as their raw bytes)."""
+    def put_kv(self, space: str, chunk_hash: bytes, keys: KvTensor, values: KvTensor) -> None:
+        """Stores the keys and values of one chunk (replacing a segment of
+        the same hash).
+
+        Parameters
+        ----------
+        space : str
+        chunk_hash : bytes
+            32 bytes, from ``mnemo.prefix_hashes``.
+        keys, values : KvTensor, (layers, kv_heads, tokens, head_dim)
+            In the space's dtype: numpy float16/float32, or torch tensors of
+            float16, bfloat16 or float32 (which travel as their raw bytes).
+        """
         shape = tuple(keys.shape)
         if len(shape) != 4 or tuple(values.shape) != shape:
             raise errors.InvalidArgument(
@@ -619,90 +389,48 @@ class Client:
             raise errors.InvalidArgument(f"KV space '{space}' holds kv_heads={heads}, "
                                          f"head_dim={dim}; got the shape {shape}")
         k, v = _raw_bytes(keys), _raw_bytes(values)
-        if (self._same_host and codec == "raw" and k.nbytes + v.nbytes >= _SAME_HOST_MIN_BYTES
-                and self._put_kv_same_host(space, chunk_hash, shape, k, v)):
+        if (self._same_host.enabled and codec == "raw"
+                and k.nbytes + v.nbytes >= _SAME_HOST_MIN_BYTES
+                and self._same_host.put(space, chunk_hash, shape, k, v)):
             return
         # The layers travel in the attachment, each layer's keys then values,
         # straight from the tensors' memory.
-        self._call(Request.Request.PutKv, lambda b: _table(
-            b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Tokens=int(shape[2])), attachment=_interleaved(k, v, shape[0]))
+        self._call(Request.Request.PutKv, lambda b: table(
+            b, PutKv, Space=string(b, space), ChunkHash=bytes_vector(b, chunk_hash),
+            Tokens=int(shape[2])), attachment=interleaved(k, v, shape[0]))
 
-    def _put_kv_same_host(self, space, chunk_hash, shape, k, v) -> bool:
-        """put_kv through a reserved range of the daemon's value log (net/mnemo.fbs,
-        ReserveKv); False when that cannot be used here, and nothing was stored."""
-        try:
-            f = self._call(Request.Request.ReserveKv, lambda b: _table(
-                b, ReserveKv, Space=_string(b, space), Tokens=int(shape[2])))
-        except errors.InvalidArgument:
-            return False  # e.g. tokens out of range: the put over the connection says why
-        r = self._body(f, KvReservation.KvReservation, Response.Response.KvReservation)
-        if shape[0] != r.Layers() or k.nbytes != r.Layers() * r.LayerBytes():
-            return False  # not the space's shape: the put over the connection says how
-        lanes = [r.Lanes(j) for j in range(r.LanesLength())]
-        fds = [self._value_file(lane.Path().decode(), lane.Device(), lane.Inode()) for lane in lanes]
-        if not lanes or None in fds:
-            self._same_host = False  # another machine, container or user
-            return False
-        header = r.LayerHeaderAsNumpy().tobytes()
-        kv = _interleaved(k, v, shape[0])
-        writes = [(fd, [p for i in range(j, shape[0], len(lanes))
-                        for p in (header, kv[2 * i], kv[2 * i + 1])], lane.Offset())
-                  for j, (fd, lane) in enumerate(zip(fds, lanes))]
-        try:
-            # One thread per lane: the kernel takes each file's writes in turn.
-            list(self._lane_writers(len(writes)).map(lambda w: _pwrite_all(*w), writes))
-        except OSError as e:
-            log.warning("same-host put_kv failed (%s); putting over the connection", e)
-            return False  # the reservation lapses unused
-        self._call(Request.Request.PutKv, lambda b: _table(
-            b, PutKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-            Tokens=int(shape[2]), Reservation=r.Id()))
-        return True
-
-    def _lane_writers(self, lanes):
-        """A pool of at least `lanes` threads, kept for later puts."""
-        if self._lane_pool is None or self._lane_pool_size < lanes:
-            if self._lane_pool is not None:
-                self._lane_pool.shutdown()
-            self._lane_pool = concurrent.futures.ThreadPoolExecutor(
-                lanes, thread_name_prefix="mnemo-lane")
-            self._lane_pool_size = lanes
-        return self._lane_pool
-
-    def _value_file(self, path, device, inode):
-        """A writable descriptor of the daemon's file at path, or None when
-        this process cannot open it or opens another file there."""
-        key = (path, device, inode)
-        if key in self._value_files:
-            return self._value_files[key]
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        except OSError:
-            return None
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (device, inode):
-            os.close(fd)
-            return None
-        while len(self._value_files) >= _VALUE_FILES_KEPT:
-            os.close(self._value_files.pop(next(iter(self._value_files))))
-        self._value_files[key] = fd
-        return fd
-
-    def _kv_shape(self, space: str):
+    def _kv_shape(self, space: str) -> Tuple[int, int, str]:
         if space not in self._kv_shapes:
             st = self.kv_stats(space)
             self._kv_shapes[space] = (st.kv_heads, st.head_dim, st.codec)
         return self._kv_shapes[space]
 
-    def get_kv(self, space: str, chunk_hash: bytes, layers=None, out=None):
-        """(keys, values), each [len(layers), kv_heads, tokens, head_dim]:
-        numpy float16 / float32, or uint16 holding bf16 bits (view them with
-        torch as bfloat16). The bytes are received straight into the arrays;
-        with ``out=(keys, values)`` (C-contiguous numpy arrays or CPU torch
-        tensors of that shape and element size, e.g. pinned staging buffers)
-        into those, which are returned. Raises NotFound when the segment is
-        not stored."""
+    def get_kv(self, space: str, chunk_hash: bytes, layers: Optional[Sequence[int]] = None,
+               out: Optional[Tuple[KvTensor, KvTensor]] = None) -> Tuple[KvTensor, KvTensor]:
+        """Reads one segment's keys and values.
+
+        Parameters
+        ----------
+        space : str
+        chunk_hash : bytes
+        layers : sequence of int, optional
+            A subset of layers, in this order (default: all).
+        out : (keys, values), optional
+            C-contiguous numpy arrays or CPU torch tensors of the result's
+            shape and element size (e.g. pinned staging buffers): the bytes
+            are received straight into them, and they are returned.
+
+        Returns
+        -------
+        keys, values : ndarray, (len(layers), kv_heads, tokens, head_dim)
+            numpy float16 / float32, or uint16 holding bf16 bits (view them
+            with torch as bfloat16), received straight into the arrays.
+
+        Raises
+        ------
+        NotFound
+            The segment is not stored.
+        """
         with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, _, read_layer):
             if out is None:
                 keys, values = self._result_arrays(shape, dtype)
@@ -720,9 +448,10 @@ class Client:
                 read_layer(kb[i], vb[i])
         return keys, values
 
-    def get_kv_layers(self, space: str, chunk_hash: bytes, layers=None):
+    def get_kv_layers(self, space: str, chunk_hash: bytes, layers: Optional[Sequence[int]] = None
+                      ) -> Iterator[Tuple[int, np.ndarray, np.ndarray]]:
         """Yields (layer, keys, values) for each layer in order, each
-        [kv_heads, tokens, head_dim], as soon as that layer has arrived: a
+        (kv_heads, tokens, head_dim), as soon as that layer has arrived: a
         model can run layer 0 while later layers are still read and sent. The
         connection is busy until the iteration ends."""
         with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, numbers, read_layer):
@@ -731,9 +460,9 @@ class Client:
                 read_layer(k, v)
                 yield layer, k, v
 
-    def _result_arrays(self, shape, dtype):
-        """Two arrays of shape for a reply's keys and values, in one block
-        of recycled memory (see _RecycledBlocks)."""
+    def _result_arrays(self, shape, dtype) -> Tuple[np.ndarray, np.ndarray]:
+        """Two arrays of ``shape`` for a reply's keys and values, in one
+        block of recycled memory (see _buffers.RecycledBlocks)."""
         n = int(np.prod(shape)) * np.dtype(dtype).itemsize
         block = self._blocks.take(2 * n)
         return block[:n].view(dtype).reshape(shape), block[n:].view(dtype).reshape(shape)
@@ -750,11 +479,11 @@ class Client:
             lv = None
             if layers is not None:
                 lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
-            return _table(b, GetKv, Space=_string(b, space), ChunkHash=_bytes_vector(b, chunk_hash),
-                          Layers=lv, Attachment=True, Stream=True)
-        with self._lock:
-            self._send(Request.Request.GetKv, build, 256)
-            stream = _KvStream(self)
+            return table(b, GetKv, Space=string(b, space), ChunkHash=bytes_vector(b, chunk_hash),
+                         Layers=lv, Attachment=True, Stream=True)
+        with self._connection.lock:
+            self._connection.send(Request.Request.GetKv, build, 256)
+            stream = KvStream(self._connection)
             try:
                 seg = stream.next_part()
                 dtype = _NUMPY_DTYPES[seg.Dtype().decode()]
@@ -767,9 +496,9 @@ class Client:
             finally:
                 stream.skip_rest()
 
-    def match_prefix(self, space: str, chunk_hashes) -> int:
+    def match_prefix(self, space: str, chunk_hashes: Sequence[bytes]) -> int:
         """How many leading chunk hashes (32 bytes each) the space stores."""
         joined = b"".join(bytes(h) for h in chunk_hashes)
-        f = self._call(Request.Request.MatchPrefix, lambda b: _table(
-            b, MatchPrefix, Space=_string(b, space), ChunkHashes=_bytes_vector(b, joined)))
-        return int(self._body(f, Ack.Ack, Response.Response.Ack).Count())
+        f = self._call(Request.Request.MatchPrefix, lambda b: table(
+            b, MatchPrefix, Space=string(b, space), ChunkHashes=bytes_vector(b, joined)))
+        return int(body(f, Ack.Ack, Response.Response.Ack).Count())

@@ -1,14 +1,16 @@
 """mnemo's exceptions: one base class, one subclass per server status code."""
+from typing import Optional
 
 
 class Error(Exception):
     """A request failed. ``code`` is the server's status code (see
-    ``common/status.h``), ``message`` its explanation."""
+    ``common/status.h``), ``message`` its explanation, and ``retryable``
+    whether the same call may succeed later without anything being fixed."""
 
     code = 0
     retryable = False
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Optional[int] = None):
         super().__init__(message)
         self.message = message
         if code is not None:
@@ -32,6 +34,9 @@ class OutOfRange(Error):
 
 
 class FailedPrecondition(Error):
+    """Fix the state first: e.g. train before that, or a store that stopped
+    taking writes after a failed write (a full disk): restart the daemon once
+    the cause is fixed."""
     code = 5
 
 
@@ -42,6 +47,7 @@ class Unavailable(Error):
 
 
 class ResourceExhausted(Error):
+    """A limit was reached (connections, reservations in flight): worth retrying."""
     code = 7
     retryable = True
 
@@ -55,6 +61,7 @@ class Corruption(Error):
 
 
 class Internal(Error):
+    """The daemon failed inside (a bug, memory); the message says what it kept."""
     code = 10
 
 
@@ -73,6 +80,6 @@ class Unimplemented(Error):
 _BY_CODE = {cls.code: cls for cls in Error.__subclasses__()}
 
 
-def from_code(code, message):
+def from_code(code: int, message: str) -> Error:
     """The exception for a server status code (``Error`` for unknown codes)."""
     return _BY_CODE.get(code, Error)(message, code)

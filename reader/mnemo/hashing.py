@@ -13,6 +13,23 @@ import numpy as np
 
 
 def prefix_hashes(token_ids: Sequence[int], chunk_tokens: int, namespace: str = "") -> List[bytes]:
+    """The chained hash of every full chunk of a prompt.
+
+    Parameters
+    ----------
+    token_ids : sequence of int
+        The prompt's token ids.
+    chunk_tokens : int
+        Tokens per chunk (the KV space's ``chunk_tokens``).
+    namespace : str
+        Names the model and space, so that two models never share chunks.
+
+    Returns
+    -------
+    list of bytes
+        32 bytes per full chunk, in order: hash i covers tokens
+        [0, (i + 1) * chunk_tokens). A trailing partial chunk has none.
+    """
     tokens = np.asarray(token_ids, dtype="<i8")
     parent = bytes(32)
     ns = namespace.encode("utf-8")

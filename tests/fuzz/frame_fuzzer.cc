@@ -14,7 +14,7 @@
 #include "net/metrics.h"
 #include "net/protocol.h"
 #include "net/request_handler.h"
-#include "net/search_batcher.h"
+#include "engine/search_batcher.h"
 
 namespace {
 
@@ -22,7 +22,7 @@ struct World {
   std::string dir;
   std::unique_ptr<mnemo::engine::Engine> engine;
   mnemo::net::Metrics metrics;
-  std::unique_ptr<mnemo::net::SearchBatcher> batcher;
+  std::unique_ptr<mnemo::engine::SearchBatcher> batcher;
   std::unique_ptr<mnemo::net::RequestHandler> handler;
 
   World() {
@@ -42,8 +42,8 @@ struct World {
       (void)engine->CreateCollection(c);
     }
     (void)engine->CreateKvSpace({"kv", 2, 1, 4, "f16", 8, "int4:2", 1 << 16, 0});
-    batcher = std::make_unique<mnemo::net::SearchBatcher>(mnemo::net::SearchBatcher::Options{},
-                                                          &metrics);
+    batcher = std::make_unique<mnemo::engine::SearchBatcher>(
+        mnemo::engine::SearchBatcher::Options{}, mnemo::engine::SearchExecutor{}, &metrics);
     handler = std::make_unique<mnemo::net::RequestHandler>(engine.get(), batcher.get(), &metrics);
   }
   ~World() {

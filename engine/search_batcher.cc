@@ -1,9 +1,9 @@
-#include "net/search_batcher.h"
+#include "engine/search_batcher.h"
 
 #include <algorithm>
 #include <thread>
 
-namespace mnemo::net {
+namespace mnemo::engine {
 
 namespace {
 // Tells the submitting threads apart; shared by its searches, so that a
@@ -23,18 +23,28 @@ SearchBatcher::Options Checked(SearchBatcher::Options o) {
 }
 }  // namespace
 
-SearchBatcher::SearchBatcher(Options options, Metrics* metrics)
-    : options_(Checked(std::move(options))), metrics_(metrics) {}
+SearchBatcher::Options SearchBatcher::Options::ForServer(size_t workers, bool pull_on_io,
+                                                         std::chrono::microseconds busy_poll) const {
+  Options o = *this;
+  if (o.max_batches == 0) o.max_batches = pull_on_io ? 1 : workers;
+  if (o.pull_ways == 0) o.pull_ways = workers;
+  if (o.linger.count() == 0) o.linger = busy_poll;
+  if (pull_on_io) o.pull = true;
+  return o;
+}
 
-void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
-                           const engine::SearchRequest& request, Done done) {
+SearchBatcher::SearchBatcher(Options options, SearchExecutor executor, SearchListener* listener)
+    : options_(Checked(std::move(options))), executor_(std::move(executor)), listener_(listener) {}
+
+void SearchBatcher::Submit(std::shared_ptr<Collection> collection,
+                           const SearchRequest& request, Done done) {
   Key key{collection.get(), request.k, request.nprobe, request.ef, request.group.has_value(),
           request.group.value_or(0)};
   std::chrono::microseconds window{0};
   uint64_t wait_id = 0;
   bool pulled, wake = false;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     Queue& q = queues_[key];
     if (!q.collection) {
       q.collection = collection;
@@ -60,29 +70,29 @@ void SearchBatcher::Submit(std::shared_ptr<engine::Collection> collection,
       q.running++;
       starting_++;
       window = enough ? std::chrono::microseconds(0) : WindowLocked(key);
-      if (window.count() > 0 && options_.schedule) {
+      if (window.count() > 0 && executor_.schedule) {
         q.waiting = true;
         q.wait_id = wait_id = ++next_wait_id_;
       }
     }
   }
   if (pulled) {
-    if (wake && options_.wake) options_.wake();
+    if (wake && executor_.wake) executor_.wake();
     return;
   }
-  if (!options_.schedule) {
+  if (!executor_.schedule) {
     SpinWindow(key, window);
     Launch(key);
   } else if (wait_id != 0) {
-    options_.schedule(window, [this, key, wait_id] { StartAfterWindow(key, wait_id); });
+    executor_.schedule(window, [this, key, wait_id] { StartAfterWindow(key, wait_id); });
   } else {
-    options_.schedule(std::chrono::microseconds(0), [this, key] { Launch(key); });
+    executor_.schedule(std::chrono::microseconds(0), [this, key] { Launch(key); });
   }
 }
 
 void SearchBatcher::StartAfterWindow(const Key& key, uint64_t wait_id) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = queues_.find(key);
     if (it == queues_.end() || !it->second.waiting || it->second.wait_id != wait_id) return;
     it->second.waiting = false;
@@ -90,7 +100,7 @@ void SearchBatcher::StartAfterWindow(const Key& key, uint64_t wait_id) {
   Launch(key);
 }
 
-bool SearchBatcher::RunReady() {
+bool SearchBatcher::RunPulled() {
   if (!this_submitter->pulls.load(std::memory_order_relaxed)) {
     this_submitter->pulls.store(true, std::memory_order_relaxed);
   }
@@ -102,10 +112,10 @@ bool SearchBatcher::RunReady() {
   }
   Key key;
   std::vector<Item> batch;
-  std::shared_ptr<engine::Collection> collection;
+  std::shared_ptr<Collection> collection;
   bool alone;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     auto it = ReadyLocked(now);
     if (it == queues_.end()) {
       steal_look_of = this;
@@ -120,7 +130,7 @@ bool SearchBatcher::RunReady() {
   }
   const auto start = Clock::now();
   RunBatch(*collection, batch, alone ? 0 : options_.offload_threads);
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   RecordRunLocked(key, start, batch.size());
   in_flight_--;
   Queue& q = queues_.at(key);
@@ -189,7 +199,7 @@ void SearchBatcher::SpinWindow(const Key& key, std::chrono::microseconds window)
   const auto deadline = Clock::now() + window;
   while (Clock::now() < deadline) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (queues_[key].items.size() >= CompanyLocked(key)) return;
     }
     std::this_thread::yield();
@@ -199,9 +209,9 @@ void SearchBatcher::SpinWindow(const Key& key, std::chrono::microseconds window)
 void SearchBatcher::Launch(const Key& key) {
   bool offload;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     starting_--;
-    offload = options_.offload && (in_flight_ > 0 || starting_ > 0);
+    offload = executor_.offload && (in_flight_ > 0 || starting_ > 0);
     in_flight_++;
   }
   if (!offload) return RunLoop(key, 0);
@@ -209,26 +219,26 @@ void SearchBatcher::Launch(const Key& key) {
 }
 
 void SearchBatcher::Offload(const Key& key) {
-  options_.offload([this, key] { RunLoop(key, options_.offload_threads); });
+  executor_.offload([this, key] { RunLoop(key, options_.offload_threads); });
 }
 
 void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
   for (;;) {
     std::vector<Item> batch;
-    std::shared_ptr<engine::Collection> collection;
+    std::shared_ptr<Collection> collection;
     size_t helpers = 0;
     {
-      std::unique_lock<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       Queue& q = queues_.at(key);
       // A loop on the I/O loop that finds other batches in flight moves to
       // the pool, so that its I/O thread goes back to reading.
-      if (threads == 0 && options_.offload && (in_flight_ > 1 || starting_ > 0) &&
+      if (threads == 0 && executor_.offload && (in_flight_ > 1 || starting_ > 0) &&
           !q.items.empty()) {
         lock.unlock();
         Offload(key);
         return;
       }
-      if (q.items.empty() && (threads == 0 || !LingerLocked(lock, key))) {
+      if (q.items.empty() && (threads == 0 || !LingerLocked(key))) {
         // This loop ends; the last one of the key forgets it (and the collection).
         if (--q.running == 0 && q.pulling == 0) queues_.erase(key);
         in_flight_--;
@@ -240,7 +250,7 @@ void SearchBatcher::RunLoop(const Key& key, uint32_t threads) {
     for (size_t i = 0; i < helpers; ++i) Offload(key);
     const auto start = Clock::now();
     RunBatch(*collection, batch, threads);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     RecordRunLocked(key, start, batch.size());
   }
 }
@@ -251,18 +261,18 @@ void SearchBatcher::RecordRunLocked(const Key& key, Clock::time_point start, siz
   last_run_[key] = {took, searches};
 }
 
-bool SearchBatcher::LingerLocked(std::unique_lock<std::mutex>& lock, const Key& key) {
+bool SearchBatcher::LingerLocked(const Key& key) {
   if (options_.linger.count() <= 0) return false;
   queues_.at(key).lingering++;
   const auto deadline = Clock::now() + options_.linger;
   for (;;) {
     const uint64_t seen = arrivals_.load(std::memory_order_acquire);
-    lock.unlock();
+    mu_.unlock();  // the caller's MutexLock still owns it: taken back below
     // Poll without the lock until any search arrives (of any key), then look.
     while (arrivals_.load(std::memory_order_acquire) == seen && Clock::now() < deadline) {
       std::this_thread::yield();
     }
-    lock.lock();
+    mu_.lock();
     Queue& q = queues_.at(key);
     if (!q.items.empty() || Clock::now() >= deadline) {
       q.lingering--;
@@ -272,7 +282,7 @@ bool SearchBatcher::LingerLocked(std::unique_lock<std::mutex>& lock, const Key& 
 }
 
 std::vector<SearchBatcher::Item> SearchBatcher::TakeBatchLocked(
-    const Key& key, std::shared_ptr<engine::Collection>* collection, size_t* helpers) {
+    const Key& key, std::shared_ptr<Collection>* collection, size_t* helpers) {
   auto it = queues_.find(key);
   Queue& q = it->second;
   *helpers = 0;
@@ -280,7 +290,7 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakeBatchLocked(
   // and starts helpers for the rest while loops are to spare: a backlog
   // spreads over the cores instead of running as one call on one thread.
   const size_t waiting = q.items.size();
-  const size_t ways = options_.offload ? std::min(waiting, options_.max_batches) : 1;
+  const size_t ways = executor_.offload ? std::min(waiting, options_.max_batches) : 1;
   const size_t share = (waiting + ways - 1) / ways;
   size_t queries = 0, take = 0;
   const uint32_t dim = q.collection->dim();
@@ -293,7 +303,7 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakeBatchLocked(
   std::vector<Item> batch(std::make_move_iterator(q.items.begin()),
                           std::make_move_iterator(q.items.begin() + take));
   q.items.erase(q.items.begin(), q.items.begin() + take);
-  if (!q.items.empty() && options_.offload) {
+  if (!q.items.empty() && executor_.offload) {
     *helpers = std::min(options_.max_batches - q.running, (q.items.size() + share - 1) / share);
   }
   q.running += *helpers;
@@ -301,23 +311,25 @@ std::vector<SearchBatcher::Item> SearchBatcher::TakeBatchLocked(
   return batch;
 }
 
-Result<engine::SearchResult> SearchBatcher::TimedSearch(engine::Collection& collection,
-                                                       const engine::SearchRequest& request) {
+Result<SearchResult> SearchBatcher::TimedSearch(Collection& collection,
+                                                       const SearchRequest& request) {
   const auto start = Clock::now();
-  auto result = collection.Search(request);
-  metrics_->RecordSearchCall(std::chrono::duration<double>(Clock::now() - start).count());
+  auto result = collection.SearchValidated(request);
+  if (listener_) listener_->OnSearchCall(std::chrono::duration<double>(Clock::now() - start).count());
   return result;
 }
 
-void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& batch,
+void SearchBatcher::RunBatch(Collection& collection, std::vector<Item>& batch,
                              uint32_t threads) {
   const uint32_t dim = collection.dim();
   const auto now = Clock::now();
-  for (const Item& item : batch) {
-    metrics_->RecordSearchWait(std::chrono::duration<double>(now - item.queued).count());
+  if (listener_) {
+    for (const Item& item : batch) {
+      listener_->OnSearchWait(std::chrono::duration<double>(now - item.queued).count());
+    }
   }
   if (batch.size() == 1) {
-    metrics_->RecordSearchBatch(batch[0].request.queries.size() / dim);
+    if (listener_) listener_->OnSearchBatch(batch[0].request.queries.size() / dim);
     batch[0].request.threads = threads;
     batch[0].done(TimedSearch(collection, batch[0].request));
     return;
@@ -326,10 +338,10 @@ void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& 
   for (const Item& item : batch) {
     queries.insert(queries.end(), item.request.queries.begin(), item.request.queries.end());
   }
-  engine::SearchRequest merged = batch[0].request;
+  SearchRequest merged = batch[0].request;
   merged.queries = queries;
   merged.threads = threads;
-  metrics_->RecordSearchBatch(queries.size() / dim);
+  if (listener_) listener_->OnSearchBatch(queries.size() / dim);
   auto result = TimedSearch(collection, merged);
   if (!result.ok()) {
     for (Item& item : batch) item.done(result.status());
@@ -339,7 +351,7 @@ void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& 
   size_t row = 0;
   for (Item& item : batch) {
     const size_t n = item.request.queries.size() / dim;
-    engine::SearchResult part;
+    SearchResult part;
     part.n = n;
     part.k = k;
     part.distances.assign(result->distances.begin() + row * k,
@@ -350,4 +362,4 @@ void SearchBatcher::RunBatch(engine::Collection& collection, std::vector<Item>& 
   }
 }
 
-}  // namespace mnemo::net
+}  // namespace mnemo::engine

@@ -1,4 +1,4 @@
-#include "kv/codec.h"
+#include "kvcache/codec.h"
 
 #include <zstd.h>
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstring>
 
-namespace mnemo::kv {
+namespace mnemo::kvcache {
 namespace {
 
 constexpr size_t kHeaderBytes = 12;
@@ -377,4 +377,4 @@ void FromFloat(Dtype d, const float* in, size_t n, uint8_t* out) {
   }
 }
 
-}  // namespace mnemo::kv
+}  // namespace mnemo::kvcache

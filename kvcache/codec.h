@@ -40,7 +40,7 @@
 
 #include "common/status.h"
 
-namespace mnemo::kv {
+namespace mnemo::kvcache {
 
 enum class Dtype : uint8_t { kF16 = 0, kBf16 = 1, kF32 = 2 };
 enum class CodecId : uint8_t { kRaw = 0, kInt8 = 1, kInt4 = 2, kEntropy = 3 };
@@ -88,4 +88,4 @@ uint32_t StoredTokens(std::string_view stored);
 void ToFloat(Dtype d, std::span<const uint8_t> in, float* out);
 void FromFloat(Dtype d, const float* in, size_t n, uint8_t* out);
 
-}  // namespace mnemo::kv
+}  // namespace mnemo::kvcache

@@ -1,0 +1,57 @@
+// The search operation: checked here, then batched by the engine's
+// SearchBatcher, which answers on the thread that runs the batch.
+#include <exception>
+#include <string>
+
+#include "net/conversions.h"
+#include "net/operations.h"
+
+namespace mnemo::net {
+namespace {
+
+Reply SearchReply(uint64_t request_id, const engine::SearchResult& r) {
+  flatbuffers::FlatBufferBuilder b(64 + r.ids.size() * 12);
+  return FinishReply(b, request_id, wire::Response::SearchResult, ToWire(b, r).Union());
+}
+
+void Search(const Call& c, const Send&, Respond respond) {
+  auto* r = c.frame.request_as_Search();
+  if (r->collection() == nullptr) {
+    return respond(Status::InvalidArgument("no collection name given"));
+  }
+  auto collection = c.engine.GetCollection(r->collection()->string_view());
+  if (!collection.ok()) return respond(collection.status());
+  engine::SearchRequest req;
+  req.queries = Span(r->queries());
+  req.k = r->k();
+  req.nprobe = r->nprobe();
+  req.ef = r->ef();
+  if (r->has_group()) req.group = r->group();
+  // The one scan of the queries: the batcher trusts it.
+  if (Status st = (*collection)->ValidateSearch(req); !st.ok()) return respond(st);
+  // `in` owns the query floats until the batch has run.
+  c.batcher.Submit(*collection, req,
+                   [in = c.in, id = c.id(), respond = std::move(respond)](
+                       Result<engine::SearchResult> result) {
+                     if (!result.ok()) return respond(result.status());
+                     // On the thread that ran the batch: nothing may escape.
+                     Result<Reply> reply = Status::Internal("search reply could not be built");
+                     try {
+                       reply = SearchReply(id, *result);
+                     } catch (const std::exception& e) {
+                       reply = Status::Internal(std::string("search reply: ") + e.what());
+                     }
+                     respond(std::move(reply));
+                   });
+}
+
+constexpr Operation kRows[] = {
+    {wire::Request::Search, "search", Role::kRead,
+     TargetOf<wire::Search, &wire::Search::collection>, Runs::kSearch, false, Search},
+};
+
+}  // namespace
+
+std::span<const Operation> SearchOperations() { return kRows; }
+
+}  // namespace mnemo::net

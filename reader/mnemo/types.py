@@ -1,0 +1,70 @@
+"""What the client returns: plain dataclasses, no connection inside."""
+from __future__ import annotations
+
+import dataclasses
+from typing import List
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclasses.dataclass
+class CollectionStats:
+    """What ``Client.stats``, ``Client.list`` and ``Client.create_collection``
+    report for a collection."""
+
+    name: str
+    dim: int
+    metric: str
+    #: The FAISS factory string of its index.
+    index: str
+    #: Live entries.
+    count: int
+    #: Slots of replaced or deleted entries, awaiting compaction.
+    deleted_slots: int
+    #: False while an index that needs training gathers its training data.
+    trained: bool
+    train_size: int
+    #: Bumped at each training.
+    epoch: int
+    index_memory_bytes: int
+    storage_bytes: int
+
+
+@dataclasses.dataclass
+class KvSpaceStats:
+    """What ``Client.kv_stats`` and ``Client.create_kv_space`` report."""
+
+    name: str
+    layers: int
+    kv_heads: int
+    head_dim: int
+    #: ``f16``, ``bf16`` or ``f32``.
+    dtype: str
+    chunk_tokens: int
+    #: ``raw``, ``int8``, ``int4``, ``int4:G`` or ``entropy``.
+    codec: str
+    #: 0: unbounded; else least recently used segments are evicted beyond.
+    capacity_bytes: int
+    #: 0: forever; else segments vanish this many seconds after their put.
+    ttl_s: int
+    segments: int
+    #: Encoded bytes of all stored layers.
+    bytes_stored: int
+    #: What they hold in the space's dtype.
+    raw_bytes: int
+    hits: int
+    misses: int
+    evictions: int
+    expirations: int
+
+
+@dataclasses.dataclass
+class Entries:
+    """Entries returned by ``Client.get``: only the ids that exist, in the
+    order asked."""
+
+    ids: npt.NDArray[np.uint64]       # (m,)
+    vectors: npt.NDArray[np.float32]  # (m, dim)
+    groups: npt.NDArray[np.uint64]    # (m,)
+    payloads: List[bytes]             # m
