@@ -3,9 +3,8 @@
 // An HNSW search reads a few hundred vectors and neighbour lists scattered
 // over the whole index, each on a different 4 KiB page: a TLB miss apiece,
 // and on a virtual machine a two-level page walk. On 2 MiB pages the index
-// of 100k x 128 floats needs 40 TLB entries instead of 20,000. Measured on
-// the 16-core GPU host (THP "madvise", the common default): FAISS's batched
-// HNSW32 search ran 28% faster on huge pages, mnemod's served HNSW 8-10%.
+// of 100k x 128 floats needs 40 TLB entries instead of 20,000 (README,
+// "Huge pages", has what that bought).
 //
 // AdviseHugePages marks the 2 MiB-aligned interior of a buffer for
 // transparent huge pages (madvise MADV_HUGEPAGE: pages faulted from now on

@@ -60,18 +60,37 @@ class Collection {
   // queries costs what they cost one by one, so a server need not gather them.
   bool batching_saves_work() const { return index::VectorIndex::BatchingSavesWork(record_.spec); }
 
+  // Inserts or replaces the entries with these ids. OK: durable and visible
+  // (see "Durability"). Errors that change nothing: InvalidArgument (empty
+  // batch, over EngineOptions::max_batch, duplicate ids, ids above 2^63 - 1,
+  // wrong dimension, NaN or infinity, groups or payloads not one per id,
+  // payload over max_payload_bytes), NotFound (dropped), FailedPrecondition
+  // (the store stopped taking writes), Internal (the collection is out of
+  // step). An Internal after the write reached the log: see "Durability".
   Status Upsert(const EntryBatch& batch);
-  // Entries that exist among `ids`.
+  // The entries that exist among `ids`, in the order asked. Changes nothing.
+  // InvalidArgument for an empty list, one over max_batch or an id above
+  // 2^63 - 1; NotFound once dropped; IOError/Corruption from the store.
   Result<EntryList> Get(std::span<const uint64_t> ids) const;
-  // Removes the entries with these ids; returns how many existed.
+  // Removes the entries with these ids; returns how many existed. OK,
+  // errors and durability as for Upsert.
   Result<uint64_t> Delete(std::span<const uint64_t> ids);
+  // The k nearest entries of each query (engine/types.h, SearchResult).
+  // Changes nothing. The errors of ValidateSearch; NotFound once dropped;
+  // Internal when the index fails (FAISS, or the collection out of step).
   Result<SearchResult> Search(const SearchRequest& request) const;
-  // The checks Search makes before searching: an OK here means Search fails
-  // only if the collection is dropped meanwhile or the index breaks.
+  // The checks Search makes before searching: InvalidArgument (no queries,
+  // wrong dimension, over max_queries, NaN or infinity), OutOfRange (k
+  // outside 1..max_k, ef too large, too many results), NotFound (dropped).
+  // An OK here means Search fails only if the collection is dropped
+  // meanwhile or the index breaks.
   Status ValidateSearch(const SearchRequest& request) const;
   // Trains a not-yet-trained index on the entries stored so far, instead of
-  // waiting for train_size entries. FailedPrecondition if already trained.
+  // waiting for train_size entries. FailedPrecondition if already trained,
+  // if there are too few entries or the data cannot train the index
+  // (nothing changes then).
   Status Train();
+  // A snapshot of the collection's figures; never fails.
   CollectionStats Stats() const;
 
  private:

@@ -30,24 +30,40 @@ inline constexpr const char* kValueLogDir = "kv-values";
 class Engine {
  public:
   // Opens or creates the store in options.data_dir and loads every
-  // collection's index from it.
+  // collection's index and KV space from it (no retraining; see
+  // engine/collection.h). InvalidArgument without a data_dir; the store's
+  // IOError/Corruption, prefixed with the collection or space that failed to
+  // load; nothing is left open on an error.
   static Result<std::unique_ptr<Engine>> Open(const EngineOptions& options);
   ~Engine();  // Close()s
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // A new, empty collection, durable once OK. InvalidArgument for a bad
+  // name (letters, digits, '_', '-', '.'; 1-128 bytes), dimension, metric,
+  // eviction or factory string; AlreadyExists; FailedPrecondition once
+  // closed or when the store stopped taking writes. On an error nothing is
+  // created.
   Result<std::shared_ptr<Collection>> CreateCollection(const CollectionConfig& config);
+  // Deletes the collection and everything it stored, atomically; its
+  // Collection objects then answer NotFound. NotFound for an unknown name.
   Status DropCollection(std::string_view name);
+  // NotFound for an unknown name.
   Result<std::shared_ptr<Collection>> GetCollection(std::string_view name) const;
+  // Every collection's figures, by name.
   std::vector<CollectionStats> ListCollections() const;
 
-  // KV spaces (engine/kv_space.h); names follow the collection rules.
+  // KV spaces (engine/kv_space.h), with the same name rules and errors
+  // (InvalidArgument also names the offending shape, dtype or codec field).
   Result<std::shared_ptr<KvSpace>> CreateKvSpace(const KvSpaceConfig& config);
   Status DropKvSpace(std::string_view name);
   Result<std::shared_ptr<KvSpace>> GetKvSpace(std::string_view name) const;
   std::vector<KvSpaceStats> ListKvSpaces() const;
 
-  // Saves graph snapshots and flushes; idempotent. Later calls fail.
+  // Saves graph snapshots and flushes; idempotent. Later creates and
+  // backups fail with FailedPrecondition; Collections must not be used.
+  // An error names the first snapshot or flush that failed; what was
+  // acknowledged is in the write-ahead log regardless.
   Status Close();
 
   // Writes a consistent copy of the store, every collection in it, to `dir`

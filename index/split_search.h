@@ -1,8 +1,9 @@
 // SplitSearch: a search of a few queries spread over OpenMP threads.
 //
 // FAISS parallelises a search over its queries, so a lone query runs on one
-// core however many are idle: a flat scan of 100k x 128 floats takes 5-17 ms
-// on one core, an IVF1024 search with 16 probes up to a millisecond. A server
+// core however many are idle: a flat scan of 100k x 128 floats takes
+// milliseconds on one core, an IVF1024 search with 16 probes a large part
+// of one. A server
 // with nothing else to do splits such a query instead: a flat scan by ranges
 // of rows, an IVF search by probed lists (after its coarse quantizer, itself
 // a flat scan, split by ranges of centroids). Every candidate FAISS would

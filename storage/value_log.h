@@ -16,9 +16,9 @@
 // being appended to excepted) is deleted, or kept to be recycled: up to
 // ValueLogOptions::recycle_files such files are renamed to the next file
 // number and overwritten from the start, as RocksDB recycles its logs.
-// Writing over pages the OS already caches runs several times faster than
-// growing the page cache (11.7 vs 0.4 GB/s on the 2-core development VM);
-// files a backup links to are never recycled.
+// Writing over pages the OS already caches runs many times faster than
+// growing the page cache (README, "Same-host puts", has the figures); files
+// a backup links to are never recycled.
 //
 // Same-host writers: a process on this machine may write a value in place
 // instead of handing its bytes to Append (a client's put skips the network
@@ -85,9 +85,9 @@ struct ValueLogOptions {
   // each file being written (the one appended to, and those reserved in).
   size_t recycle_files = 2;
   // Files reserved in at once, so that a same-host writer fills several in
-  // parallel: the kernel takes one file's writes in turn (4.5 GB/s into
-  // the page cache on the 16-core H100 host); 4 files take 3.2x that, 8
-  // files 4x (bench/page_cache_writes.py).
+  // parallel: the kernel takes one file's writes in turn, so several files
+  // take several times one file's rate (bench/page_cache_writes.py measures
+  // it; README, "Same-host puts").
   size_t reserve_lanes = 8;
   // File I/O, a seam for fault injection; not owned; the default when null.
   rocksdb::FileSystem* fs = nullptr;

@@ -323,13 +323,9 @@ int Bench(const std::string& addr, const std::string& key, const std::string& na
   return 0;
 }
 
-int Main(int argc, char** argv) {
-  CLI::App app{"mnemo: command-line tool for a mnemod daemon"};
-  app.require_subcommand(1);
+// Every option of every subcommand; each subcommand reads its own.
+struct Args {
   std::string addr = "127.0.0.1:7070", api_key;
-  app.add_option("--addr", addr, "daemon address")->capture_default_str();
-  app.add_option("--api-key", api_key, "API key");
-
   std::string name, file, format, metric = "l2", index = "Flat", out, evict, gt;
   uint32_t dim = 0, k = 10, nprobe = 0, ef = 0;
   uint64_t capacity = 0, train_size = 0;
@@ -337,66 +333,197 @@ int Main(int argc, char** argv) {
   size_t clients = 1;
   double seconds = 10;
   std::vector<uint64_t> ids;
-  ImportOptions import_opts;
+  std::string dir, data_dir;
+  ImportOptions import;
+  net::SearchOptions search() const { return {.k = k, .nprobe = nprobe, .ef = ef, .group = group}; }
+};
+
+int CreateCmd(net::Client& c, Args& a) {
+  engine::CollectionConfig cc{a.name, a.dim, a.metric, a.index, a.capacity, a.evict, a.train_size};
+  auto r = c.CreateCollection(cc);
+  if (!r.ok()) return Fail(r.status());
+  std::printf("created '%s' (dim %u, %s, %s)\n", a.name.c_str(), a.dim, a.metric.c_str(), a.index.c_str());
+  return 0;
+}
+
+int ImportCmd(net::Client& c, Args& a) {
+  if (a.import.batch == 0 || a.import.depth == 0) {
+    std::fprintf(stderr, "--batch and --depth must be at least 1\n");
+    return 2;
+  }
+  if (a.import.state_path.empty()) {
+    std::string safe = a.name;
+    for (char& ch : safe) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
+    }
+    a.import.state_path = ".mnemo-import-" + safe + ".state";
+  }
+  return Import(c, a.name, a.file, a.import);
+}
+
+int SearchCmd(net::Client& c, Args& a) {
+  uint32_t qdim = 0;
+  auto q = ReadAll(a.file, a.format, &qdim);
+  if (!q.ok()) return Fail(q.status());
+  auto r = c.Search(a.name, *q, a.search());
+  if (!r.ok()) return Fail(r.status());
+  if (!a.out.empty()) {
+    Status st = WriteIvecs(a.out, r->ids, r->n, r->k);
+    if (!st.ok()) return Fail(st);
+    std::printf("wrote %zu x %u ids to %s\n", r->n, r->k, a.out.c_str());
+    return 0;
+  }
+  for (size_t i = 0; i < r->n; ++i) {
+    for (uint32_t j = 0; j < r->k; ++j) {
+      std::printf("%lld:%g%c", (long long)r->ids[i * r->k + j], r->distances[i * r->k + j],
+                  j + 1 == r->k ? '\n' : ' ');
+    }
+  }
+  return 0;
+}
+
+int GetCmd(net::Client& c, Args& a) {
+  auto s = c.Stats(a.name);
+  if (!s.ok()) return Fail(s.status());
+  auto e = c.Get(a.name, a.ids);
+  if (!e.ok()) return Fail(e.status());
+  for (size_t i = 0; i < e->ids.size(); ++i) {
+    std::printf("%llu group=%llu payload=%zu bytes vector=[", (unsigned long long)e->ids[i],
+                (unsigned long long)e->groups[i], e->payloads[i].size());
+    for (uint32_t j = 0; j < s->dim; ++j) {
+      std::printf("%s%.9g", j ? ", " : "", e->vectors[i * s->dim + j]);
+    }
+    std::printf("]\n");
+  }
+  return 0;
+}
+
+int DeleteCmd(net::Client& c, Args& a) {
+  auto n = c.Delete(a.name, a.ids);
+  if (!n.ok()) return Fail(n.status());
+  std::printf("deleted %llu entries\n", (unsigned long long)*n);
+  return 0;
+}
+
+// `list`, and `stats` without a name.
+int ListCmd(net::Client& c, Args&) {
+  auto all = c.ListCollections();
+  if (!all.ok()) return Fail(all.status());
+  for (const auto& s : *all) PrintStats(s);
+  return 0;
+}
+
+int StatsCmd(net::Client& c, Args& a) {
+  if (a.name.empty()) return ListCmd(c, a);
+  auto s = c.Stats(a.name);
+  if (!s.ok()) return Fail(s.status());
+  PrintStats(*s);
+  return 0;
+}
+
+int DropCmd(net::Client& c, Args& a) {
+  Status st = c.DropCollection(a.name);
+  if (!st.ok()) return Fail(st);
+  std::printf("dropped '%s'\n", a.name.c_str());
+  return 0;
+}
+
+int BackupCmd(net::Client& c, Args& a) {
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(a.dir, ec);
+  const std::string dir = ec ? a.dir : abs.lexically_normal().string();
+  Status st = c.Backup(dir);
+  if (!st.ok()) return Fail(st);
+  std::printf("backed up into '%s'\n", dir.c_str());
+  return 0;
+}
+
+int TrainCmd(net::Client& c, Args& a) {
+  Status st = c.Train(a.name);
+  if (!st.ok()) return Fail(st);
+  std::printf("trained '%s'\n", a.name.c_str());
+  return 0;
+}
+
+// The subcommands that talk to the daemon over one connection.
+using Command = int (*)(net::Client&, Args&);
+
+void AddSearchOptions(CLI::App* cmd, Args& a) {
+  cmd->add_option("name", a.name)->required();
+  cmd->add_option("query_file", a.file)->required();
+  cmd->add_option("--format", a.format, "query file format");
+  cmd->add_option("--k", a.k, "neighbours per query")->capture_default_str();
+  cmd->add_option("--nprobe", a.nprobe, "IVF lists to probe");
+  cmd->add_option("--ef", a.ef, "HNSW efSearch");
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app{"mnemo: command-line tool for a mnemod daemon"};
+  app.require_subcommand(1);
+  Args a;
+  app.add_option("--addr", a.addr, "daemon address")->capture_default_str();
+  app.add_option("--api-key", a.api_key, "API key");
+  std::vector<std::pair<CLI::App*, Command>> commands;
 
   auto* create = app.add_subcommand("create", "create a collection");
-  create->add_option("name", name)->required();
-  create->add_option("--dim", dim, "dimension")->required();
-  create->add_option("--metric", metric, "l2, ip or cosine")->capture_default_str();
-  create->add_option("--index", index, "FAISS factory string")->capture_default_str();
-  create->add_option("--capacity", capacity, "maximum entries");
-  create->add_option("--evict", evict, "fifo or lru");
-  create->add_option("--train-size", train_size, "entries gathered before training");
+  create->add_option("name", a.name)->required();
+  create->add_option("--dim", a.dim, "dimension")->required();
+  create->add_option("--metric", a.metric, "l2, ip or cosine")->capture_default_str();
+  create->add_option("--index", a.index, "FAISS factory string")->capture_default_str();
+  create->add_option("--capacity", a.capacity, "maximum entries");
+  create->add_option("--evict", a.evict, "fifo or lru");
+  create->add_option("--train-size", a.train_size, "entries gathered before training");
+  commands.emplace_back(create, CreateCmd);
 
   auto* import = app.add_subcommand("import", "import vectors from a file");
-  import->add_option("name", name)->required();
-  import->add_option("file", file)->required();
-  import->add_option("--format", import_opts.format, "fvecs, bvecs, ivecs, npy, hdf5 or jsonl (default: the extension)");
-  import->add_option("--start-id", import_opts.start_id, "id of the first row")->capture_default_str();
-  import->add_option("--batch", import_opts.batch, "entries per write")->capture_default_str();
-  import->add_option("--depth", import_opts.depth, "writes in flight")->capture_default_str();
-  import->add_flag("--resume", import_opts.resume, "continue an interrupted import of this file");
-  import->add_option("--state", import_opts.state_path, "where the import records its progress (default: .mnemo-import-NAME.state)");
+  import->add_option("name", a.name)->required();
+  import->add_option("file", a.file)->required();
+  import->add_option("--format", a.import.format, "fvecs, bvecs, ivecs, npy, hdf5 or jsonl (default: the extension)");
+  import->add_option("--start-id", a.import.start_id, "id of the first row")->capture_default_str();
+  import->add_option("--batch", a.import.batch, "entries per write")->capture_default_str();
+  import->add_option("--depth", a.import.depth, "writes in flight")->capture_default_str();
+  import->add_flag("--resume", a.import.resume, "continue an interrupted import of this file");
+  import->add_option("--state", a.import.state_path, "where the import records its progress (default: .mnemo-import-NAME.state)");
+  commands.emplace_back(import, ImportCmd);
 
-  auto search_options = [&](CLI::App* cmd) {
-    cmd->add_option("name", name)->required();
-    cmd->add_option("query_file", file)->required();
-    cmd->add_option("--format", format, "query file format");
-    cmd->add_option("--k", k, "neighbours per query")->capture_default_str();
-    cmd->add_option("--nprobe", nprobe, "IVF lists to probe");
-    cmd->add_option("--ef", ef, "HNSW efSearch");
-  };
   auto* search = app.add_subcommand("search", "search with the queries in a file");
-  search_options(search);
-  search->add_option("--group", group, "only entries of this group");
-  search->add_option("--out", out, "write result ids as ivecs");
+  AddSearchOptions(search, a);
+  search->add_option("--group", a.group, "only entries of this group");
+  search->add_option("--out", a.out, "write result ids as ivecs");
+  commands.emplace_back(search, SearchCmd);
+
   auto* bench = app.add_subcommand("bench", "recall, QPS and latency of concurrent clients");
-  search_options(bench);
-  bench->add_option("--gt", gt, "ground truth ivecs")->required();
-  bench->add_option("--clients", clients, "concurrent clients")->capture_default_str();
-  bench->add_option("--seconds", seconds, "duration")->capture_default_str();
+  AddSearchOptions(bench, a);
+  bench->add_option("--gt", a.gt, "ground truth ivecs")->required();
+  bench->add_option("--clients", a.clients, "concurrent clients")->capture_default_str();
+  bench->add_option("--seconds", a.seconds, "duration")->capture_default_str();
 
   auto* get = app.add_subcommand("get", "print entries");
-  get->add_option("name", name)->required();
-  get->add_option("ids", ids)->required();
+  get->add_option("name", a.name)->required();
+  get->add_option("ids", a.ids)->required();
+  commands.emplace_back(get, GetCmd);
   auto* del = app.add_subcommand("delete", "delete entries");
-  del->add_option("name", name)->required();
-  del->add_option("ids", ids)->required();
-  auto* list = app.add_subcommand("list", "list collections");
+  del->add_option("name", a.name)->required();
+  del->add_option("ids", a.ids)->required();
+  commands.emplace_back(del, DeleteCmd);
+  commands.emplace_back(app.add_subcommand("list", "list collections"), ListCmd);
   auto* stats = app.add_subcommand("stats", "show statistics");
-  stats->add_option("name", name);
+  stats->add_option("name", a.name);
+  commands.emplace_back(stats, StatsCmd);
   auto* drop = app.add_subcommand("drop", "drop a collection");
-  drop->add_option("name", name)->required();
+  drop->add_option("name", a.name)->required();
+  commands.emplace_back(drop, DropCmd);
   auto* train = app.add_subcommand("train", "train an index on the entries stored so far");
-  train->add_option("name", name)->required();
-  std::string dir, data_dir;
+  train->add_option("name", a.name)->required();
+  commands.emplace_back(train, TrainCmd);
   auto* backup = app.add_subcommand(
       "backup", "online copy of the daemon's store into DIR, on the daemon's machine");
-  backup->add_option("dir", dir, "new directory (relative paths are made absolute here)")->required();
+  backup->add_option("dir", a.dir, "new directory (relative paths are made absolute here)")->required();
+  commands.emplace_back(backup, BackupCmd);
   auto* restore = app.add_subcommand(
       "restore", "copy a backup into a new data directory for a stopped daemon (no daemon needed)");
-  restore->add_option("dir", dir, "the backup")->required();
-  restore->add_option("--data-dir", data_dir, "new data directory for mnemod")->required();
+  restore->add_option("dir", a.dir, "the backup")->required();
+  restore->add_option("--data-dir", a.data_dir, "new data directory for mnemod")->required();
 
   try {
     app.parse(argc, argv);
@@ -404,91 +531,16 @@ int Main(int argc, char** argv) {
     int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  const net::SearchOptions so{.k = k, .nprobe = nprobe, .ef = ef, .group = group};
-  if (*restore) return Restore(dir, data_dir);
-  if (*bench) return Bench(addr, api_key, name, file, format, gt, clients, seconds, so);
-
-  auto connected = net::Client::Connect(addr, api_key);
-  if (!connected.ok()) return Fail(connected.status());
-  net::Client& c = **connected;
-
-  if (*create) {
-    engine::CollectionConfig cc{name, dim, metric, index, capacity, evict, train_size};
-    auto r = c.CreateCollection(cc);
-    if (!r.ok()) return Fail(r.status());
-    std::printf("created '%s' (dim %u, %s, %s)\n", name.c_str(), dim, metric.c_str(), index.c_str());
-  } else if (*import) {
-    if (import_opts.batch == 0 || import_opts.depth == 0) {
-      std::fprintf(stderr, "--batch and --depth must be at least 1\n");
-      return 2;
-    }
-    if (import_opts.state_path.empty()) {
-      std::string safe = name;
-      for (char& ch : safe) {
-        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_') ch = '_';
-      }
-      import_opts.state_path = ".mnemo-import-" + safe + ".state";
-    }
-    return Import(c, name, file, import_opts);
-  } else if (*search) {
-    uint32_t qdim = 0;
-    auto q = ReadAll(file, format, &qdim);
-    if (!q.ok()) return Fail(q.status());
-    auto r = c.Search(name, *q, so);
-    if (!r.ok()) return Fail(r.status());
-    if (!out.empty()) {
-      Status st = WriteIvecs(out, r->ids, r->n, r->k);
-      if (!st.ok()) return Fail(st);
-      std::printf("wrote %zu x %u ids to %s\n", r->n, r->k, out.c_str());
-    } else {
-      for (size_t i = 0; i < r->n; ++i) {
-        for (uint32_t j = 0; j < r->k; ++j) {
-          std::printf("%lld:%g%c", (long long)r->ids[i * r->k + j], r->distances[i * r->k + j],
-                      j + 1 == r->k ? '\n' : ' ');
-        }
-      }
-    }
-  } else if (*get) {
-    auto s = c.Stats(name);
-    if (!s.ok()) return Fail(s.status());
-    auto e = c.Get(name, ids);
-    if (!e.ok()) return Fail(e.status());
-    for (size_t i = 0; i < e->ids.size(); ++i) {
-      std::printf("%llu group=%llu payload=%zu bytes vector=[", (unsigned long long)e->ids[i],
-                  (unsigned long long)e->groups[i], e->payloads[i].size());
-      for (uint32_t j = 0; j < s->dim; ++j) {
-        std::printf("%s%.9g", j ? ", " : "", e->vectors[i * s->dim + j]);
-      }
-      std::printf("]\n");
-    }
-  } else if (*del) {
-    auto n = c.Delete(name, ids);
-    if (!n.ok()) return Fail(n.status());
-    std::printf("deleted %llu entries\n", (unsigned long long)*n);
-  } else if (*list || (*stats && name.empty())) {
-    auto all = c.ListCollections();
-    if (!all.ok()) return Fail(all.status());
-    for (const auto& s : *all) PrintStats(s);
-  } else if (*stats) {
-    auto s = c.Stats(name);
-    if (!s.ok()) return Fail(s.status());
-    PrintStats(*s);
-  } else if (*drop) {
-    Status st = c.DropCollection(name);
-    if (!st.ok()) return Fail(st);
-    std::printf("dropped '%s'\n", name.c_str());
-  } else if (*backup) {
-    std::error_code ec;
-    auto abs = std::filesystem::absolute(dir, ec);
-    Status st = c.Backup(ec ? dir : abs.lexically_normal().string());
-    if (!st.ok()) return Fail(st);
-    std::printf("backed up into '%s'\n", (ec ? dir : abs.lexically_normal().string()).c_str());
-  } else if (*train) {
-    Status st = c.Train(name);
-    if (!st.ok()) return Fail(st);
-    std::printf("trained '%s'\n", name.c_str());
+  if (*restore) return Restore(a.dir, a.data_dir);
+  if (*bench) {
+    return Bench(a.addr, a.api_key, a.name, a.file, a.format, a.gt, a.clients, a.seconds, a.search());
   }
-  return 0;
+  auto connected = net::Client::Connect(a.addr, a.api_key);
+  if (!connected.ok()) return Fail(connected.status());
+  for (const auto& [cmd, run] : commands) {
+    if (*cmd) return run(**connected, a);
+  }
+  return 2;
 }
 
 }  // namespace

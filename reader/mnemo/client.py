@@ -8,7 +8,7 @@ get_kv reply), ``_same_host`` (puts through the daemon's files) and
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -26,9 +26,10 @@ from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateColle
                         GetKvStats, GetStats, KvSpaceInfo, ListCollections, MatchPrefix, Payload,
                         PutKv, Request, Response, Search, SearchResult, Train, Upsert)
 
-__all__ = ["Client", "CollectionStats", "Entries", "KvSpaceStats"]
+__all__ = ["Client", "CollectionStats", "Entries", "KvSpaceStats", "SearchSpec"]
 
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
+_PIPELINE_DEPTH = 64  # requests search_many has in flight at most
 
 #: A KV tensor: a numpy array (float16, float32, or uint16 holding bfloat16
 #: bits) or a torch tensor of float16, bfloat16 or float32.
@@ -67,6 +68,33 @@ def _kv_space_stats(i) -> KvSpaceStats:
                         i.Dtype().decode(), i.ChunkTokens(), i.Codec().decode(),
                         i.CapacityBytes(), i.TtlS(), i.Segments(), i.BytesStored(),
                         i.RawBytes(), i.Hits(), i.Misses(), i.Evictions(), i.Expirations())
+
+
+#: One search of ``Client.search_many``: the keyword arguments of ``search``.
+SearchSpec = Dict[str, Any]
+
+
+def _search_request(name: str, queries: npt.ArrayLike, k: int = 10, nprobe: Optional[int] = None,
+                    ef: Optional[int] = None, group: Optional[int] = None):
+    """(build, size hint, query rows) of a Search request."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    rows = 1 if q.ndim == 1 else q.shape[0]
+
+    def build(b):
+        qv = b.CreateNumpyVector(q.ravel())
+        return table(b, Search, Collection=string(b, name), Queries=qv, K=int(k),
+                     Nprobe=int(nprobe or 0), Ef=int(ef or 0),
+                     HasGroup=group is not None, Group=int(group or 0))
+    return build, 256 + q.nbytes, rows
+
+
+def _search_result(f, rows: int) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+    r = body(f, SearchResult.SearchResult, Response.Response.SearchResult)
+    n, kk = r.N(), r.K()
+    if n * kk == 0:
+        return np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64)
+    return (np.array(r.DistancesAsNumpy(), dtype=np.float32).reshape(n, kk),
+            np.array(r.IdsAsNumpy(), dtype=np.int64).reshape(n, kk))
 
 
 class Client:
@@ -307,21 +335,62 @@ class Client:
         I : ndarray of int64, (q, k)
             Ids, -1 where fewer than k entries qualified.
         """
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        rows = 1 if q.ndim == 1 else q.shape[0]
+        build, hint, rows = _search_request(name, queries, k, nprobe, ef, group)
+        return _search_result(self._call(Request.Request.Search, build, hint), rows)
 
-        def build(b):
-            qv = b.CreateNumpyVector(q.ravel())
-            return table(b, Search, Collection=string(b, name), Queries=qv, K=int(k),
-                         Nprobe=int(nprobe or 0), Ef=int(ef or 0),
-                         HasGroup=group is not None, Group=int(group or 0))
-        f = self._call(Request.Request.Search, build, 256 + q.nbytes)
-        r = body(f, SearchResult.SearchResult, Response.Response.SearchResult)
-        n, kk = r.N(), r.K()
-        if n * kk == 0:
-            return np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64)
-        return (np.array(r.DistancesAsNumpy(), dtype=np.float32).reshape(n, kk),
-                np.array(r.IdsAsNumpy(), dtype=np.int64).reshape(n, kk))
+    def search_many(self, searches: Sequence[SearchSpec]
+                    ) -> List[Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]:
+        """Several searches, of one collection or many, in one round trip:
+        every request is sent before the first reply is read (the daemon
+        answers a connection's requests in order and batches concurrent
+        searches of one collection into one FAISS call).
+
+        Parameters
+        ----------
+        searches : sequence of SearchSpec
+            Each the arguments of ``search`` as a dict: ``name``,
+            ``queries``, and optionally ``k``, ``nprobe``, ``ef``, ``group``.
+
+        Returns
+        -------
+        list of (D, I)
+            One pair per search, in order, as ``search`` returns them.
+
+        Raises
+        ------
+        Error
+            The first search's error; the replies of the others are read
+            (and dropped) first, so the connection stays usable.
+        """
+        requests = [_search_request(**spec) for spec in searches]
+        results: list = []
+        first_error: Optional[errors.Error] = None
+
+        def receive():
+            nonlocal first_error
+            rows = requests[len(results)][2]
+            try:
+                with self._connection.reply() as (f, _read):
+                    results.append(_search_result(f, rows))
+            except errors.Unavailable:
+                raise  # the connection is gone: nothing more to read
+            except errors.Error as e:
+                results.append(None)
+                first_error = first_error or e
+
+        with self._connection.lock:
+            # At most _PIPELINE_DEPTH unanswered: the daemon stops reading a
+            # connection with too many (net/server.h, max_inflight) until its
+            # replies are read, and this thread reads only after sending.
+            for sent, (build, hint, _) in enumerate(requests):
+                if sent - len(results) >= _PIPELINE_DEPTH:
+                    receive()
+                self._connection.send(Request.Request.Search, build, hint)
+            while len(results) < len(requests):
+                receive()
+        if first_error is not None:
+            raise first_error
+        return results
 
     # --- KV segments ------------------------------------------------------
 

@@ -192,3 +192,34 @@ def test_api_keys_bound_roles_and_collections(daemon_factory, build_dir, tmp_pat
     p = subprocess.run([str(build_dir / "tools" / "mnemod"), "--data-dir", str(tmp_path / "d2"),
                         "--auth-file", str(bad)], capture_output=True, text=True)
     assert p.returncode == 2 and "role must be read, write or admin" in p.stderr
+
+
+def test_search_many_asks_several_collections_in_one_round_trip(daemon):
+    c = mnemo.Client(daemon.address)
+    rng = np.random.default_rng(5)
+    data = {name: rng.standard_normal((50, 8)).astype(np.float32) for name in ("m1", "m2")}
+    for name, vecs in data.items():
+        c.create_collection(name, dim=8, index="HNSW8" if name == "m2" else "Flat")
+        c.upsert(name, np.arange(50, dtype=np.uint64), vecs)
+    q = rng.standard_normal((3, 8)).astype(np.float32)
+    specs = [{"name": "m1", "queries": q, "k": 4}, {"name": "m2", "queries": q[0], "k": 2, "ef": 64},
+             {"name": "m1", "queries": q[1:], "k": 1}]
+    got = c.search_many(specs)
+    assert len(got) == 3
+    for (D, I), spec in zip(got, specs):
+        D1, I1 = c.search(**spec)
+        np.testing.assert_array_equal(I, I1)
+        np.testing.assert_allclose(D, D1)
+    assert got[1][1].shape == (1, 2)
+    # An error in one search is raised once all replies are read; the
+    # connection stays in step for the next call.
+    with pytest.raises(mnemo.NotFound):
+        c.search_many([{"name": "m1", "queries": q}, {"name": "nope", "queries": q},
+                       {"name": "m2", "queries": q}])
+    D, I = c.search("m1", q[:1], k=1)
+    assert I.shape == (1, 1)
+    # More searches than the daemon lets a connection have unanswered.
+    many = c.search_many([{"name": "m1", "queries": q[i % 3], "k": 1} for i in range(600)])
+    assert [int(I[0, 0]) for _, I in many[:3]] == [int(c.search("m1", q[i], k=1)[1][0, 0])
+                                                   for i in range(3)]
+    assert len(many) == 600
