@@ -103,7 +103,7 @@ void RequestHandler::Handle(Frame frame, Done done) {
   }
   // Answered once: by the handler, or here if it throws before it did.
   auto answered = std::make_shared<std::atomic<bool>>(false);
-  Respond respond = [finish, answered, type, id, name](Result<Reply> reply) {
+  Respond respond = [finish, answered, type, id](Result<Reply> reply) {
     if (answered->exchange(true)) return;
     if (!reply.ok()) return finish(type, ErrorResponse(id, reply.status()), true);
     finish(type, std::move(reply).value(), false);

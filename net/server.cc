@@ -14,8 +14,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/cpu_set.h"
-#include "common/mutex.h"
 #include "common/host_port.h"
+#include "common/mutex.h"
 #include "net/request_handler.h"
 
 namespace mnemo::net {
