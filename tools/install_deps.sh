@@ -14,6 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev          # tests/, bench/
   clang libclang-rt-14-dev libomp-dev                 # the wire fuzzer (libFuzzer), the thread-safety check
   python3 python3-numpy python3-flatbuffers python3-pytest python3-h5py
+  python3-torch                                       # reader/mnemo/reader: the Llama core on the CPU
   fortunes                                            # a text corpus for the quick start
 )
 

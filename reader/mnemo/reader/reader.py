@@ -1,0 +1,197 @@
+"""Reader: a model attached to a mnemod daemon (SPEC, "The GPU reader").
+
+Context reuse: a prompt is cut into chunks of the KV space's
+``chunk_tokens``; each full chunk is named by the chained hash of the prompt
+up to its end, under a namespace naming the model (``mnemo.prefix_hashes``).
+Before a prefill the Reader asks the daemon how many leading chunks it
+stores, loads their keys (after RoPE) and values into the model's cache, and
+computes only the rest; the new full chunks are written back on another
+thread, after the logits are returned. A prompt whose chunks are all stored
+still computes its last token: the logits need it.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from mnemo import errors
+from mnemo.client import Client
+from mnemo.hashing import prefix_hashes
+from mnemo.reader.llama import LayerCache
+
+log = logging.getLogger(__name__)
+
+_SPACE_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+
+
+@dataclasses.dataclass
+class PrefillOutput:
+    #: (1, T - reused_tokens, vocab): the logits of the positions computed.
+    logits: torch.Tensor
+    #: Prompt tokens whose keys and values came from the daemon.
+    reused_tokens: int
+    #: The model's cache for the whole prompt, per layer (keys, values),
+    #: (1, G, T, D) each.
+    past_key_values: List[LayerCache]
+
+
+def model_namespace(model: torch.nn.Module) -> str:
+    """A name for the model's identity: its config and a digest of every
+    weight's name, shape, dtype and first bytes. Two processes that load
+    (or seed and build) the same weights get the same namespace; another
+    model, or the same shape with other weights, gets another."""
+    h = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_dict"):
+        h.update(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        sample = t.detach().reshape(-1)[:1024].cpu().contiguous()
+        h.update(sample.view(torch.uint8).numpy().tobytes() if sample.numel() else b"")
+    return "llama/" + h.hexdigest()[:32]
+
+
+class Reader:
+    """A causal LM whose prompts reuse the keys and values a daemon stores.
+
+    Parameters
+    ----------
+    model : LlamaForCausalLM
+        ``mnemo.reader.llama``'s (or any module with its ``config``,
+        ``forward(input_ids, position_ids, past_key_values)`` and output).
+    client : mnemo.Client
+        Used on the calling thread; writes go through a second connection
+        to the same address, on a thread of their own.
+    space : str
+        The KV space; created when absent, shaped from the model.
+    codec, chunk_tokens, capacity_bytes
+        For a space this creates (see ``Client.create_kv_space``).
+    namespace : str, optional
+        Names the model in the chunk hashes; default ``model_namespace(model)``.
+    """
+
+    def __init__(self, model, client: Client, space: str, codec: str = "raw",
+                 chunk_tokens: int = 256, capacity_bytes: Optional[int] = None,
+                 namespace: Optional[str] = None):
+        self.model = model
+        self.client = client
+        self.space = space
+        cfg = model.config
+        dtype = _SPACE_DTYPES.get(model.dtype)
+        if dtype is None:
+            raise errors.InvalidArgument(f"model dtype {model.dtype} has no KV space dtype")
+        try:
+            stats = client.kv_stats(space)
+        except errors.NotFound:
+            stats = client.create_kv_space(space, cfg.num_hidden_layers, cfg.num_key_value_heads,
+                                           cfg.head_dim, dtype=dtype, chunk_tokens=chunk_tokens,
+                                           codec=codec, capacity_bytes=capacity_bytes)
+        want = (cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim, dtype)
+        have = (stats.layers, stats.kv_heads, stats.head_dim, stats.dtype)
+        if want != have:
+            raise errors.FailedPrecondition(
+                f"KV space '{space}' holds layers, kv_heads, head_dim, dtype = {have}; "
+                f"the model needs {want}")
+        self.chunk_tokens = stats.chunk_tokens
+        self.namespace = namespace or model_namespace(model)
+        self._writer_client = Client(client.address, client.api_key)
+        self._writes = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mnemo-kv-write")
+        self._pending: List[concurrent.futures.Future] = []
+
+    def close(self) -> None:
+        self.wait_for_writes()
+        self._writes.shutdown()
+        self._writer_client.close()
+
+    def hashes(self, input_ids: torch.Tensor) -> List[bytes]:
+        """The chunk hashes of a prompt (1, T)."""
+        return prefix_hashes(input_ids[0].tolist(), self.chunk_tokens, self.namespace)
+
+    @torch.no_grad()
+    def prefill(self, input_ids: torch.Tensor) -> PrefillOutput:
+        """Computes a prompt (1, T), reusing the stored chunks of its prefix.
+
+        Returns
+        -------
+        PrefillOutput
+            The logits of the positions computed (reused_tokens onwards).
+        """
+        if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+            raise errors.InvalidArgument(f"input_ids must be (1, T), got {tuple(input_ids.shape)}")
+        total = input_ids.shape[1]
+        hashes = self.hashes(input_ids)
+        stored = self.client.match_prefix(self.space, hashes) if hashes else 0
+        reused = min(stored * self.chunk_tokens, total - 1)
+        cache = self._load(hashes[:stored], reused) if reused > 0 else None
+        device = self.model.device
+        ids = input_ids[:, reused:].to(device)
+        positions = torch.arange(reused, total, device=device)[None]
+        out = self.model(ids, position_ids=positions, past_key_values=cache)
+        self._write_back(hashes, stored, out.past_key_values)
+        return PrefillOutput(out.logits, reused, out.past_key_values)
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32) -> torch.Tensor:
+        """Greedy continuation: (1, T + max_new_tokens)."""
+        out = self.prefill(input_ids)
+        cache, logits = out.past_key_values, out.logits
+        tokens = [input_ids.to(self.model.device)]
+        position = input_ids.shape[1]
+        for _ in range(max_new_tokens):
+            nxt = logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
+            tokens.append(nxt)
+            step = self.model(nxt, position_ids=torch.tensor([[position]], device=nxt.device),
+                              past_key_values=cache)
+            cache, logits = step.past_key_values, step.logits
+            position += 1
+        return torch.cat(tokens, dim=1)
+
+    def wait_for_writes(self) -> None:
+        """Blocks until every chunk written back so far is stored; raises the
+        first write's error."""
+        pending, self._pending = self._pending, []
+        for f in pending:
+            f.result()
+
+    def _load(self, hashes: List[bytes], tokens: int) -> List[LayerCache]:
+        """The cache of the first `tokens` tokens from the stored chunks,
+        per layer (keys, values), (1, G, tokens, D), on the model's device."""
+        device, dtype = self.model.device, self.model.dtype
+        keys, values = [], []
+        for h in hashes:
+            k, v = self.client.get_kv(self.space, h)  # (L, G, chunk, D) each
+            keys.append(_to_torch(k, dtype))
+            values.append(_to_torch(v, dtype))
+        k_all = torch.cat(keys, dim=2)[:, :, :tokens].to(device)  # (L, G, tokens, D)
+        v_all = torch.cat(values, dim=2)[:, :, :tokens].to(device)
+        return [(k_all[i][None], v_all[i][None]) for i in range(k_all.shape[0])]
+
+    def _write_back(self, hashes: List[bytes], stored: int, cache: List[LayerCache]) -> None:
+        """Stores the full chunks after the `stored` ones, on the writer
+        thread (the caller's logits do not wait for it)."""
+        if stored >= len(hashes):
+            return
+        c = self.chunk_tokens
+        k = torch.stack([layer[0][0] for layer in cache])  # (L, G, T, D)
+        v = torch.stack([layer[1][0] for layer in cache])
+        chunks = [(hashes[i], k[:, :, i * c:(i + 1) * c], v[:, :, i * c:(i + 1) * c])
+                  for i in range(stored, len(hashes))]
+
+        def write():
+            for h, kc, vc in chunks:
+                self._writer_client.put_kv(self.space, h, kc.contiguous().cpu(), vc.contiguous().cpu())
+        self._pending.append(self._writes.submit(write))
+
+
+def _to_torch(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """A get_kv array as a tensor of the model's dtype (bf16 arrives as uint16 bits)."""
+    if a.dtype == np.uint16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a).to(dtype)

@@ -1,0 +1,221 @@
+"""mnemo.reader on the CPU (Debian's torch): the Llama core, its Hugging Face
+folder layout, and context reuse from a real mnemod on loopback."""
+import json
+import math
+import pathlib
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mnemo
+from mnemo.reader import LlamaConfig, LlamaForCausalLM, Reader, model_namespace
+from mnemo.reader import safetensors_io
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2-test.txt"
+
+# GQA (4 query heads over 2 kv heads) and Llama 3's RoPE scaling, small.
+LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 32}
+
+
+def tiny(seed=0, **overrides):
+    torch.manual_seed(seed)
+    fields = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, rope_parameters=LLAMA3_ROPE)
+    fields.update(overrides)
+    return LlamaForCausalLM(LlamaConfig(**fields)).eval()
+
+
+def test_a_forward_continued_from_its_cache_equals_the_full_forward():
+    m = tiny()
+    ids = torch.randint(0, 256, (2, 70))
+    with torch.no_grad():
+        full = m(ids)
+        head = m(ids[:, :33])
+        tail = m(ids[:, 33:], past_key_values=head.past_key_values)
+    assert tail.past_key_values[0][0].shape == (2, 2, 70, 16)  # (B, G, T, D)
+    assert (full.logits[:, 33:] - tail.logits).abs().max() < 1e-5
+    # Explicit positions are the ones the cache implies.
+    with torch.no_grad():
+        again = m(ids[:, 33:], position_ids=torch.arange(33, 70).expand(2, 37),
+                  past_key_values=head.past_key_values)
+    assert torch.equal(again.logits, tail.logits)
+
+
+def test_llama3_rope_scaling_changes_only_the_long_wavelengths():
+    from mnemo.reader.llama import rope_inverse_frequencies
+    plain = rope_inverse_frequencies(LlamaConfig(hidden_size=64, num_attention_heads=4,
+                                                 rope_theta=500000.0))
+    scaled = rope_inverse_frequencies(LlamaConfig(hidden_size=64, num_attention_heads=4,
+                                                  rope_parameters=LLAMA3_ROPE))
+    wavelength = 2 * math.pi / plain
+    short = wavelength < 32 / 4.0
+    long = wavelength > 32 / 1.0
+    assert torch.equal(scaled[short], plain[short])
+    assert torch.allclose(scaled[long], plain[long] / 8.0)
+    middle = ~short & ~long
+    assert bool(((scaled[middle] < plain[middle]) & (scaled[middle] > plain[middle] / 8.0)).all())
+
+
+@pytest.mark.parametrize("dtype,tied", [(torch.float32, False), (torch.bfloat16, True)])
+def test_a_saved_model_loads_back_bit_exactly(tmp_path, dtype, tied):
+    m = tiny(tie_word_embeddings=tied).to(dtype)
+    m.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["num_key_value_heads"] == 2 and config["rope_parameters"]["rope_type"] == "llama3"
+    stored = safetensors_io.read_file(str(tmp_path / "model.safetensors"))
+    assert ("lm_head.weight" in stored) == (not tied)
+    loaded = LlamaForCausalLM.from_pretrained(str(tmp_path))
+    assert loaded.dtype == dtype
+    for name, t in m.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], t), name
+    ids = torch.randint(0, 256, (1, 20))
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, m(ids).logits)
+    if tied:
+        assert loaded.lm_head.weight.data_ptr() == loaded.model.embed_tokens.weight.data_ptr()
+
+
+def test_the_safetensors_reader_follows_the_documented_layout(tmp_path):
+    # A file written by hand from the format's description: u64 header
+    # length, JSON header (offsets from the start of the data), data.
+    a = np.arange(6, dtype="<f4").reshape(2, 3)
+    b = np.array([-1, 7], dtype="<i8")
+    header = {"__metadata__": {"format": "pt"},
+              "b": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]},
+              "a": {"dtype": "F32", "shape": [2, 3], "data_offsets": [16, 40]}}
+    text = json.dumps(header).encode()
+    path = tmp_path / "hand.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + b.tobytes() + a.tobytes())
+    got = safetensors_io.read_file(str(path))
+    assert torch.equal(got["a"], torch.from_numpy(a)) and torch.equal(got["b"], torch.from_numpy(b))
+    # What the writer writes, the reader reads: every dtype, empty tensors too.
+    tensors = {"f16": torch.randn(3, 5).half(), "bf16": torch.randn(4).bfloat16(),
+               "i8": torch.tensor([-3, 4], dtype=torch.int8), "flag": torch.tensor([True, False]),
+               "empty": torch.zeros(0, 7)}
+    safetensors_io.write_file(tensors, str(tmp_path / "w.safetensors"), {"k": "v"})
+    raw = (tmp_path / "w.safetensors").read_bytes()
+    assert struct.unpack("<Q", raw[:8])[0] % 8 == 0  # header padded as the package pads it
+    back = safetensors_io.read_file(str(tmp_path / "w.safetensors"))
+    assert set(back) == set(tensors)
+    for k, t in tensors.items():
+        assert back[k].dtype == t.dtype and torch.equal(back[k], t), k
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+    with pytest.raises(ValueError):
+        safetensors_io.read_file(str(bad))
+
+
+HASHES = """
+import sys, torch
+sys.path.insert(0, {reader!r})
+sys.path.insert(0, {tests!r})
+from test_reader import tiny
+from mnemo.reader import model_namespace
+import mnemo
+m = tiny(seed={seed})
+print(model_namespace(m))
+print(" ".join(h.hex() for h in mnemo.prefix_hashes(list(range(100)), 16, model_namespace(m))))
+"""
+
+
+def test_two_processes_hash_a_prompt_alike_and_another_model_differently():
+    def run(seed):
+        code = HASHES.format(reader=str(ROOT / "reader"), tests=str(ROOT / "tests" / "python"), seed=seed)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return out.stdout.split("\n")[:2]
+    first, second, other = run(0), run(0), run(1)
+    assert first == second
+    m = tiny(seed=0)
+    assert first[0] == model_namespace(m)
+    assert first[1].split() == [h.hex() for h in mnemo.prefix_hashes(list(range(100)), 16,
+                                                                        model_namespace(m))]
+    assert other[0] != first[0] and other[1] != first[1]
+
+
+def full_logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def test_reuse_with_raw_equals_a_full_prefill(daemon_factory, tmp_path):
+    d = daemon_factory(tmp_path / "store")
+    m = tiny()
+    r = Reader(m, mnemo.Client(d.address), "tiny", codec="raw", chunk_tokens=16)
+    prompt = torch.randint(0, 256, (1, 56))  # 3 full chunks and 8 tokens
+    first = r.prefill(prompt)
+    assert first.reused_tokens == 0 and first.logits.shape == (1, 56, 256)
+    r.wait_for_writes()
+    assert r.client.match_prefix("tiny", r.hashes(prompt)) == 3
+    want = full_logits(m, prompt)
+
+    again = r.prefill(prompt)
+    assert again.reused_tokens == 48
+    assert (again.logits - want[:, 48:]).abs().max() < 1e-5
+    # All chunks stored: the last token is still computed.
+    whole = r.prefill(prompt[:, :48])
+    assert whole.reused_tokens == 47
+    assert (whole.logits - want[:, 47:48]).abs().max() < 1e-5
+    # A prompt that diverges in its second chunk reuses exactly the first.
+    other = prompt.clone()
+    other[0, 20:] = (other[0, 20:] + 1) % 256
+    diverged = r.prefill(other)
+    assert diverged.reused_tokens == 16
+    assert (diverged.logits - full_logits(m, other)[:, 16:]).abs().max() < 1e-5
+    r.close()
+
+    # The daemon restarts between the put and the reuse.
+    d.stop()
+    d2 = daemon_factory(tmp_path / "store")
+    r2 = Reader(m, mnemo.Client(d2.address), "tiny")
+    later = r2.prefill(prompt)
+    assert later.reused_tokens == 48
+    assert (later.logits - want[:, 48:]).abs().max() < 1e-5
+    # And generation continues from the reused cache as from a full one.
+    with torch.no_grad():
+        tokens = prompt
+        for _ in range(4):
+            tokens = torch.cat([tokens, m(tokens).logits[:, -1:].argmax(-1)], dim=1)
+    assert torch.equal(r2.generate(prompt, max_new_tokens=4), tokens)
+    r2.close()
+
+
+def wikitext_tokens(n):
+    """The first n bytes of WikiText-2's test split as tokens (vocabulary 256)."""
+    data = WIKITEXT.read_bytes()[:n]
+    return torch.tensor(list(data), dtype=torch.long)[None]
+
+
+# Limits about 10x what was measured (int8: 0.0006 and 0.0006%; int4: 0.010
+# and 0.013%), so that a codec that got worse fails.
+@pytest.mark.parametrize("codec,max_logit_delta,max_ppl_change", [("int8", 0.005, 0.0001),
+                                                                  ("int4", 0.1, 0.002)])
+def test_compressed_reuse_stays_close_to_a_full_prefill(daemon, codec, max_logit_delta,
+                                                        max_ppl_change):
+    m = tiny(seed=3, num_hidden_layers=3)
+    r = Reader(m, mnemo.Client(daemon.address), "q-" + codec, codec=codec, chunk_tokens=32)
+    prompt = wikitext_tokens(320)  # 10 chunks
+    r.prefill(prompt[:, :288])  # stores 9 chunks
+    r.wait_for_writes()
+    reused = r.prefill(prompt)
+    assert reused.reused_tokens == 288
+    want = full_logits(m, prompt)[:, 288:]
+    delta = (reused.logits - want).abs().max().item()
+
+    def ppl(logits):
+        targets = prompt[0, 289:]
+        nll = torch.nn.functional.cross_entropy(logits[0, :-1].float(), targets)
+        return math.exp(nll.item())
+    change = abs(ppl(reused.logits) / ppl(want) - 1)
+    print(f"{codec}: max |delta logits| {delta:.5f}, perplexity {ppl(want):.3f} -> "
+          f"{ppl(reused.logits):.3f} ({change:.5%})")
+    assert 0 < delta <= max_logit_delta
+    assert change <= max_ppl_change
+    r.close()
