@@ -8,12 +8,16 @@ Checks, printing each figure:
      save_pretrained read by transformers, and transformers' read by mnemo;
   2. a forward continued from the cache equals the full forward in both;
   3. mnemo's fallback safetensors reader reads what the package writes, and
-     the package reads what the fallback writes, bit for bit.
+     the package reads what the fallback writes, bit for bit;
+  4. with --mnemod, a daemon started here: Reader's reuse (raw) equals the
+     full prefill, for mnemo's core and for transformers' model attached
+     through mnemo.reader.hf.
 
-    PYTHONPATH=reader python3 bench/reader_vs_transformers.py [--device cuda]
+    PYTHONPATH=reader python3 bench/reader_vs_transformers.py [--device cuda] [--mnemod PATH]
 """
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -28,6 +32,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--tokens", type=int, default=300)
+    p.add_argument("--mnemod", help="a mnemod binary: also check reuse through a daemon")
     args = p.parse_args()
     import safetensors.torch
     import transformers
@@ -94,8 +99,38 @@ def main():
         got = safetensors.torch.load_file(path)
         check("package reads the fallback's file",
               all(got[k].dtype == t.dtype and torch.equal(got[k], t) for k, t in tensors.items()))
+    if args.mnemod:
+        reuse_checks(args, ours, theirs, ids[:1], check)
     print("all checks passed" if failures == 0 else f"{failures} checks failed")
     return 1 if failures else 0
+
+
+def reuse_checks(args, ours, theirs, prompt, check):
+    import mnemo
+    from mnemo.reader import Reader
+    from mnemo.reader.hf import HfCausalLM
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen([args.mnemod, "--data-dir", d, "--listen", "127.0.0.1:0",
+                                 "--http", "127.0.0.1:0", "--log-level", "warn"],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            address = proc.stdout.readline().split()[3]
+            for name, model in (("mnemo", ours), ("transformers", HfCausalLM(theirs))):
+                r = Reader(model, mnemo.Client(address), "reuse-" + name, codec="raw", chunk_tokens=64)
+                with torch.no_grad():
+                    full = model(prompt).logits
+                first = r.prefill(prompt)
+                r.wait_for_writes()
+                again = r.prefill(prompt)
+                delta = (again.logits - full[:, again.reused_tokens:]).abs().max().item()
+                check(f"reuse = full prefill ({name}, raw, {again.reused_tokens} of "
+                      f"{prompt.shape[1]} tokens reused)",
+                      first.reused_tokens == 0 and again.reused_tokens > 0 and delta <= 1e-4,
+                      f"max |delta| {delta:.2e}")
+                r.close()
+        finally:
+            proc.terminate()
+            proc.wait()
 
 
 if __name__ == "__main__":
