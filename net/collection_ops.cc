@@ -11,11 +11,6 @@ namespace {
 using flatbuffers::FlatBufferBuilder;
 using flatbuffers::Offset;
 
-Result<std::shared_ptr<engine::Collection>> Lookup(engine::Engine& e, const flatbuffers::String* name) {
-  if (name == nullptr) return Status::InvalidArgument("no collection name given");
-  return e.GetCollection(name->string_view());
-}
-
 Reply InfoReply(uint64_t id, const engine::CollectionStats& s) {
   FlatBufferBuilder b(256);
   return FinishReply(b, id, wire::Response::CollectionInfo, ToWire(b, s).Union());
@@ -43,7 +38,7 @@ Result<Reply> ListCollections(const Call& c) {
 }
 
 Result<Reply> GetStats(const Call& c) {
-  MNEMO_ASSIGN_OR_RETURN(auto coll, Lookup(c.engine, c.frame.request_as_GetStats()->name()));
+  MNEMO_ASSIGN_OR_RETURN(auto coll, LookupCollection(c.engine, c.frame.request_as_GetStats()->name()));
   return InfoReply(c.id(), coll->Stats());
 }
 
@@ -53,14 +48,14 @@ Result<Reply> Backup(const Call& c) {
 }
 
 Result<Reply> Train(const Call& c) {
-  MNEMO_ASSIGN_OR_RETURN(auto coll, Lookup(c.engine, c.frame.request_as_Train()->name()));
+  MNEMO_ASSIGN_OR_RETURN(auto coll, LookupCollection(c.engine, c.frame.request_as_Train()->name()));
   MNEMO_RETURN_IF_ERROR(coll->Train());
   return AckReply(c.id(), 1);
 }
 
 Result<Reply> Upsert(const Call& c) {
   auto* r = c.frame.request_as_Upsert();
-  MNEMO_ASSIGN_OR_RETURN(auto coll, Lookup(c.engine, r->collection()));
+  MNEMO_ASSIGN_OR_RETURN(auto coll, LookupCollection(c.engine, r->collection()));
   std::vector<std::string_view> payloads;
   if (r->payloads()) {
     payloads.reserve(r->payloads()->size());
@@ -73,7 +68,7 @@ Result<Reply> Upsert(const Call& c) {
 
 Result<Reply> Get(const Call& c) {
   auto* r = c.frame.request_as_Get();
-  MNEMO_ASSIGN_OR_RETURN(auto coll, Lookup(c.engine, r->collection()));
+  MNEMO_ASSIGN_OR_RETURN(auto coll, LookupCollection(c.engine, r->collection()));
   MNEMO_ASSIGN_OR_RETURN(engine::EntryList list, coll->Get(Span(r->ids())));
   FlatBufferBuilder b(256 + list.vectors.size() * 4);
   return FinishReply(b, c.id(), wire::Response::Entries, ToWire(b, list).Union());
@@ -81,7 +76,7 @@ Result<Reply> Get(const Call& c) {
 
 Result<Reply> Delete(const Call& c) {
   auto* r = c.frame.request_as_Delete();
-  MNEMO_ASSIGN_OR_RETURN(auto coll, Lookup(c.engine, r->collection()));
+  MNEMO_ASSIGN_OR_RETURN(auto coll, LookupCollection(c.engine, r->collection()));
   MNEMO_ASSIGN_OR_RETURN(uint64_t n, coll->Delete(Span(r->ids())));
   return AckReply(c.id(), n);
 }

@@ -98,10 +98,9 @@ Reply KvSegmentReply(uint64_t request_id, const engine::KvSpaceConfig& c,
 constexpr size_t kStreamPartBytes = size_t(4) << 20;
 constexpr int kStreamReadThreads = 4;
 
-Result<Reply> GetKvInAttachment(const Call& c, const Send& send) {
+Result<Reply> GetKvInAttachment(const Call& c, const Send& send, const engine::KvSpace* space,
+                                const engine::KvRead& read) {
   auto* r = c.frame.request_as_GetKv();
-  MNEMO_ASSIGN_OR_RETURN(auto space, c.engine.GetKvSpace(Str(r->space())));
-  MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r->chunk_hash()), Span(r->layers())));
   const size_t n = read.layers.size(), lb = read.layer_bytes;
   const size_t per_part = r->stream()
                               ? std::max<size_t>(1, kStreamPartBytes / std::max<size_t>(1, 2 * lb))
@@ -140,10 +139,7 @@ Result<Reply> GetKvInAttachment(const Call& c, const Send& send) {
 
 // A get_kv answered in the frame: keys and values vectors, decoded straight
 // into the reply.
-Result<Reply> GetKvInFrame(const Call& c) {
-  auto* r = c.frame.request_as_GetKv();
-  MNEMO_ASSIGN_OR_RETURN(auto space, c.engine.GetKvSpace(Str(r->space())));
-  MNEMO_ASSIGN_OR_RETURN(engine::KvRead read, space->Read(Bytes(r->chunk_hash()), Span(r->layers())));
+Result<Reply> GetKvInFrame(const Call& c, const engine::KvSpace* space, const engine::KvRead& read) {
   // Room for both vectors up front, so that the builder does not move them
   // while they are filled.
   const size_t n = read.layer_bytes * read.layers.size();
@@ -160,8 +156,13 @@ Result<Reply> GetKvInFrame(const Call& c) {
 }
 
 void GetKv(const Call& c, const Send& send, Respond respond) {
-  if (c.frame.request_as_GetKv()->attachment()) return respond(GetKvInAttachment(c, send));
-  respond(GetKvInFrame(c));
+  auto* r = c.frame.request_as_GetKv();
+  auto space = c.engine.GetKvSpace(Str(r->space()));
+  if (!space.ok()) return respond(space.status());
+  auto read = (*space)->Read(Bytes(r->chunk_hash()), Span(r->layers()));
+  if (!read.ok()) return respond(read.status());
+  if (r->attachment()) return respond(GetKvInAttachment(c, send, space->get(), *read));
+  respond(GetKvInFrame(c, space->get(), *read));
 }
 
 Result<Reply> ReserveKv(const Call& c) {

@@ -42,6 +42,12 @@ Reply FinishReply(flatbuffers::FlatBufferBuilder& b, uint64_t request_id, wire::
   return b.Release();
 }
 
+Result<std::shared_ptr<engine::Collection>> LookupCollection(engine::Engine& engine,
+                                                             const flatbuffers::String* name) {
+  if (name == nullptr) return Status::InvalidArgument("no collection name given");
+  return engine.GetCollection(name->string_view());
+}
+
 Reply AckReply(uint64_t request_id, uint64_t count) {
   flatbuffers::FlatBufferBuilder b(64);
   return FinishReply(b, request_id, wire::Response::Ack, wire::CreateAck(b, count).Union());

@@ -85,6 +85,9 @@ std::span<const Operation> KvOperations();
 // A finished ResponseFrame of `type` around `body`.
 Reply FinishReply(flatbuffers::FlatBufferBuilder& b, uint64_t request_id, wire::Response type,
                   flatbuffers::Offset<void> body);
+// The collection a request names; InvalidArgument when it names none.
+Result<std::shared_ptr<engine::Collection>> LookupCollection(engine::Engine& engine,
+                                                             const flatbuffers::String* name);
 // An Ack reply carrying `count`.
 Reply AckReply(uint64_t request_id, uint64_t count);
 // A handler for operations that answer at once: Result<Reply> F(const Call&).

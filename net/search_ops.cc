@@ -16,10 +16,7 @@ Reply SearchReply(uint64_t request_id, const engine::SearchResult& r) {
 
 void Search(const Call& c, const Send&, Respond respond) {
   auto* r = c.frame.request_as_Search();
-  if (r->collection() == nullptr) {
-    return respond(Status::InvalidArgument("no collection name given"));
-  }
-  auto collection = c.engine.GetCollection(r->collection()->string_view());
+  auto collection = LookupCollection(c.engine, r->collection());
   if (!collection.ok()) return respond(collection.status());
   engine::SearchRequest req;
   req.queries = Span(r->queries());
