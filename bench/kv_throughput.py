@@ -9,10 +9,11 @@ structured tensors.
   (b) mnemo MB/s / Redis SET-GET MB/s (redis-server from Debian, no
       persistence, redis-py)
 
-put is measured twice: by a client on the daemon's machine, which writes the
-layers straight into the daemon's value-log file (Client(same_host=None), the
-default for a loopback address), and by one that sends them on the
-connection (same_host=False), which loopback TCP bounds.
+put and get are measured twice: by a client on the daemon's machine, which
+writes the layers straight into the daemon's value-log files and reads them
+from there (Client(same_host=None), the default for a loopback address),
+and by one that moves them on the connection (same_host=False, and
+recycle_bytes=0: every get gets new arrays), which loopback TCP bounds.
 
 Segments are 4 MiB per layer (keys + values: 8 KV heads x 1024 tokens x 128
 dims x f16 each), 8 layers: 32 MiB per put and per get (--layers and
@@ -121,9 +122,9 @@ def mnemo_round(c, unrecycled, space, hashes, k, v, staging):
     """put over the connection, then on the same host (the space holds one
     set of hashes: each put replaces a segment); get into new arrays (each
     get's result is held until the next one's is in, as a reader that uses
-    them would), by a client that recycles their memory and by one that does
-    not (recycle_bytes=0, same_host=False); get into the caller's (staging)
-    arrays."""
+    them would), on the same host by a client that recycles their memory
+    and over the connection by one that does not (recycle_bytes=0,
+    same_host=False); get into the caller's (staging) arrays, same host."""
     seg = k.nbytes + v.nbytes
     puts = []
     for client in (unrecycled, c):
@@ -265,13 +266,14 @@ def main():
         print(f"same-host put by round (the space holds one round: round 1 grows the store, later "
               f"rounds evict as they put; medians leave out the first {args.warmup}): " +
               ", ".join(f"{x:.0f}" for x in results["mput"]) +
-              f" MB/s; same-host puts done: {mnemod_count(admin, 'reserve_kv')}")
+              f" MB/s; same-host puts done: {mnemod_count(admin, 'reserve_kv')}, gets: "
+              f"{mnemod_count(admin, 'locate_kv')}")
         print(f"{'':22} {'mnemo MB/s':>11} {'redis MB/s':>11} {'(a) vs TCP':>11} {'(b) vs redis':>13}")
         for label, m, rr in (("put, same host", med["mput"], med["rput"]),
                              ("put over TCP", med["mput_tcp"], med["rput"]),
-                             ("get", med["mget"], med["rget"]),
-                             ("get, recycle_bytes=0", med["mget_new"], med["rget"]),
-                             ("get into out=", med["mget_out"], med["rget"])):
+                             ("get, same host", med["mget"], med["rget"]),
+                             ("get over TCP", med["mget_new"], med["rget"]),
+                             ("get into out=, same h.", med["mget_out"], med["rget"])):
             print(f"{label:22} {m:11.0f} {rr:11.0f} {m / med['tcp']:11.2f} {m / rr:13.2f}")
         print("targets: (a) >= 0.8, (b) >= 5")
         spent = mnemod_seconds(admin)

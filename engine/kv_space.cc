@@ -552,6 +552,53 @@ Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uin
   return kvcache::DecodeLayerInto(stored, shape, keys, values);
 }
 
+Status KvSpace::ReadStoredInto(const KvRead& read, size_t first, size_t count, uint8_t* out) const {
+  if (first > read.stored.size() || count > read.stored.size() - first) {
+    return Status::InvalidArgument("layers " + std::to_string(first) + "+" + std::to_string(count) +
+                                   " of a read of " + std::to_string(read.stored.size()));
+  }
+  std::vector<size_t> at(count + 1, 0);
+  for (size_t i = 0; i < count; ++i) at[i + 1] = at[i] + read.stored[first + i].length;
+  const int threads = at[count] >= (size_t(1) << 20) ? int(std::min<size_t>(count, 4)) : 1;
+  std::vector<Status> done(count);
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+  for (int64_t i = 0; i < int64_t(count); ++i) {
+    Status st = value_log_->Read(read.stored[first + i], out + at[i]);
+    if (st.code() == StatusCode::kNotFound) {
+      st = Status::NotFound("the KV segment was evicted while it was read");
+    }
+    done[i] = std::move(st);
+  }
+  for (Status& st : done) MNEMO_RETURN_IF_ERROR(st);
+  return Status::OK();
+}
+
+Result<KvLocation> KvSpace::Locate(std::string_view hashes, std::span<const uint32_t> layers) {
+  if (hashes.empty() || hashes.size() % kChunkHashBytes != 0) {
+    return Status::InvalidArgument("chunk hashes must be 32 bytes each (at least one), got " +
+                                   std::to_string(hashes.size()) + " bytes");
+  }
+  KvLocation out;
+  out.lease_ms = kReaderLeaseMs;
+  std::vector<uint32_t> numbers;  // value-log file of out.files[i]
+  for (size_t at = 0; at < hashes.size(); at += kChunkHashBytes) {
+    MNEMO_ASSIGN_OR_RETURN(KvRead read, Read(hashes.substr(at, kChunkHashBytes), layers));
+    if (out.layers.empty()) out.layers = read.layers;
+    out.tokens.push_back(read.tokens);
+    for (const storage::ValueRef& ref : read.stored) {
+      auto it = std::find(numbers.begin(), numbers.end(), ref.file);
+      if (it == numbers.end()) it = numbers.insert(numbers.end(), ref.file);
+      out.ranges.push_back({uint32_t(it - numbers.begin()), ref.offset, ref.length, ref.checksum});
+    }
+  }
+  auto files = value_log_->LeaseToReaders(numbers, kReaderLeaseMs);
+  if (files.status().code() == StatusCode::kNotFound) {
+    return Status::NotFound("a KV segment was evicted while it was located");
+  }
+  MNEMO_ASSIGN_OR_RETURN(out.files, std::move(files));
+  return out;
+}
+
 Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> layers) {
   MNEMO_RETURN_IF_ERROR(CheckHash(hash));
   const auto& c = record_.config;

@@ -56,6 +56,21 @@ struct KvRead {
   size_t layer_bytes = 0;                 // decoded bytes of keys (or values) per layer
 };
 
+// Where several segments' stored layers lie in the value log's files, for a
+// reader on this machine that reads them itself (KvSpace::Locate).
+struct KvLocation {
+  std::vector<storage::ValueLog::FileIdentity> files;  // the files named below
+  std::vector<uint32_t> layers;                        // of every segment, in this order
+  std::vector<uint32_t> tokens;                        // per segment
+  struct Range {
+    uint32_t file = 0;  // index into `files`
+    uint64_t offset = 0, length = 0;
+    uint64_t checksum = 0;  // XXH3-64 of the stored layer
+  };
+  std::vector<Range> ranges;  // segments x layers, segment-major
+  int64_t lease_ms = 0;       // the files stay as they are for this long
+};
+
 // A same-host put's place in the value log (KvSpace::Reserve).
 struct KvReservation {
   uint64_t id = 0;  // random: another connection cannot guess it
@@ -125,6 +140,17 @@ class KvSpace {
   // The same for layers [first, first + count) of the Read (a part of a
   // streamed reply); `out` holds 2 * count * layer_bytes.
   Status DecodeInterleavedInto(const KvRead& read, size_t first, size_t count, uint8_t* out) const;
+  // Layers [first, first + count) of a Read as stored (kvcache/codec.h),
+  // back to back, into `out` (the sum of their refs' lengths), checked
+  // against their checksums: a reader that decodes them itself.
+  Status ReadStoredInto(const KvRead& read, size_t first, size_t count, uint8_t* out) const;
+  // Same-host gets: where the stored layers of the segments `hashes` (32
+  // bytes each) lie, with the files leased to readers for kReaderLeaseMs
+  // (storage/value_log.h). Counts as a get of each segment. NotFound when a
+  // segment is not stored (or was evicted meanwhile); IOError when the
+  // files cannot be named (the reader should get over the network).
+  static constexpr int64_t kReaderLeaseMs = 30'000;
+  Result<KvLocation> Locate(std::string_view hashes, std::span<const uint32_t> layers);
   // How many leading hashes are stored (`hashes`: 32 bytes each).
   Result<size_t> MatchPrefix(std::string_view hashes);
   KvSpaceStats Stats() const;

@@ -63,13 +63,21 @@ Result<Reply> PutKv(const Call& c) {
 }
 
 // A KvSegment reply whose attachment holds layers [first, first + count) of
-// `read`; `part`: one frame of a streamed reply.
+// `read`; `part`: one frame of a streamed reply; `encoded`: as stored.
 Reply KvSegmentReply(uint64_t request_id, const engine::KvSpaceConfig& c,
                      const engine::KvRead& read, size_t first, size_t count, bool part,
-                     Buffer attachment) {
-  FlatBufferBuilder b(256 + 4 * read.layers.size());
+                     bool encoded, Buffer attachment) {
+  FlatBufferBuilder b(256 + 12 * read.layers.size());
   auto dtype = b.CreateString(c.dtype);
   auto layers = b.CreateVector(read.layers);
+  Offset<flatbuffers::String> codec;
+  Offset<flatbuffers::Vector<uint64_t>> stored_bytes;
+  if (encoded) {
+    codec = b.CreateString(c.codec);
+    std::vector<uint64_t> lengths;
+    for (const auto& ref : read.stored) lengths.push_back(ref.length);
+    stored_bytes = b.CreateVector(lengths);
+  }
   wire::KvSegmentBuilder seg(b);
   seg.add_tokens(read.tokens);
   seg.add_dtype(dtype);
@@ -81,36 +89,53 @@ Reply KvSegmentReply(uint64_t request_id, const engine::KvSpaceConfig& c,
     seg.add_part_first(uint32_t(first));
     seg.add_part_layers(uint32_t(count));
   }
+  if (encoded) {
+    seg.add_codec(codec);
+    seg.add_stored_bytes(stored_bytes);
+  }
   Reply reply = FinishReply(b, request_id, wire::Response::KvSegment, seg.Finish().Union());
   reply.attachment = std::move(attachment);
   return reply;
 }
 
 // A get_kv answered in the attachment: the layers are read (raw: one pread
-// per layer) straight into it, each layer's keys then values, in the order
-// a streaming reader uses them. Asked to stream, the reply comes in parts of
-// whole layers, about kStreamPartBytes each; up to kStreamReadThreads parts
-// are read at once (one thread copies page-cached bytes at about the
-// network's pace, so one reader would set it), and each is sent through
-// `send` as soon as it and the parts before it are in: the first layers are
-// on the wire while later ones are read. Returns the last (or only) part,
-// or the error that ends the reply (no part after a failed one is sent).
+// per layer) straight into it, each layer's keys then values (or, encoded,
+// each layer as stored), in the order a streaming reader uses them. Asked
+// to stream, the reply comes in parts of whole layers, about
+// kStreamPartBytes each; up to kStreamReadThreads parts are read at once
+// (one thread copies page-cached bytes at about the network's pace, so one
+// reader would set it), and each is sent through `send` as soon as it and
+// the parts before it are in: the first layers are on the wire while later
+// ones are read. Returns the last (or only) part, or the error that ends
+// the reply (no part after a failed one is sent).
 constexpr size_t kStreamPartBytes = size_t(4) << 20;
 constexpr int kStreamReadThreads = 4;
 
 Result<Reply> GetKvInAttachment(const Call& c, const Send& send, const engine::KvSpace* space,
                                 const engine::KvRead& read) {
   auto* r = c.frame.request_as_GetKv();
+  const bool encoded = r->encoded();
   const size_t n = read.layers.size(), lb = read.layer_bytes;
-  const size_t per_part = r->stream()
-                              ? std::max<size_t>(1, kStreamPartBytes / std::max<size_t>(1, 2 * lb))
-                              : std::max<size_t>(1, n);
+  auto bytes_of_layer = [&](size_t i) { return encoded ? read.stored[i].length : 2 * lb; };
+  size_t largest = 1;
+  for (size_t i = 0; i < n; ++i) largest = std::max<size_t>(largest, bytes_of_layer(i));
+  const size_t per_part = r->stream() ? std::max<size_t>(1, kStreamPartBytes / largest)
+                                      : std::max<size_t>(1, n);
   const size_t parts = std::max<size_t>(1, (n + per_part - 1) / per_part);
   auto first_of = [&](size_t p) { return p * per_part; };
   auto count_of = [&](size_t p) { return std::min(per_part, n - std::min(n, first_of(p))); };
+  auto bytes_of_part = [&](size_t p) {
+    size_t total = 0;
+    for (size_t i = first_of(p); i < first_of(p) + count_of(p); ++i) total += bytes_of_layer(i);
+    return total;
+  };
+  auto fill = [&](size_t p, uint8_t* out) {
+    return encoded ? space->ReadStoredInto(read, first_of(p), count_of(p), out)
+                   : space->DecodeInterleavedInto(read, first_of(p), count_of(p), out);
+  };
   auto reply_of = [&](size_t p, Buffer att) {
     return KvSegmentReply(c.id(), space->config(), read, first_of(p), count_of(p), r->stream(),
-                          std::move(att));
+                          encoded, std::move(att));
   };
 
   std::vector<Buffer> bufs(parts);
@@ -121,8 +146,8 @@ Result<Reply> GetKvInAttachment(const Call& c, const Send& send, const engine::K
   const int threads = int(std::min<size_t>(parts, kStreamReadThreads));
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
   for (int64_t p = 0; p < int64_t(parts); ++p) {
-    bufs[p] = Buffer::Acquire(2 * lb * count_of(p));
-    read_status[p] = space->DecodeInterleavedInto(read, first_of(p), count_of(p), bufs[p].data());
+    bufs[p] = Buffer::Acquire(bytes_of_part(p));
+    read_status[p] = fill(p, bufs[p].data());
     std::lock_guard<std::mutex> lock(mu);
     read_done[p] = 1;
     // In order, and under the lock: the connection writes parts as queued.
@@ -162,7 +187,38 @@ void GetKv(const Call& c, const Send& send, Respond respond) {
   auto read = (*space)->Read(Bytes(r->chunk_hash()), Span(r->layers()));
   if (!read.ok()) return respond(read.status());
   if (r->attachment()) return respond(GetKvInAttachment(c, send, space->get(), *read));
+  if (r->encoded()) {
+    return respond(Status::InvalidArgument("get_kv sends encoded layers only in its attachment"));
+  }
   respond(GetKvInFrame(c, space->get(), *read));
+}
+
+Result<Reply> LocateKv(const Call& c) {
+  auto* r = c.frame.request_as_LocateKv();
+  MNEMO_ASSIGN_OR_RETURN(auto space, c.engine.GetKvSpace(Str(r->space())));
+  MNEMO_ASSIGN_OR_RETURN(engine::KvLocation loc,
+                         space->Locate(Bytes(r->chunk_hashes()), Span(r->layers())));
+  const size_t n = loc.ranges.size();
+  FlatBufferBuilder b(1024 + 32 * n + 128 * loc.files.size());
+  std::vector<Offset<wire::KvLane>> files;
+  for (const auto& f : loc.files) {
+    files.push_back(wire::CreateKvLaneDirect(b, f.path.c_str(), f.device, f.inode, 0));
+  }
+  std::vector<uint32_t> file(n);
+  std::vector<uint64_t> offset(n), length(n), checksum(n);
+  for (size_t i = 0; i < n; ++i) {
+    file[i] = loc.ranges[i].file;
+    offset[i] = loc.ranges[i].offset;
+    length[i] = loc.ranges[i].length;
+    checksum[i] = loc.ranges[i].checksum;
+  }
+  const auto& cfg = space->config();
+  auto body = wire::CreateKvLocations(
+      b, b.CreateVector(files), b.CreateVector(loc.layers), b.CreateVector(loc.tokens),
+      b.CreateVector(file), b.CreateVector(offset), b.CreateVector(length), b.CreateVector(checksum),
+      uint64_t(loc.lease_ms), b.CreateString(cfg.codec), b.CreateString(cfg.dtype), cfg.kv_heads,
+      cfg.head_dim);
+  return FinishReply(b, c.id(), wire::Response::KvLocations, body.Union());
 }
 
 Result<Reply> ReserveKv(const Call& c) {
@@ -203,6 +259,9 @@ constexpr Operation kRows[] = {
     {wire::Request::ReserveKv, "reserve_kv", Role::kWrite,
      TargetOf<wire::ReserveKv, &wire::ReserveKv::space>, Runs::kOrdered, false,
      AnswerNow<ReserveKv>},
+    {wire::Request::LocateKv, "locate_kv", Role::kRead,
+     TargetOf<wire::LocateKv, &wire::LocateKv::space>, Runs::kOrdered, false,
+     AnswerNow<LocateKv>},
     {wire::Request::MatchPrefix, "match_prefix", Role::kRead,
      TargetOf<wire::MatchPrefix, &wire::MatchPrefix::space>, Runs::kOrdered, false,
      AnswerNow<MatchPrefix>},

@@ -1,6 +1,7 @@
 #include "storage/value_log.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -86,6 +87,7 @@ struct ValueLog::File {
   std::string path;  // files of reserved ranges: absolute, and its identity
   uint64_t device = 0, inode = 0;
   bool never_recycle = false;  // a range in it was abandoned (see Abandon)
+  int64_t leased_until_ms = 0;  // same-host readers may read it until then
 };
 
 ValueLog::ValueLog(std::string dir, ValueLogOptions options)
@@ -172,17 +174,60 @@ Status ValueLog::StartFileLocked(uint32_t* stream) {
   return Status::OK();
 }
 
-Status ValueLog::IdentifyForWriters(const std::string& path, File* f) {
+Result<ValueLog::FileIdentity> ValueLog::Identify(const std::string& path) {
   std::error_code ec;
   const std::filesystem::path abs = std::filesystem::absolute(path, ec);
   struct stat st;
   if (ec || ::stat(abs.c_str(), &st) != 0) {
-    return Status::IOError("cannot stat '" + path + "' for same-host writers");
+    return Status::IOError("cannot stat '" + path + "' for same-host clients");
   }
-  f->path = abs.string();
-  f->device = uint64_t(st.st_dev);
-  f->inode = uint64_t(st.st_ino);
+  return FileIdentity{abs.string(), uint64_t(st.st_dev), uint64_t(st.st_ino)};
+}
+
+Status ValueLog::IdentifyForWriters(const std::string& path, File* f) {
+  MNEMO_ASSIGN_OR_RETURN(FileIdentity id, Identify(path));
+  f->path = std::move(id.path);
+  f->device = id.device;
+  f->inode = id.inode;
   return Status::OK();
+}
+
+int64_t ValueLog::NowMs() const {
+  if (options_.now_ms) return options_.now_ms();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+Result<std::vector<ValueLog::FileIdentity>> ValueLog::LeaseToReaders(std::span<const uint32_t> files,
+                                                                     int64_t lease_ms) {
+  std::vector<FileIdentity> out;
+  out.reserve(files.size());
+  MutexLock lock(&mu_);
+  SweepLapsedLeasesLocked();
+  const int64_t until = NowMs() + lease_ms;
+  for (uint32_t n : files) {
+    auto it = files_.find(n);
+    if (it == files_.end()) return Status::NotFound("value log file " + std::to_string(n) + " is gone");
+    // stat under the lock: the file can be neither deleted nor recycled
+    // between naming it and leasing it. One stat is a microsecond or two.
+    MNEMO_ASSIGN_OR_RETURN(FileIdentity id, Identify(PathOf(n)));
+    it->second->leased_until_ms = std::max(it->second->leased_until_ms, until);
+    out.push_back(std::move(id));
+  }
+  return out;
+}
+
+void ValueLog::SweepLapsedLeasesLocked() {
+  if (leased_dead_.empty()) return;
+  const int64_t now = NowMs();
+  std::vector<uint32_t> lapsed, kept;
+  for (uint32_t n : leased_dead_) {
+    auto it = files_.find(n);
+    (it != files_.end() && it->second->leased_until_ms > now ? kept : lapsed).push_back(n);
+  }
+  leased_dead_ = std::move(kept);
+  for (uint32_t n : lapsed) MaybeDeleteLocked(n);
 }
 
 Result<ValueRef> ValueLog::Append(std::span<const std::span<const uint8_t>> parts) {
@@ -281,6 +326,7 @@ Status ValueLog::Read(const ValueRef& ref, uint8_t* into) const {
 
 void ValueLog::Release(const ValueRef& ref) {
   MutexLock lock(&mu_);
+  SweepLapsedLeasesLocked();
   auto it = files_.find(ref.file);
   if (it == files_.end()) return;
   it->second->live -= std::min(it->second->live, ref.length);
@@ -376,6 +422,12 @@ void ValueLog::MaybeDeleteLocked(uint32_t number) {
   }
   if (holds_ > 0) {
     deferred_.push_back(number);
+    return;
+  }
+  if (it->second->leased_until_ms > NowMs()) {
+    if (std::find(leased_dead_.begin(), leased_dead_.end(), number) == leased_dead_.end()) {
+      leased_dead_.push_back(number);
+    }
     return;
   }
   const bool reserved = !it->second->path.empty();

@@ -30,6 +30,14 @@
 // reserved range counts as live, so its file is neither deleted nor
 // recycled under the writer.
 //
+// Same-host readers: a process on this machine may also read committed
+// values through the files' paths (a client loading KV layers straight into
+// its pinned memory). LeaseToReaders names the files and keeps each from
+// being deleted or recycled until the lease lapses, even once every value
+// in it is released: bytes under a ref the reader was given stay as they
+// were for that long. A reader must finish within the lease, or check what
+// it read (the refs' checksums) itself.
+//
 // Recovery: Open starts a new file to append to; the owner reports every
 // committed ref with AddLive and then calls FinishRecovery, which deletes
 // the files that hold no live value.
@@ -44,6 +52,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -91,6 +100,9 @@ struct ValueLogOptions {
   size_t reserve_lanes = 8;
   // File I/O, a seam for fault injection; not owned; the default when null.
   rocksdb::FileSystem* fs = nullptr;
+  // Milliseconds on a monotonic clock, for reader leases; a seam for tests.
+  // The steady clock when empty.
+  std::function<int64_t()> now_ms;
 };
 
 class ValueLog {
@@ -135,6 +147,17 @@ class ValueLog {
   // harm to the puts after it.
   void Abandon(const Reservation& r);
 
+  // Same-host readers (see the header comment). The identities of
+  // `files` (numbers from refs), in that order, each leased for `lease_ms`
+  // from now (a lease already longer stays). NotFound for a file that is
+  // gone (its values were released meanwhile); IOError when a file cannot
+  // be stat'ed (e.g. a file system that is not the machine's).
+  struct FileIdentity {
+    std::string path;  // absolute
+    uint64_t device = 0, inode = 0;
+  };
+  Result<std::vector<FileIdentity>> LeaseToReaders(std::span<const uint32_t> files, int64_t lease_ms);
+
   // Recovery: see the header comment.
   void AddLive(const ValueRef& ref);
   Status FinishRecovery();
@@ -167,6 +190,10 @@ class ValueLog {
   Status StartFileLocked(uint32_t* stream) REQUIRES(mu_);
   // Fills f's path (absolute), device and inode, which writers check.
   static Status IdentifyForWriters(const std::string& path, File* f);
+  static Result<FileIdentity> Identify(const std::string& path);
+  int64_t NowMs() const;
+  // Deletes (or recycles) the dead files whose reader lease lapsed.
+  void SweepLapsedLeasesLocked() REQUIRES(mu_);
   void MaybeDeleteLocked(uint32_t number) REQUIRES(mu_);
   std::shared_ptr<File> FindFile(uint32_t number) const;
 
@@ -183,6 +210,7 @@ class ValueLog {
   std::vector<uint32_t> reserving_ GUARDED_BY(mu_);
   int holds_ GUARDED_BY(mu_) = 0;
   std::vector<uint32_t> deferred_ GUARDED_BY(mu_);  // files to delete once holds_ is 0
+  std::vector<uint32_t> leased_dead_ GUARDED_BY(mu_);  // dead files a reader lease keeps
   // Dead files on disk, not in files_: [0] were appended to, [1] reserved in.
   std::array<std::vector<uint32_t>, 2> recyclable_ GUARDED_BY(mu_);
   uint32_t last_number_ GUARDED_BY(mu_) = 0;  // the highest file number used

@@ -412,6 +412,68 @@ TEST(KvSpaceSyncTest, AFailedSyncFailsTheSameHostPutAndStoresNothing) {
   EXPECT_EQ(e.space->Get(HashOf(1), {})->values, Tensor(kChunk, 2));
 }
 
+// The bytes of a file range, read through the file's path as a same-host
+// reader (another process) does.
+std::string ReadByPath(const std::string& path, uint64_t offset, uint64_t length) {
+  std::string out(length, '\0');
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  if (fd < 0) return {};
+  EXPECT_EQ(::pread(fd, out.data(), length, off_t(offset)), ssize_t(length));
+  ::close(fd);
+  return out;
+}
+
+// Same-host gets: Locate names where each asked layer of each segment lies;
+// read through the files' paths, the ranges decode to what Get returns, and
+// equal what ReadStoredInto (the encoded reply over the network) sends.
+// The files stay as they were after the segments are replaced (the lease).
+TEST_F(KvSpaceTest, LocateNamesTheStoredLayersForReadersOnThisHost) {
+  Open();
+  auto s = Create("int8");
+  for (int i : {1, 2, 3}) {
+    ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, float(i)), Tensor(kChunk, float(-i))).ok());
+  }
+  const std::vector<uint32_t> pick = {2, 0};
+  auto loc = s->Locate(HashOf(3) + HashOf(1), pick);
+  ASSERT_TRUE(loc.ok()) << loc.status().ToString();
+  EXPECT_EQ(loc->layers, pick);
+  EXPECT_EQ(loc->tokens, (std::vector<uint32_t>{kChunk, kChunk}));
+  ASSERT_EQ(loc->ranges.size(), 4u);
+  EXPECT_EQ(loc->lease_ms, KvSpace::kReaderLeaseMs);
+  std::vector<std::string> stored;
+  for (const auto& r : loc->ranges) {
+    ASSERT_LT(r.file, loc->files.size());
+    stored.push_back(ReadByPath(loc->files[r.file].path, r.offset, r.length));
+  }
+  const kvcache::LayerShape shape{kHeads, kChunk, kDim};
+  for (size_t seg = 0; seg < 2; ++seg) {
+    const int i = seg == 0 ? 3 : 1;
+    auto want = std::move(s->Get(HashOf(i), pick)).value();
+    std::vector<uint8_t> k, v;
+    for (size_t j = 0; j < 2; ++j) ASSERT_TRUE(kvcache::DecodeLayer(stored[seg * 2 + j], shape, &k, &v).ok());
+    EXPECT_EQ(k, want.keys);
+    EXPECT_EQ(v, want.values);
+    auto read = std::move(s->Read(HashOf(i), pick)).value();
+    std::string sent(loc->ranges[seg * 2].length + loc->ranges[seg * 2 + 1].length, '\0');
+    ASSERT_TRUE(s->ReadStoredInto(read, 0, 2, reinterpret_cast<uint8_t*>(sent.data())).ok());
+    EXPECT_EQ(sent, stored[seg * 2] + stored[seg * 2 + 1]);
+  }
+  // Replaced (their values released): the leased files keep the old bytes.
+  for (int i : {1, 2, 3}) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, 9), Tensor(kChunk, 9)).ok());
+  for (size_t j = 0; j < 4; ++j) {
+    const auto& r = loc->ranges[j];
+    EXPECT_EQ(ReadByPath(loc->files[r.file].path, r.offset, r.length), stored[j]);
+  }
+  // Refused: a segment not stored, hashes that are not 32 bytes each, a
+  // layer out of range.
+  EXPECT_EQ(s->Locate(HashOf(1) + HashOf(7), {}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(s->Locate(HashOf(1).substr(0, 31), {}).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->Locate("", {}).status().code(), StatusCode::kInvalidArgument);
+  const std::vector<uint32_t> bad = {kLayers};
+  EXPECT_EQ(s->Locate(HashOf(1), bad).status().code(), StatusCode::kInvalidArgument);
+}
+
 // A put whose log write is held must not hold up prefix matches, gets or
 // stats of the same space: they are a serving engine's critical path.
 TEST(KvSpaceConcurrencyTest, ReadsDoNotWaitForAPutsWrite) {

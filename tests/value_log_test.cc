@@ -343,5 +343,59 @@ TEST(ValueLogTest, LanesReserveInTheirOwnFilesAndRecoveryDropsUncommittedOnes) {
   EXPECT_EQ(ReadAll(*log, committed), Bytes(3000, 7));
 }
 
+// What a same-host reader does: reads `length` bytes at `offset` of a file
+// by its path.
+std::vector<uint8_t> ReadAsAnotherProcess(const std::string& path, uint64_t offset, size_t length) {
+  std::vector<uint8_t> out(length);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  EXPECT_GE(fd, 0) << path;
+  if (fd < 0) return {};
+  EXPECT_EQ(::pread(fd, out.data(), length, off_t(offset)), ssize_t(length));
+  ::close(fd);
+  return out;
+}
+
+// A reader lease names the files a same-host reader reads by path and keeps
+// them, even once every value in them is released, neither deleted nor
+// recycled (whose bytes would change under the reader) until it lapses.
+TEST(ValueLogTest, ReaderLeasesKeepDeadFilesAsTheyWereUntilTheyLapse) {
+  TempDir dir;
+  int64_t now = 1000;
+  ValueLogOptions o = SmallFiles(1);
+  o.now_ms = [&now] { return now; };
+  auto log = std::move(ValueLog::Open(dir.path(), o)).value();
+  auto refs = AppendSeeded(*log, 4);  // files 1 and 2
+  const uint32_t numbers[] = {refs[0].file};
+  auto ids = std::move(log->LeaseToReaders(numbers, 500)).value();
+  ASSERT_EQ(ids.size(), 1u);
+  struct stat st;
+  ASSERT_EQ(::stat(ids[0].path.c_str(), &st), 0);
+  EXPECT_EQ(uint64_t(st.st_ino), ids[0].inode);
+  EXPECT_EQ(uint64_t(st.st_dev), ids[0].device);
+  EXPECT_EQ(ReadAsAnotherProcess(ids[0].path, refs[0].offset, 6000), Bytes(6000, 0));
+
+  log->Release(refs[0]);
+  log->Release(refs[1]);  // file 1 is dead, but leased
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(AppendOne(*log, Bytes(6000, uint8_t(40 + i))).ok());
+  EXPECT_EQ(ReadAsAnotherProcess(ids[0].path, refs[0].offset, 6000), Bytes(6000, 0));
+  EXPECT_EQ(ReadAsAnotherProcess(ids[0].path, refs[1].offset, 6000), Bytes(6000, 1));
+  EXPECT_TRUE(log->LeaseToReaders(numbers, 500).ok());  // still there: leased again, to 1600
+
+  now += 599;
+  log->Release(refs[2]);  // a sweep: the lease has not lapsed yet
+  EXPECT_TRUE(fs::exists(ids[0].path));
+  now += 2;
+  log->Release(refs[3]);  // lapsed: file 1 goes (recycled or deleted)
+  EXPECT_EQ(log->LeaseToReaders(numbers, 500).status().code(), StatusCode::kNotFound);
+  // A file that cannot be stat'ed (here: deleted behind the log's back) is
+  // an IOError, for the reader to get over the network instead.
+  auto fresh = std::move(AppendOne(*log, Bytes(100, 7))).value();
+  const std::string path = dir.path() + "/" + std::string(6 - std::to_string(fresh.file).size(), '0') +
+                           std::to_string(fresh.file) + ".vlog";
+  ASSERT_TRUE(fs::remove(path)) << path;
+  const uint32_t gone[] = {fresh.file};
+  EXPECT_EQ(log->LeaseToReaders(gone, 500).status().code(), StatusCode::kIOError);
+}
+
 }  // namespace
 }  // namespace mnemo::storage

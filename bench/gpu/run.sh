@@ -27,6 +27,17 @@ case "$mode" in
   kv) $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-} "$@" ;;
   search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
   hnsw-lone) "$carry/bin/hnsw_lone_query" "$@" ;;
+  reader|ttft)
+    # The GPU reader against transformers, then TTFT with reuse. mnemod gets
+    # the carried libraries through a wrapper; torch must not see them
+    # (Debian's libstdc++ is older than the one torch was built with).
+    wrapper=$work/mnemod.sh
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$carry/lib" "$mnemod" > "$wrapper"
+    chmod +x "$wrapper"
+    if [[ $mode == reader ]]; then
+      env -u LD_LIBRARY_PATH $py bench/reader_vs_transformers.py --mnemod "$wrapper"
+    fi
+    env -u LD_LIBRARY_PATH $py bench/reader_ttft.py --mnemod "$wrapper" ${TTFT_ARGS:-} "$@" ;;
   all)
     $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-}
     MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
@@ -51,5 +62,5 @@ case "$mode" in
       echo "== kv_throughput, $side mnemod and client"
       MNEMO_READER=$reader $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod$sfx" ${KV_ARGS:-}
     done ;;
-  *) echo "usage: run.sh [kv|search|hnsw-lone|all|compare] [benchmark arguments]" >&2; exit 2 ;;
+  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|all|compare] [benchmark arguments]" >&2; exit 2 ;;
 esac

@@ -1,19 +1,25 @@
-"""Same-host puts: a client on the daemon's machine, run as the daemon's
-user, writes a raw segment's layers straight into reserved ranges of the
-daemon's value-log files instead of sending them on the connection (one copy
-instead of three, and no loopback TCP). Private to the package.
+"""Same-host puts and gets: a client on the daemon's machine, run as the
+daemon's user, moves a segment's layers through the daemon's value-log
+files instead of the connection (one copy instead of three, and no loopback
+TCP). Private to the package.
 
-The exchange (net/mnemo.fbs): reserve_kv returns a reservation (lanes: files
-with an offset each, the layer header, the layer size); the client writes
-each layer as header, keys, values into its lane (layer l in lane
-l % lanes); put_kv with the reservation's id makes the daemon seal and
-commit them.
+Puts (raw spaces): reserve_kv returns a reservation (lanes: files with an
+offset each, the layer header, the layer size); the client writes each
+layer as header, keys, values into its lane (layer l in lane l % lanes);
+put_kv with the reservation's id makes the daemon seal and commit them.
+
+Gets: locate_kv names the file ranges of the stored layers and leases the
+files (the daemon neither deletes nor recycles them meanwhile); the client
+reads them itself, several layers at once. A raw layer is read straight
+into the caller's arrays; the GPU reader (mnemo.reader.kv_load) reads
+encoded ones into pinned memory and decodes them on the GPU.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import logging
 import os
+import threading
 import weakref
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -51,6 +57,102 @@ def _close_fds(fds: Dict[tuple, int]) -> None:
     for fd in fds.values():
         os.close(fd)
     fds.clear()
+
+
+class ReadOnlyFiles:
+    """Read-only descriptors of the daemon's value-log files, each checked
+    to be the file the daemon named (device and inode); thread-safe."""
+
+    _KEPT = 64
+
+    def __init__(self):
+        self._fds: Dict[Tuple[str, int, int], int] = {}
+        self._lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _close_fds, self._fds)
+
+    def open(self, files: Sequence[Tuple[str, int, int]]) -> Optional[List[int]]:
+        """A descriptor per (path, device, inode), or None when one cannot
+        be opened here or is another file."""
+        with self._lock:
+            out = []
+            for key in files:
+                fd = self._fds.get(key)
+                if fd is None:
+                    try:
+                        fd = os.open(key[0], os.O_RDONLY | os.O_CLOEXEC)
+                    except OSError:
+                        return None
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) != (key[1], key[2]):
+                        os.close(fd)
+                        return None
+                    while len(self._fds) >= self._KEPT:
+                        os.close(self._fds.pop(next(iter(self._fds))))
+                    self._fds[key] = fd
+                out.append(fd)
+            return out
+
+    def close(self) -> None:
+        with self._lock:
+            _close_fds(self._fds)
+
+
+def pread_into(fd: int, views: Sequence[memoryview], offset: int) -> None:
+    """Reads consecutive file bytes at ``offset`` into ``views`` (one
+    preadv, which leaves the GIL, and more only for short reads)."""
+    views = [memoryview(v).cast("B") for v in views]
+    while views:
+        n = os.preadv(fd, views, offset)
+        if n <= 0:
+            raise errors.Corruption("a value-log file ends before a stored layer does")
+        offset += n
+        while views and n >= views[0].nbytes:
+            n -= views[0].nbytes
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+class SameHostReader:
+    """Gets of raw segments through the daemon's files for one client;
+    gives up for good (``enabled`` False) once its files cannot be opened."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.files = ReadOnlyFiles()
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+    def close(self) -> None:
+        self.files.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def get(self, loc, header: bytes, keys: np.ndarray, values: np.ndarray) -> bool:
+        """Reads a located raw segment (one segment, its layers in order)
+        into keys and values (flat bytes, layers back to back); False when
+        that cannot be done here (nothing useful was written)."""
+        fds = self.files.open(loc.files)
+        if fds is None:
+            self.enabled = False  # another machine, container or user
+            return False
+        layers = len(loc.layers)
+        lb = keys.nbytes // layers if layers else 0
+        if len(loc.tokens) != 1 or (loc.length != len(header) + 2 * lb).any():
+            return False
+
+        def read(i: int) -> bool:
+            head = bytearray(len(header))
+            pread_into(fds[loc.file[i]], [head, keys[i * lb:(i + 1) * lb],
+                                          values[i * lb:(i + 1) * lb]], int(loc.offset[i]))
+            return bytes(head) == header
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="mnemo-get")
+        try:
+            return all(self._pool.map(read, range(layers)))
+        except (OSError, errors.Error) as e:
+            log.warning("same-host get_kv failed (%s); getting over the connection", e)
+            return False
 
 
 class SameHostWriter:

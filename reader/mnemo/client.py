@@ -18,15 +18,17 @@ from mnemo._buffers import RecycledBlocks
 from mnemo._builders import bytes_vector, offsets_vector, string, table, u64_vector
 from mnemo._kv_stream import KvStream
 from mnemo._same_host import MIN_BYTES as _SAME_HOST_MIN_BYTES
-from mnemo._same_host import SameHostWriter, interleaved, is_loopback
+from mnemo._same_host import SameHostReader, SameHostWriter, interleaved, is_loopback
 from mnemo._transport import Connection, body
-from mnemo.types import CollectionStats, Entries, KvSpaceStats
+from mnemo.types import CollectionStats, Entries, KvLocations, KvSpaceStats, StoredLayers
 from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
                         Delete, DropCollection, DropKvSpace, Entries as WireEntries, Get, GetKv,
-                        GetKvStats, GetStats, KvSpaceInfo, ListCollections, MatchPrefix, Payload,
+                        GetKvStats, GetStats, KvLocations as WireKvLocations, KvSegment,
+                        KvSpaceInfo, ListCollections, LocateKv, MatchPrefix, Payload,
                         PutKv, Request, Response, Search, SearchResult, Train, Upsert)
 
-__all__ = ["Client", "CollectionStats", "Entries", "KvSpaceStats", "SearchSpec"]
+__all__ = ["Client", "CollectionStats", "Entries", "KvLocations", "KvSpaceStats", "SearchSpec",
+           "StoredLayers"]
 
 _NUMPY_DTYPES = {"f16": np.float16, "f32": np.float32, "bf16": np.uint16}
 _PIPELINE_DEPTH = 64  # requests search_many has in flight at most
@@ -122,7 +124,8 @@ class Client:
         A put_kv of a megabyte or more into a raw space writes its layers
         straight into the daemon's value-log files when the daemon runs on
         this machine and this user may write them (one copy instead of
-        three, and no loopback TCP). None (the default) tries it for a
+        three, and no loopback TCP); a get_kv of such a segment reads them
+        from there. None (the default) tries it for a
         loopback address; False never does. Whenever it cannot be used, the
         put goes over the connection.
 
@@ -142,16 +145,17 @@ class Client:
         self._connection = Connection(address, api_key, timeout)
         self.address = address
         self.api_key = api_key
-        self._kv_shapes: dict = {}  # space -> (kv_heads, head_dim, codec), for put_kv
-        self._same_host = SameHostWriter(
-            self._connection,
-            is_loopback(self._connection.host) if same_host is None else same_host)
+        self._kv_spaces: Dict[str, KvSpaceStats] = {}  # shapes and codecs, for put_kv and get_kv
+        local = is_loopback(self._connection.host) if same_host is None else same_host
+        self._same_host = SameHostWriter(self._connection, local)
+        self._same_host_reads = SameHostReader(local)
         self._blocks = RecycledBlocks(recycle_bytes)  # for get_kv's arrays
 
     def close(self) -> None:
         """Closes the connection and the daemon's files this client opened."""
         self._connection.close()
         self._same_host.close()
+        self._same_host_reads.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -427,7 +431,7 @@ class Client:
         """Deletes a KV space and every segment in it. Raises NotFound."""
         self._call(Request.Request.DropKvSpace,
                    lambda b: table(b, DropKvSpace, Name=string(b, name)))
-        self._kv_shapes.pop(name, None)
+        self._kv_spaces.pop(name, None)
 
     def kv_stats(self, name: str) -> KvSpaceStats:
         """A KV space's figures. Raises NotFound."""
@@ -469,10 +473,40 @@ class Client:
             Tokens=int(shape[2])), attachment=interleaved(k, v, shape[0]))
 
     def _kv_shape(self, space: str) -> Tuple[int, int, str]:
-        if space not in self._kv_shapes:
-            st = self.kv_stats(space)
-            self._kv_shapes[space] = (st.kv_heads, st.head_dim, st.codec)
-        return self._kv_shapes[space]
+        st = self._kv_space(space)
+        return st.kv_heads, st.head_dim, st.codec
+
+    def _kv_space(self, space: str) -> KvSpaceStats:
+        if space not in self._kv_spaces:
+            self._kv_spaces[space] = self.kv_stats(space)
+        return self._kv_spaces[space]
+
+    def _get_kv_same_host(self, space: str, chunk_hash: bytes, layers, out):
+        """get_kv through the daemon's files (a raw space, a megabyte or
+        more, the daemon on this machine); None when that cannot be done
+        here, for the caller to get over the connection."""
+        st = self._kv_space(space)
+        count = st.layers if layers is None else len(layers)
+        dtype = _NUMPY_DTYPES[st.dtype]
+        if (st.codec != "raw" or 2 * count * st.chunk_tokens * st.kv_heads * st.head_dim
+                * np.dtype(dtype).itemsize < _SAME_HOST_MIN_BYTES):
+            return None
+        try:
+            loc = self.locate_kv(space, [chunk_hash], layers)
+        except errors.StorageError:  # the daemon cannot name its files
+            self._same_host_reads.enabled = False
+            return None
+        shape = (len(loc.layers), st.kv_heads, int(loc.tokens[0]), st.head_dim)
+        lb = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
+        header = (bytes([0, {"f16": 0, "bf16": 1, "f32": 2}[st.dtype], 0, 0])
+                  + int(shape[2]).to_bytes(4, "little") + lb.to_bytes(4, "little"))
+        keys, values = out if out is not None else self._result_arrays(shape, dtype)
+        kb, vb = _raw_bytes(keys, writable=True), _raw_bytes(values, writable=True)
+        if kb.nbytes != shape[0] * lb or vb.nbytes != shape[0] * lb:
+            return None  # out of another shape: the connection's path says why
+        if not self._same_host_reads.get(loc, header, kb.reshape(-1), vb.reshape(-1)):
+            return None
+        return keys, values
 
     def get_kv(self, space: str, chunk_hash: bytes, layers: Optional[Sequence[int]] = None,
                out: Optional[Tuple[KvTensor, KvTensor]] = None) -> Tuple[KvTensor, KvTensor]:
@@ -499,7 +533,18 @@ class Client:
         ------
         NotFound
             The segment is not stored.
+
+        Notes
+        -----
+        On the daemon's machine (``same_host``), a segment of a raw space of
+        a megabyte or more is read straight from the daemon's value-log
+        files (``locate_kv``), several layers at once, instead of over the
+        connection.
         """
+        if self._same_host_reads.enabled:
+            got = self._get_kv_same_host(space, chunk_hash, layers, out)
+            if got is not None:
+                return got
         with self._kv_reply(space, chunk_hash, layers) as (shape, dtype, _, read_layer):
             if out is None:
                 keys, values = self._result_arrays(shape, dtype)
@@ -564,6 +609,86 @@ class Client:
                 yield shape, dtype, numbers, stream.read_layer
             finally:
                 stream.skip_rest()
+
+    def get_kv_stored(self, space: str, chunk_hash: bytes, layers: Optional[Sequence[int]] = None,
+                      out: Optional[np.ndarray] = None) -> StoredLayers:
+        """Reads one segment's layers as the daemon stores them (encoded by
+        the space's codec), for the caller to decode: int8 and int4 travel at
+        a half and a quarter of their decoded size (the GPU reader decodes
+        them on the GPU, ``mnemo.reader.kv_codec``).
+
+        Parameters
+        ----------
+        out : ndarray of uint8, optional
+            C-contiguous memory to receive the bytes (e.g. a pinned staging
+            buffer); ``data`` is then a view of its start. InvalidArgument
+            when it is too small.
+        """
+        def build(b):
+            lv = None
+            if layers is not None:
+                lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+            return table(b, GetKv, Space=string(b, space), ChunkHash=bytes_vector(b, chunk_hash),
+                         Layers=lv, Attachment=True, Encoded=True)
+        with self._connection.exchange(Request.Request.GetKv, build) as (f, read_into):
+            seg = body(f, KvSegment.KvSegment, Response.Response.KvSegment)
+            lengths = (seg.StoredBytesAsNumpy().astype(np.uint64) if seg.StoredBytesLength()
+                       else np.zeros(0, np.uint64))
+            total = int(lengths.sum())
+            if out is None:
+                data = np.empty(total, np.uint8)
+            else:
+                flat = out.reshape(-1).view(np.uint8) if out.flags.c_contiguous else None
+                if flat is None or flat.nbytes < total:
+                    raise errors.InvalidArgument(f"out must be C-contiguous memory of at least "
+                                                 f"{total} bytes")
+                data = flat[:total]
+            read_into(data)
+            return StoredLayers(
+                data=data, lengths=lengths,
+                layers=seg.LayersAsNumpy().astype(np.uint32) if seg.LayersLength()
+                else np.zeros(0, np.uint32),
+                tokens=seg.Tokens(), codec=(seg.Codec() or b"").decode(),
+                dtype=seg.Dtype().decode(), kv_heads=seg.KvHeads(), head_dim=seg.HeadDim())
+
+    def locate_kv(self, space: str, chunk_hashes: Sequence[bytes],
+                  layers: Optional[Sequence[int]] = None) -> KvLocations:
+        """Where the stored layers of several segments lie in the daemon's
+        value-log files, for a reader on the daemon's machine that reads
+        them itself (see ``KvLocations``; the GPU reader's same-host
+        loads). Counts as a get of each segment.
+
+        Raises
+        ------
+        NotFound
+            A segment is not stored.
+        IOError
+            The daemon cannot name its files (get over the connection).
+        """
+        joined = b"".join(bytes(h) for h in chunk_hashes)
+
+        def build(b):
+            lv = None
+            if layers is not None:
+                lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+            return table(b, LocateKv, Space=string(b, space),
+                         ChunkHashes=bytes_vector(b, joined), Layers=lv)
+        f = self._call(Request.Request.LocateKv, build, 256 + len(joined))
+        r = body(f, WireKvLocations.KvLocations, Response.Response.KvLocations)
+
+        def arr(n, get, dtype):
+            return get().astype(dtype) if n else np.zeros(0, dtype)
+        files = [(r.Files(i).Path().decode(), r.Files(i).Device(), r.Files(i).Inode())
+                 for i in range(r.FilesLength())]
+        return KvLocations(
+            files=files, layers=arr(r.LayersLength(), r.LayersAsNumpy, np.uint32),
+            tokens=arr(r.TokensLength(), r.TokensAsNumpy, np.uint32),
+            file=arr(r.RangeFileLength(), r.RangeFileAsNumpy, np.uint32),
+            offset=arr(r.RangeOffsetLength(), r.RangeOffsetAsNumpy, np.uint64),
+            length=arr(r.RangeLengthLength(), r.RangeLengthAsNumpy, np.uint64),
+            checksum=arr(r.RangeChecksumLength(), r.RangeChecksumAsNumpy, np.uint64),
+            lease_ms=r.LeaseMs(), codec=r.Codec().decode(), dtype=r.Dtype().decode(),
+            kv_heads=r.KvHeads(), head_dim=r.HeadDim())
 
     def match_prefix(self, space: str, chunk_hashes: Sequence[bytes]) -> int:
         """How many leading chunk hashes (32 bytes each) the space stores."""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -68,3 +68,45 @@ class Entries:
     vectors: npt.NDArray[np.float32]  # (m, dim)
     groups: npt.NDArray[np.uint64]    # (m,)
     payloads: List[bytes]             # m
+
+
+@dataclasses.dataclass
+class KvLocations:
+    """Where ``Client.locate_kv`` says the stored layers of several segments
+    lie in the daemon's value-log files (same-host gets). Range i is layer
+    ``layers[i % len(layers)]`` of segment ``i // len(layers)``:
+    ``length[i]`` bytes at ``offset[i]`` of ``files[file[i]]``, a layer as
+    mnemod stores it (kvcache/codec.h: a 12-byte header, the keys' part,
+    the values' part), whose XXH3-64 is ``checksum[i]``. The daemon keeps the
+    files as they are for ``lease_ms``."""
+
+    #: (absolute path, device, inode) of each file named.
+    files: List[Tuple[str, int, int]]
+    layers: npt.NDArray[np.uint32]
+    #: Tokens of each segment.
+    tokens: npt.NDArray[np.uint32]
+    file: npt.NDArray[np.uint32]
+    offset: npt.NDArray[np.uint64]
+    length: npt.NDArray[np.uint64]
+    checksum: npt.NDArray[np.uint64]
+    lease_ms: int
+    codec: str
+    dtype: str
+    kv_heads: int
+    head_dim: int
+
+
+@dataclasses.dataclass
+class StoredLayers:
+    """One segment's layers as mnemod stores them (``Client.get_kv_stored``),
+    back to back in ``data``, ``lengths[i]`` bytes for layer ``layers[i]``;
+    ``mnemo.reader.kv_codec`` decodes them."""
+
+    data: npt.NDArray[np.uint8]
+    lengths: npt.NDArray[np.uint64]
+    layers: npt.NDArray[np.uint32]
+    tokens: int
+    codec: str
+    dtype: str
+    kv_heads: int
+    head_dim: int

@@ -344,3 +344,36 @@ def test_same_host_puts_fall_back_to_the_connection_where_they_cannot_be_used(da
     for h in (b"a" * 32, b"b" * 32):
         k2, _ = c.get_kv("big", h)
         assert k2.tobytes() == k.tobytes()
+
+
+def test_same_host_gets_read_the_daemons_files_and_fall_back_where_they_cannot(daemon, monkeypatch):
+    local = mnemo.Client(daemon.address)  # loopback: same_host by default
+    remote = mnemo.Client(daemon.address, same_host=False)
+    local.create_kv_space("big", LAYERS, BIG_HEADS, BIG_DIM, chunk_tokens=BIG_CHUNK)
+    k, v = big_kv(4), big_kv(5)
+    remote.put_kv("big", b"G" * 32, k, v)
+    k2, v2 = local.get_kv("big", b"G" * 32)
+    assert requests_of(daemon, "locate_kv") == 1
+    assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()
+    k2, v2 = local.get_kv("big", b"G" * 32, layers=[3, 1])
+    assert k2.tobytes() == k[[3, 1]].tobytes() and v2.tobytes() == v[[3, 1]].tobytes()
+    staging = (np.empty_like(k), np.empty_like(v))
+    got = local.get_kv("big", b"G" * 32, out=staging)
+    assert got[0] is staging[0] and staging[1].tobytes() == v.tobytes()
+    assert requests_of(daemon, "locate_kv") == 3
+    # Over the connection: the same bytes, no locate.
+    k3, _ = remote.get_kv("big", b"G" * 32)
+    assert k3.tobytes() == k.tobytes() and requests_of(daemon, "locate_kv") == 3
+    # A segment not stored is NotFound either way.
+    with pytest.raises(mnemo.NotFound):
+        local.get_kv("big", b"N" * 32)
+    # Files this process cannot open: over the connection, then no more tries.
+    fresh = mnemo.Client(daemon.address)
+
+    def denied(*args, **kwargs):
+        raise PermissionError("not this user's file")
+    monkeypatch.setattr(mnemo._same_host.os, "open", denied)
+    k4, _ = fresh.get_kv("big", b"G" * 32)
+    k5, _ = fresh.get_kv("big", b"G" * 32)
+    assert k4.tobytes() == k.tobytes() and k5.tobytes() == k.tobytes()
+    assert requests_of(daemon, "locate_kv") == 5  # the first and the NotFound one

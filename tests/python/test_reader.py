@@ -158,7 +158,15 @@ def test_reuse_with_raw_equals_a_full_prefill(daemon_factory, tmp_path):
 
     again = r.prefill(prompt)
     assert again.reused_tokens == 48
+    assert r.loader.last.transport == "same-host"  # the daemon is on loopback
+    assert r.loader.last.chunks == 3
     assert (again.logits - want[:, 48:]).abs().max() < 1e-5
+    # Over TCP instead: the same logits, bit for bit.
+    tcp = Reader(m, mnemo.Client(d.address), "tiny", same_host=False)
+    over_tcp = tcp.prefill(prompt)
+    assert tcp.loader.last.transport == "tcp"
+    assert torch.equal(over_tcp.logits, again.logits)
+    tcp.close()
     # All chunks stored: the last token is still computed.
     whole = r.prefill(prompt[:, :48])
     assert whole.reused_tokens == 47
@@ -218,4 +226,109 @@ def test_compressed_reuse_stays_close_to_a_full_prefill(daemon, codec, max_logit
           f"{ppl(reused.logits):.3f} ({change:.5%})")
     assert 0 < delta <= max_logit_delta
     assert change <= max_ppl_change
+    assert r.loader.last.transport == "same-host"
+    # Encoded over TCP and decoded here: the same logits, bit for bit.
+    r.wait_for_writes()  # the tenth chunk too
+    same_host = r.prefill(prompt)
+    tcp = Reader(m, mnemo.Client(daemon.address), "q-" + codec, same_host=False)
+    assert torch.equal(tcp.prefill(prompt).logits, same_host.logits)
+    assert tcp.loader.last.transport == "tcp"
+    # Both read the layers encoded: a half (int8) or about a quarter (int4)
+    # of their decoded size, headers and scales included.
+    ratio = tcp.loader.last.bytes_read / tcp.loader.last.bytes_loaded
+    assert ratio < (0.6 if codec == "int8" else 0.4), ratio
     r.close()
+    tcp.close()
+
+
+# Decoding stored layers here (kv_codec, batched in torch) gives what the
+# daemon's own decoding gives, bit for bit, for every codec it decodes and
+# every dtype, including int4 groups that do not divide the tokens.
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "f32"])
+def test_layers_decoded_here_equal_the_daemons_decoding(daemon, dtype):
+    from mnemo.reader import kv_codec
+    c = mnemo.Client(daemon.address)
+    torch_dtype = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}[dtype]
+    g = torch.Generator().manual_seed(5)
+    keys = (torch.randn(3, 2, 20, 16, generator=g) * 3).to(torch_dtype)
+    values = (torch.randn(3, 2, 20, 16, generator=g) + 1).to(torch_dtype)
+    for codec in ("raw", "int8", "int4", "int4:6", "int4:4"):
+        name = f"d-{dtype}-{codec.replace(':', '-')}"
+        c.create_kv_space(name, 3, 2, 16, dtype=dtype, chunk_tokens=32, codec=codec)
+        h = mnemo.prefix_hashes(list(range(32)), 32, name)[0]
+        c.put_kv(name, h, keys, values)
+        want_k, want_v = c.get_kv(name, h, layers=[2, 0])  # decoded by the daemon
+        stored = c.get_kv_stored(name, h, layers=[2, 0])
+        assert stored.codec == codec and stored.tokens == 20 and list(stored.layers) == [2, 0]
+        row = int(stored.lengths[0])
+        assert (stored.lengths == row).all() and stored.data.nbytes == 2 * row
+        rows = torch.from_numpy(stored.data.copy()).view(2, row)
+        fmt = kv_codec.read_format(stored.data.reshape(2, row)[:, :12], 2, 16)
+        k, v = kv_codec.decode(rows, fmt, 2, 16)
+        for got, want in ((k, want_k), (v, want_v)):
+            want = torch.from_numpy(want.view(np.int16)).view(torch.bfloat16) \
+                if dtype == "bf16" else torch.from_numpy(want)
+            assert got.dtype == torch_dtype and torch.equal(got, want), (codec, dtype)
+        # A damaged header is refused, not decoded.
+        bad = stored.data.reshape(2, row)[:, :12].copy()
+        bad[1, 4] ^= 1  # the second layer claims other tokens
+        with pytest.raises(mnemo.Corruption):
+            kv_codec.read_format(bad, 2, 16)
+
+
+def test_same_host_gets_name_files_this_process_reads(daemon):
+    c = mnemo.Client(daemon.address)
+    c.create_kv_space("loc", 2, 2, 8, dtype="f32", chunk_tokens=4, codec="int8")
+    hashes = mnemo.prefix_hashes(list(range(12)), 4, "loc")
+    for i, h in enumerate(hashes):
+        c.put_kv("loc", h, np.full((2, 2, 4, 8), i, np.float32), np.ones((2, 2, 4, 8), np.float32))
+    loc = c.locate_kv("loc", hashes[::-1], layers=[1])
+    assert list(loc.tokens) == [4, 4, 4] and list(loc.layers) == [1]
+    assert loc.codec == "int8" and loc.lease_ms > 0 and len(loc.file) == 3
+    for i in range(3):
+        path, dev, ino = loc.files[loc.file[i]]
+        with open(path, "rb") as f:
+            st = __import__("os").fstat(f.fileno())
+            assert (st.st_dev, st.st_ino) == (dev, ino)
+            f.seek(int(loc.offset[i]))
+            data = f.read(int(loc.length[i]))
+        stored = c.get_kv_stored("loc", hashes[2 - i], layers=[1])
+        assert data == stored.data.tobytes()
+    with pytest.raises(mnemo.NotFound):
+        c.locate_kv("loc", [hashes[0], b"\x01" * 32])
+    with pytest.raises(mnemo.InvalidArgument):
+        c.locate_kv("loc", [b"short"])
+    with pytest.raises(mnemo.NotFound):
+        c.locate_kv("nope", hashes)
+
+
+def test_the_reader_falls_back_when_files_or_chunks_are_not_there(daemon, monkeypatch):
+    from mnemo.reader import kv_load
+    m = tiny()
+    prompt = torch.randint(0, 256, (1, 40))
+    r = Reader(m, mnemo.Client(daemon.address), "fb", codec="int8", chunk_tokens=16)
+    r.prefill(prompt)
+    r.wait_for_writes()
+    want = r.prefill(prompt).logits
+    assert r.loader.last.transport == "same-host"
+    # The daemon's files cannot be opened here (another machine or user):
+    # this load and the later ones go over TCP, with the same result.
+    monkeypatch.setattr(kv_load.ReadOnlyFiles, "open", lambda self, files: None)
+    assert torch.equal(r.prefill(prompt).logits, want)
+    assert r.loader.last.transport == "tcp" and not r.loader.same_host
+    monkeypatch.undo()
+    # Chunks matched but gone before the load: a full prefill, not an error.
+    monkeypatch.setattr(r.client, "match_prefix", lambda space, hashes: len(hashes))
+    other = torch.randint(0, 256, (1, 40))
+    out = r.prefill(other)
+    assert out.reused_tokens == 0
+    assert (out.logits - full_logits(m, other)).abs().max() < 1e-5
+    r.close()
+    # An entropy space is decoded by the daemon and still reused.
+    e = Reader(m, mnemo.Client(daemon.address), "fb-entropy", codec="entropy", chunk_tokens=16)
+    e.prefill(prompt)
+    e.wait_for_writes()
+    got = e.prefill(prompt)
+    assert got.reused_tokens == 32 and e.loader.last.transport == "tcp-decoded"
+    assert (got.logits - full_logits(m, prompt)[:, 32:]).abs().max() < 0.01
+    e.close()

@@ -60,7 +60,8 @@ class HfCausalLM(torch.nn.Module):
         return next(self.hf.parameters()).dtype
 
     def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
-                past_key_values: Optional[List[LayerCache]] = None) -> CausalLMOutput:
+                past_key_values: Optional[List[LayerCache]] = None,
+                logits_to_keep: int = 0) -> CausalLMOutput:
         from transformers import DynamicCache
         cache = (DynamicCache(ddp_cache_data=[(k, v) for k, v in past_key_values])
                  if past_key_values else DynamicCache())
@@ -68,7 +69,7 @@ class HfCausalLM(torch.nn.Module):
         if position_ids is None:
             position_ids = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)[None]
         out = self.hf(input_ids=input_ids, position_ids=position_ids, past_key_values=cache,
-                      use_cache=True)
+                      use_cache=True, logits_to_keep=logits_to_keep)
         return CausalLMOutput(out.logits, _layers(out.past_key_values))
 
 

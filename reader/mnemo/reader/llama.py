@@ -279,12 +279,15 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head.weight.dtype
 
     def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
-                past_key_values: Optional[List[LayerCache]] = None) -> CausalLMOutput:
+                past_key_values: Optional[List[LayerCache]] = None,
+                logits_to_keep: int = 0) -> CausalLMOutput:
         """Runs the tokens ``input_ids`` (B, T) after those in
         ``past_key_values`` (P tokens per layer, or none).
 
         ``position_ids`` (B, T) default to P .. P + T - 1. Returns the logits
-        of the T positions and the cache of all P + T."""
+        of the T positions (of the last ``logits_to_keep`` when that is not
+        0, as transformers' argument of that name: a prefill needs only the
+        last) and the cache of all P + T."""
         b, t = input_ids.shape
         past_len = 0 if not past_key_values else past_key_values[0][0].shape[2]
         if position_ids is None:
@@ -297,6 +300,8 @@ class LlamaForCausalLM(nn.Module):
         for i, layer in enumerate(self.model.layers):
             x, cache = layer(x, cos, sin, past_key_values[i] if past_key_values else None)
             caches.append(cache)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
         return CausalLMOutput(self.lm_head(self.model.norm(x)), caches)
 
     # --- the Hugging Face folder layout ---------------------------------

@@ -18,12 +18,12 @@ import json
 import logging
 from typing import List, Optional
 
-import numpy as np
 import torch
 
 from mnemo import errors
 from mnemo.client import Client
 from mnemo.hashing import prefix_hashes
+from mnemo.reader.kv_load import KvLoader
 from mnemo.reader.llama import LayerCache
 
 log = logging.getLogger(__name__)
@@ -75,11 +75,14 @@ class Reader:
         For a space this creates (see ``Client.create_kv_space``).
     namespace : str, optional
         Names the model in the chunk hashes; default ``model_namespace(model)``.
+    same_host : bool, optional
+        Load stored chunks straight from the daemon's files (``KvLoader``);
+        None (the default) tries it when the daemon's address is loopback.
     """
 
     def __init__(self, model, client: Client, space: str, codec: str = "raw",
                  chunk_tokens: int = 256, capacity_bytes: Optional[int] = None,
-                 namespace: Optional[str] = None):
+                 namespace: Optional[str] = None, same_host: Optional[bool] = None):
         self.model = model
         self.client = client
         self.space = space
@@ -100,6 +103,7 @@ class Reader:
                 f"KV space '{space}' holds layers, kv_heads, head_dim, dtype = {have}; "
                 f"the model needs {want}")
         self.chunk_tokens = stats.chunk_tokens
+        self.loader = KvLoader(client, space, stats, self.model.device, same_host=same_host)
         self.namespace = namespace or model_namespace(model)
         self._writer_client = Client(client.address, client.api_key)
         self._writes = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mnemo-kv-write")
@@ -109,19 +113,27 @@ class Reader:
         self.wait_for_writes()
         self._writes.shutdown()
         self._writer_client.close()
+        self.loader.close()
 
     def hashes(self, input_ids: torch.Tensor) -> List[bytes]:
         """The chunk hashes of a prompt (1, T)."""
         return prefix_hashes(input_ids[0].tolist(), self.chunk_tokens, self.namespace)
 
     @torch.no_grad()
-    def prefill(self, input_ids: torch.Tensor) -> PrefillOutput:
+    def prefill(self, input_ids: torch.Tensor, logits_to_keep: int = 0) -> PrefillOutput:
         """Computes a prompt (1, T), reusing the stored chunks of its prefix.
+
+        Parameters
+        ----------
+        logits_to_keep : int
+            0: the logits of every position computed; n: of the last n only
+            (the first token needs only the last).
 
         Returns
         -------
         PrefillOutput
             The logits of the positions computed (reused_tokens onwards).
+            ``self.loader.last`` tells how the stored chunks were loaded.
         """
         if input_ids.dim() != 2 or input_ids.shape[0] != 1:
             raise errors.InvalidArgument(f"input_ids must be (1, T), got {tuple(input_ids.shape)}")
@@ -129,11 +141,18 @@ class Reader:
         hashes = self.hashes(input_ids)
         stored = self.client.match_prefix(self.space, hashes) if hashes else 0
         reused = min(stored * self.chunk_tokens, total - 1)
-        cache = self._load(hashes[:stored], reused) if reused > 0 else None
+        cache = None
+        if reused > 0:
+            try:
+                cache = self._load(hashes[:stored], reused)
+            except errors.NotFound:  # evicted since the match: compute it all
+                log.info("stored chunks went before they were loaded; full prefill")
+                reused = 0
         device = self.model.device
         ids = input_ids[:, reused:].to(device)
         positions = torch.arange(reused, total, device=device)[None]
-        out = self.model(ids, position_ids=positions, past_key_values=cache)
+        out = self.model(ids, position_ids=positions, past_key_values=cache,
+                         logits_to_keep=logits_to_keep)
         self._write_back(hashes, stored, out.past_key_values)
         return PrefillOutput(out.logits, reused, out.past_key_values)
 
@@ -163,14 +182,7 @@ class Reader:
     def _load(self, hashes: List[bytes], tokens: int) -> List[LayerCache]:
         """The cache of the first `tokens` tokens from the stored chunks,
         per layer (keys, values), (1, G, tokens, D), on the model's device."""
-        device, dtype = self.model.device, self.model.dtype
-        keys, values = [], []
-        for h in hashes:
-            k, v = self.client.get_kv(self.space, h)  # (L, G, chunk, D) each
-            keys.append(_to_torch(k, dtype))
-            values.append(_to_torch(v, dtype))
-        k_all = torch.cat(keys, dim=2)[:, :, :tokens].to(device)  # (L, G, tokens, D)
-        v_all = torch.cat(values, dim=2)[:, :, :tokens].to(device)
+        k_all, v_all = self.loader.load(hashes, tokens)  # (L, G, tokens, D)
         return [(k_all[i][None], v_all[i][None]) for i in range(k_all.shape[0])]
 
     def _write_back(self, hashes: List[bytes], stored: int, cache: List[LayerCache]) -> None:
@@ -189,9 +201,3 @@ class Reader:
                 self._writer_client.put_kv(self.space, h, kc.contiguous().cpu(), vc.contiguous().cpu())
         self._pending.append(self._writes.submit(write))
 
-
-def _to_torch(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """A get_kv array as a tensor of the model's dtype (bf16 arrives as uint16 bits)."""
-    if a.dtype == np.uint16:
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a).to(dtype)

@@ -99,7 +99,14 @@ class GetKv(object):
             return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
         return False
 
-def GetKvStart(builder): builder.StartObject(5)
+    # GetKv
+    def Encoded(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(14))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def GetKvStart(builder): builder.StartObject(6)
 def Start(builder):
     return GetKvStart(builder)
 def GetKvAddSpace(builder, space): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(space), 0)
@@ -123,6 +130,9 @@ def AddAttachment(builder, attachment):
 def GetKvAddStream(builder, stream): builder.PrependBoolSlot(4, stream, 0)
 def AddStream(builder, stream):
     return GetKvAddStream(builder, stream)
+def GetKvAddEncoded(builder, encoded): builder.PrependBoolSlot(5, encoded, 0)
+def AddEncoded(builder, encoded):
+    return GetKvAddEncoded(builder, encoded)
 def GetKvEnd(builder): return builder.EndObject()
 def End(builder):
     return GetKvEnd(builder)

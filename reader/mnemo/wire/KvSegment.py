@@ -154,7 +154,41 @@ class KvSegment(object):
             return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
         return 0
 
-def KvSegmentStart(builder): builder.StartObject(10)
+    # KvSegment
+    def Codec(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
+        if o != 0:
+            return self._tab.String(o + self._tab.Pos)
+        return None
+
+    # KvSegment
+    def StoredBytes(self, j):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            a = self._tab.Vector(o)
+            return self._tab.Get(flatbuffers.number_types.Uint64Flags, a + flatbuffers.number_types.UOffsetTFlags.py_type(j * 8))
+        return 0
+
+    # KvSegment
+    def StoredBytesAsNumpy(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.GetVectorAsNumpy(flatbuffers.number_types.Uint64Flags, o)
+        return 0
+
+    # KvSegment
+    def StoredBytesLength(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.VectorLen(o)
+        return 0
+
+    # KvSegment
+    def StoredBytesIsNone(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        return o == 0
+
+def KvSegmentStart(builder): builder.StartObject(12)
 def Start(builder):
     return KvSegmentStart(builder)
 def KvSegmentAddTokens(builder, tokens): builder.PrependUint32Slot(0, tokens, 0)
@@ -196,6 +230,15 @@ def AddPartFirst(builder, partFirst):
 def KvSegmentAddPartLayers(builder, partLayers): builder.PrependUint32Slot(9, partLayers, 0)
 def AddPartLayers(builder, partLayers):
     return KvSegmentAddPartLayers(builder, partLayers)
+def KvSegmentAddCodec(builder, codec): builder.PrependUOffsetTRelativeSlot(10, flatbuffers.number_types.UOffsetTFlags.py_type(codec), 0)
+def AddCodec(builder, codec):
+    return KvSegmentAddCodec(builder, codec)
+def KvSegmentAddStoredBytes(builder, storedBytes): builder.PrependUOffsetTRelativeSlot(11, flatbuffers.number_types.UOffsetTFlags.py_type(storedBytes), 0)
+def AddStoredBytes(builder, storedBytes):
+    return KvSegmentAddStoredBytes(builder, storedBytes)
+def KvSegmentStartStoredBytesVector(builder, numElems): return builder.StartVector(8, numElems, 8)
+def StartStoredBytesVector(builder, numElems):
+    return KvSegmentStartStoredBytesVector(builder, numElems)
 def KvSegmentEnd(builder): return builder.EndObject()
 def End(builder):
     return KvSegmentEnd(builder)

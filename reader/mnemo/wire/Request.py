@@ -21,3 +21,4 @@ class Request(object):
     Backup = 15
     GetKvStats = 16
     ReserveKv = 17
+    LocateKv = 18

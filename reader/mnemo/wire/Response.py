@@ -13,3 +13,4 @@ class Response(object):
     KvSpaceInfo = 7
     KvSegment = 8
     KvReservation = 9
+    KvLocations = 10

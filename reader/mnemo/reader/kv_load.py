@@ -1,0 +1,328 @@
+"""Loading a prompt's stored KV chunks into a model's cache, fast.
+
+``KvLoader.load(hashes, tokens)`` returns the keys and values of the first
+``tokens`` tokens as two tensors (layers, kv_heads, tokens, head_dim) on the
+model's device. Three ways, picked per load:
+
+* **same host** (the daemon on this machine, its files readable): one
+  ``locate_kv`` names where every stored layer lies; worker threads read
+  them from the daemon's value-log files (``os.preadv``, which leaves the
+  GIL) into pinned host memory, one step = one layer of every chunk;
+* **over TCP, encoded**: each chunk's layers as stored
+  (``get_kv_stored``), one step = one chunk, over a few connections;
+* **over TCP, decoded by the daemon**, for codecs torch does not decode
+  here (entropy).
+
+Either way the bytes stay encoded until the GPU: a step's pinned buffer is
+copied on a side stream while the previous step is decoded
+(``kv_codec.decode``, batched over the step) straight into the cache
+tensors, and workers read later steps meanwhile. No per-token Python loop.
+On a machine without CUDA the same pipeline runs on the CPU (CI).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from mnemo import errors
+from mnemo._same_host import ReadOnlyFiles, is_loopback, pread_into
+from mnemo.client import Client
+from mnemo.reader import kv_codec
+from mnemo.types import KvSpaceStats
+
+log = logging.getLogger(__name__)
+
+_TORCH_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
+
+
+@dataclasses.dataclass
+class LoadStats:
+    """What the last ``KvLoader.load`` did."""
+    #: "same-host", "tcp" or "tcp-decoded".
+    transport: str = ""
+    chunks: int = 0
+    #: Bytes read from the daemon (encoded as stored, or decoded).
+    bytes_read: int = 0
+    #: Bytes of keys and values in the cache (the space's dtype).
+    bytes_loaded: int = 0
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class _Step:
+    """One unit of the pipeline: ``fill`` puts its bytes into a host buffer
+    (on a worker thread) and returns the length of each of its ``rows``
+    stored layers, which are then decoded into ``out()`` (views of the
+    cache); ``decoded``: the buffer holds keys then values, decoded by the
+    daemon."""
+    nbytes: int  # buffer bytes it may need
+    rows: int
+    fill: Callable[[np.ndarray], int]
+    out: Callable[[], Tuple[torch.Tensor, torch.Tensor]]
+    decoded: bool = False
+
+
+class KvLoader:
+    """Loads stored chunks of one KV space into tensors on ``device``.
+
+    Parameters
+    ----------
+    client : Client
+        Used for the locate and the first connection; ``tcp_connections - 1``
+        more connections are opened to its address for TCP loads.
+    stats : KvSpaceStats
+        The space's shape.
+    same_host : bool, optional
+        None: try the daemon's files when its address is loopback.
+    workers : int
+        Threads reading steps ahead of the GPU.
+    """
+
+    def __init__(self, client: Client, space: str, stats: KvSpaceStats, device: torch.device,
+                 same_host: Optional[bool] = None, workers: int = 8, tcp_connections: int = 3):
+        self.client, self.space, self.stats = client, space, stats
+        self.device = torch.device(device)
+        self.dtype = _TORCH_DTYPES[stats.dtype]
+        host = client.address.rsplit(":", 1)[0]
+        self.same_host = is_loopback(host) if same_host is None else same_host
+        self._files = ReadOnlyFiles()
+        self._workers = workers
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mnemo-kv-load")
+        self._tcp_count = max(1, tcp_connections)
+        self._tcp: List[Client] = []
+        self._tcp_free: "queue.Queue[Client]" = queue.Queue()
+        self._slots: List[torch.Tensor] = []
+        self._stage: List[torch.Tensor] = []
+        self._cuda = self.device.type == "cuda"
+        self._copy_stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self.last = LoadStats()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+        self._files.close()
+        for c in self._tcp:
+            c.close()
+
+    # --- the public step ----------------------------------------------------
+
+    def load(self, hashes: Sequence[bytes], tokens: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the first ``tokens`` tokens of the chunks
+        ``hashes`` (in prompt order), (layers, kv_heads, tokens, head_dim)
+        each on the device. NotFound when a chunk is not (or no longer)
+        stored."""
+        start = time.perf_counter()
+        s = self.stats
+        stored_tokens = len(hashes) * s.chunk_tokens
+        shape = (s.layers, s.kv_heads, stored_tokens, s.head_dim)
+        keys = torch.empty(shape, dtype=self.dtype, device=self.device)
+        values = torch.empty(shape, dtype=self.dtype, device=self.device)
+        codec = kv_codec.codec_id(s.codec)
+        self.last = LoadStats(chunks=len(hashes))
+        done = False
+        if self.same_host and codec != kv_codec.ENTROPY:
+            try:
+                self._run(self._same_host_steps(hashes, keys, values))
+                self.last.transport = "same-host"
+                done = True
+            except errors.NotFound:
+                raise
+            except (errors.Error, OSError) as e:
+                log.warning("same-host KV load failed (%s); loading over TCP from now on", e)
+                self.same_host = False
+        if not done:
+            decoded = codec == kv_codec.ENTROPY
+            self._run(self._tcp_steps(hashes, keys, values, decoded))
+            self.last.transport = "tcp-decoded" if decoded else "tcp"
+        self.last.bytes_loaded = 2 * keys[:, :, :tokens].numel() * keys.element_size()
+        self.last.seconds = time.perf_counter() - start
+        return keys[:, :, :tokens], values[:, :, :tokens]
+
+    # --- the steps of each way ------------------------------------------------
+
+    def _same_host_steps(self, hashes, keys, values) -> List[_Step]:
+        s = self.stats
+        loc = self.client.locate_kv(self.space, hashes)
+        fds = self._files.open(loc.files)
+        if fds is None:
+            raise errors.FailedPrecondition("the daemon's files cannot be opened here")
+        n, layers = len(hashes), s.layers
+        if len(loc.tokens) != n or len(loc.layers) != layers or not (loc.tokens == s.chunk_tokens).all():
+            raise errors.FailedPrecondition("located segments are not whole chunks of every layer")
+        lengths = loc.length.reshape(n, layers)
+        if not (lengths == lengths[0, 0]).all():
+            raise errors.Corruption("stored layers of one space's whole chunks differ in length")
+        row = int(lengths[0, 0])
+        file_of = loc.file.reshape(n, layers)
+        offset_of = loc.offset.reshape(n, layers)
+        t = s.chunk_tokens
+
+        def step(layer: int) -> _Step:
+            def fill(buf: np.ndarray) -> int:
+                mv = memoryview(buf)
+                for c in range(n):
+                    pread_into(fds[file_of[c, layer]], [mv[c * row:(c + 1) * row]],
+                                int(offset_of[c, layer]))
+                return row
+
+            def out():
+                # (G, n * t, D) seen as (n, G, t, D): chunk c's tokens.
+                def view(x):
+                    return x[layer].view(s.kv_heads, n, t, s.head_dim).transpose(0, 1)
+                return view(keys), view(values)
+            return _Step(n * row, n, fill, out)
+        return [step(layer) for layer in range(layers)]
+
+    def _tcp_steps(self, hashes, keys, values, decoded: bool) -> List[_Step]:
+        s = self.stats
+        t = s.chunk_tokens
+        if not self._tcp:
+            self._tcp = [Client(self.client.address, self.client.api_key, same_host=False)
+                         for _ in range(self._tcp_count)]
+            for c in self._tcp:
+                self._tcp_free.put(c)
+        lb = s.kv_heads * t * s.head_dim * keys.element_size()  # one layer's keys, decoded
+        shape = (s.layers, s.kv_heads, t, s.head_dim)
+        np_dtype = np.float32 if s.dtype == "f32" else np.uint16
+
+        def step(i: int, h: bytes) -> _Step:
+            def fill(buf: np.ndarray) -> int:
+                conn = self._tcp_free.get()  # one request per connection at a time
+                try:
+                    if decoded:
+                        k = buf[:s.layers * lb].view(np_dtype).reshape(shape)
+                        v = buf[s.layers * lb:2 * s.layers * lb].view(np_dtype).reshape(shape)
+                        conn.get_kv(self.space, h, out=(k, v))
+                        return 0
+                    got = conn.get_kv_stored(self.space, h, out=buf)
+                    if len(got.lengths) != s.layers or not (got.lengths == got.lengths[0]).all():
+                        raise errors.Corruption("a stored chunk's layers differ in length")
+                    return int(got.lengths[0])
+                finally:
+                    self._tcp_free.put(conn)
+
+            def out():
+                return keys[:, :, i * t:(i + 1) * t], values[:, :, i * t:(i + 1) * t]
+            # Room for the layers decoded, which no codec's encoding exceeds
+            # but by its header and scales.
+            room = s.layers * (2 * lb + kv_codec.HEADER_BYTES + 16 * s.kv_heads * s.head_dim
+                               * (t + 1))
+            return _Step(room if not decoded else 2 * s.layers * lb, s.layers, fill, out, decoded)
+        return [step(i, h) for i, h in enumerate(hashes)]
+
+    # --- the pipeline -----------------------------------------------------------
+
+    def _slot_pool(self, count: int, nbytes: int) -> List[torch.Tensor]:
+        """``count`` host buffers of ``nbytes`` (pinned with CUDA), kept and
+        reused across loads: pinning costs far more than a load."""
+        if len(self._slots) < count or self._slots[0].numel() < nbytes:
+            self._slots = [torch.empty(nbytes, dtype=torch.uint8, pin_memory=self._cuda)
+                           for _ in range(count)]
+        return self._slots[:count]
+
+    def _stage_buffers(self, nbytes: int) -> List[torch.Tensor]:
+        if not self._cuda:
+            return []
+        if len(self._stage) < 2 or self._stage[0].numel() < nbytes:
+            self._stage = [torch.empty(nbytes, dtype=torch.uint8, device=self.device) for _ in range(2)]
+        return self._stage
+
+    def _run(self, steps: List[_Step]) -> None:
+        """Fills the steps' buffers on the workers, in order, while this
+        thread copies each to the GPU (side stream) and decodes it into its
+        place: host buffer k + 1 is read while k is copied and k - 1 decoded."""
+        if not steps:
+            return
+        slots = self._slot_pool(self._workers + 3, max(st.nbytes for st in steps))
+        stage = self._stage_buffers(slots[0].numel())
+        # Buffers are taken in step order (a later step never holds the last
+        # free one while an earlier waits), given back once copied.
+        free = list(range(len(slots)))
+        turn = threading.Condition()
+        state = {"next": 0, "abort": False}
+
+        def take(k: int) -> int:
+            with turn:
+                turn.wait_for(lambda: state["abort"] or (state["next"] == k and free))
+                if state["abort"]:
+                    raise errors.Unavailable("the load stopped")
+                state["next"] += 1
+                turn.notify_all()
+                return free.pop()
+
+        def give_back(slot: int) -> None:
+            with turn:
+                free.append(slot)
+                turn.notify_all()
+
+        def work(k: int, st: _Step) -> Tuple[int, int]:
+            slot = take(k)
+            return slot, st.fill(slots[slot].numpy())
+
+        filled = [self._pool.submit(work, k, st) for k, st in enumerate(steps)]
+        in_flight: List[Tuple[Optional["torch.cuda.Event"], int]] = []
+        stage_done: List[Optional["torch.cuda.Event"]] = [None, None]
+        try:
+            for k, (st, fut) in enumerate(zip(steps, filled)):
+                slot, row = fut.result()
+                used = st.nbytes if st.decoded else st.rows * row
+                self.last.bytes_read += used
+                host = slots[slot][:used]
+                # The headers are checked on the host, before any GPU work.
+                fmt = None if st.decoded else kv_codec.read_format(
+                    host.numpy().reshape(st.rows, row)[:, :kv_codec.HEADER_BYTES],
+                    self.stats.kv_heads, self.stats.head_dim)
+                copied = None
+                if self._cuda:
+                    dev = stage[k % 2][:used]
+                    with torch.cuda.stream(self._copy_stream):
+                        if stage_done[k % 2] is not None:  # its last decode has read it
+                            self._copy_stream.wait_event(stage_done[k % 2])
+                        dev.copy_(host, non_blocking=True)
+                        copied = torch.cuda.Event()
+                        copied.record(self._copy_stream)
+                    torch.cuda.current_stream(self.device).wait_event(copied)
+                else:
+                    dev = host
+                self._decode(st, dev, row, fmt)
+                if self._cuda:
+                    stage_done[k % 2] = torch.cuda.Event()
+                    stage_done[k % 2].record(torch.cuda.current_stream(self.device))
+                in_flight.append((copied, slot))
+                # A host buffer is free once its copy is done; wait for the
+                # one before last, so that the next copy is already queued.
+                while len(in_flight) > (1 if self._cuda else 0):
+                    ev, sl = in_flight.pop(0)
+                    if ev is not None:
+                        ev.synchronize()
+                    give_back(sl)
+            if self._cuda:
+                torch.cuda.current_stream(self.device).synchronize()
+        finally:
+            with turn:
+                state["abort"] = True  # workers still waiting for a buffer stop
+                turn.notify_all()
+            for ev, _ in in_flight:
+                if ev is not None:
+                    ev.synchronize()
+            # No worker may still write a buffer the next load uses.
+            concurrent.futures.wait(filled)
+
+    def _decode(self, st: _Step, dev: torch.Tensor, row: int, fmt) -> None:
+        s = self.stats
+        k_out, v_out = st.out()
+        if st.decoded:
+            half = dev.numel() // 2
+            k_out.copy_(dev[:half].view(self.dtype).view(k_out.shape))
+            v_out.copy_(dev[half:].view(self.dtype).view(v_out.shape))
+            return
+        if fmt.tokens != k_out.shape[2]:
+            raise errors.Corruption(f"stored layers hold {fmt.tokens} tokens, not {k_out.shape[2]}")
+        kv_codec.decode(dev.view(st.rows, row), fmt, s.kv_heads, s.head_dim, out=(k_out, v_out))
