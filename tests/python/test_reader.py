@@ -332,3 +332,36 @@ def test_the_reader_falls_back_when_files_or_chunks_are_not_there(daemon, monkey
     assert got.reused_tokens == 32 and e.loader.last.transport == "tcp-decoded"
     assert (got.logits - full_logits(m, prompt)[:, 32:]).abs().max() < 0.01
     e.close()
+
+
+def test_the_model_runs_its_first_layers_while_later_ones_still_load(daemon, monkeypatch):
+    import threading
+    from mnemo.reader import kv_load
+    m = tiny(num_hidden_layers=3)
+    prompt = torch.randint(0, 256, (1, 64))
+    r = Reader(m, mnemo.Client(daemon.address), "layerwise", codec="int4", chunk_tokens=16)
+    r.prefill(prompt)
+    r.wait_for_writes()
+    want = r.prefill(prompt).logits
+    # The last layer's read waits until the model has started layer 0: were
+    # the model to wait for every layer first, this load would fail.
+    first_layer_ran = threading.Event()
+    hook = m.model.layers[0].register_forward_pre_hook(lambda *args: first_layer_ran.set())
+    steps_of = kv_load.KvLoader._same_host_steps
+
+    def gated(self, hashes, keys, values):
+        steps = steps_of(self, hashes, keys, values)
+        fill = steps[-1].fill
+
+        def after_the_first_layer(buf):
+            if not first_layer_ran.wait(30):
+                raise mnemo.Internal("the model did not start before the last layer loaded")
+            return fill(buf)
+        steps[-1].fill = after_the_first_layer
+        return steps
+    monkeypatch.setattr(kv_load.KvLoader, "_same_host_steps", gated)
+    out = r.prefill(prompt)
+    hook.remove()
+    assert out.reused_tokens == 63 and r.loader.last.transport == "same-host"
+    assert torch.equal(out.logits, want)
+    r.close()

@@ -92,6 +92,14 @@ def stored_bytes(f: LayerFormat, heads: int, head_dim: int) -> int:
     return HEADER_BYTES + f.part_bytes(heads, head_dim, True) + f.part_bytes(heads, head_dim, False)
 
 
+def layer_format(codec: str, dtype: str, tokens: int) -> LayerFormat:
+    """The format a space of ``codec`` (``raw``, ``int8``, ``int4[:G]``) and
+    ``dtype`` (``f16``, ``bf16``, ``f32``) stores a layer of ``tokens`` in."""
+    cid = codec_id(codec)
+    group = int(codec.split(":")[1]) if cid == INT4 and ":" in codec else (32 if cid == INT4 else 0)
+    return LayerFormat(cid, TORCH_DTYPES[DTYPE_IDS[dtype]], group, tokens, 0)
+
+
 def decode(stored: torch.Tensor, f: LayerFormat, heads: int, head_dim: int,
            out: Tuple[torch.Tensor, torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Decodes N stored layers of format ``f``, the rows of ``stored`` (N, S)

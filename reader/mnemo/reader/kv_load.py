@@ -21,7 +21,9 @@ On a machine without CUDA the same pipeline runs on the CPU (CI).
 """
 from __future__ import annotations
 
+import collections.abc
 import concurrent.futures
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -68,6 +70,53 @@ class _Step:
     fill: Callable[[np.ndarray], int]
     out: Callable[[], Tuple[torch.Tensor, torch.Tensor]]
     decoded: bool = False
+    done_layers: Sequence[int] = ()  # layers complete once this step is decoded
+
+
+class LoadingCache(collections.abc.Sequence):
+    """A model's cache, per layer (keys, values) (1, kv_heads, tokens,
+    head_dim), while it is still being loaded: taking layer i waits until
+    that layer is in (on the GPU the caller's stream waits for its decode;
+    the host waits only until the decode is queued). A model that takes its
+    layers in order runs layer 0 while later layers are still read, copied
+    and decoded. Raises the load's error (NotFound: a chunk went) when a
+    layer it needs failed to load."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, tokens: int):
+        self.keys, self.values, self.tokens = keys, values, tokens  # (L, G, stored, D)
+        layers = keys.shape[0]
+        self._ready = [threading.Event() for _ in range(layers)]
+        self._events: List[Optional["torch.cuda.Event"]] = [None] * layers
+        self._error: Optional[BaseException] = None
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        self._ready[i].wait()
+        if self._error is not None:
+            raise self._error
+        if self._events[i] is not None:
+            torch.cuda.current_stream(self.keys.device).wait_event(self._events[i])
+        return self.keys[i][None, :, :self.tokens], self.values[i][None, :, :self.tokens]
+
+    def wait(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Waits for every layer; (keys, values) (L, G, tokens, D)."""
+        for i in range(len(self)):
+            self[i]
+        return self.keys[:, :, :self.tokens], self.values[:, :, :self.tokens]
+
+    def _mark(self, layers: Sequence[int], event) -> None:
+        for layer in layers:
+            self._events[layer] = event
+            self._ready[layer].set()
+
+    def _fail(self, error: BaseException) -> None:
+        self._error = error
+        for e in self._ready:
+            e.set()
 
 
 class KvLoader:
@@ -103,9 +152,13 @@ class KvLoader:
         self._stage: List[torch.Tensor] = []
         self._cuda = self.device.type == "cuda"
         self._copy_stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._decode_stream = torch.cuda.Stream(self.device) if self._cuda else None
+        self._runner = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mnemo-kv-run")
+        self._running: Optional[concurrent.futures.Future] = None
         self.last = LoadStats()
 
     def close(self) -> None:
+        self._runner.shutdown()
         self._pool.shutdown()
         self._files.close()
         for c in self._tcp:
@@ -118,32 +171,65 @@ class KvLoader:
         ``hashes`` (in prompt order), (layers, kv_heads, tokens, head_dim)
         each on the device. NotFound when a chunk is not (or no longer)
         stored."""
-        start = time.perf_counter()
+        return self.start(hashes, tokens).wait()
+
+    def start(self, hashes: Sequence[bytes], tokens: int) -> LoadingCache:
+        """Starts loading what ``load`` returns and returns at once: a
+        ``LoadingCache`` to run the model on while later layers load. One
+        load at a time: the next start waits for this one to end."""
         s = self.stats
-        stored_tokens = len(hashes) * s.chunk_tokens
-        shape = (s.layers, s.kv_heads, stored_tokens, s.head_dim)
+        shape = (s.layers, s.kv_heads, len(hashes) * s.chunk_tokens, s.head_dim)
         keys = torch.empty(shape, dtype=self.dtype, device=self.device)
         values = torch.empty(shape, dtype=self.dtype, device=self.device)
+        cache = LoadingCache(keys, values, tokens)
+        if self._cuda:  # the loads' stream may reuse memory the model's stream just freed
+            self._decode_stream.wait_stream(torch.cuda.current_stream(self.device))
+        if self._running is not None:
+            self._running.result()
+        self._running = self._runner.submit(self._load, list(hashes), cache)
+        return cache
+
+    def finish(self) -> None:
+        """Waits for the load started last to end (its ``last`` figures set)."""
+        if self._running is not None:
+            self._running.result()
+
+    def _load(self, hashes: List[bytes], cache: LoadingCache) -> None:
+        """start's body, on the runner thread."""
+        started = time.perf_counter()
+        s = self.stats
+        keys, values = cache.keys, cache.values
         codec = kv_codec.codec_id(s.codec)
         self.last = LoadStats(chunks=len(hashes))
-        done = False
-        if self.same_host and codec != kv_codec.ENTROPY:
-            try:
-                self._run(self._same_host_steps(hashes, keys, values))
-                self.last.transport = "same-host"
-                done = True
-            except errors.NotFound:
-                raise
-            except (errors.Error, OSError) as e:
-                log.warning("same-host KV load failed (%s); loading over TCP from now on", e)
-                self.same_host = False
-        if not done:
-            decoded = codec == kv_codec.ENTROPY
-            self._run(self._tcp_steps(hashes, keys, values, decoded))
-            self.last.transport = "tcp-decoded" if decoded else "tcp"
-        self.last.bytes_loaded = 2 * keys[:, :, :tokens].numel() * keys.element_size()
-        self.last.seconds = time.perf_counter() - start
-        return keys[:, :, :tokens], values[:, :, :tokens]
+        marked = [0]
+
+        def mark(layers, event):
+            marked[0] += len(layers)
+            cache._mark(layers, event)
+        try:
+            with torch.cuda.stream(self._decode_stream) if self._cuda else contextlib.nullcontext():
+                done = False
+                if self.same_host and codec != kv_codec.ENTROPY:
+                    try:
+                        self._run(self._same_host_steps(hashes, keys, values), mark)
+                        self.last.transport = "same-host"
+                        done = True
+                    except errors.NotFound:
+                        raise
+                    except (errors.Error, OSError) as e:
+                        if marked[0]:  # the model may have read layers already
+                            raise
+                        log.warning("same-host KV load failed (%s); loading over TCP from now on", e)
+                        self.same_host = False
+                if not done:
+                    decoded = codec == kv_codec.ENTROPY
+                    self._run(self._tcp_steps(hashes, keys, values, decoded), mark)
+                    self.last.transport = "tcp-decoded" if decoded else "tcp"
+        except BaseException as e:  # noqa: B902 (handed to the model's thread)
+            cache._fail(e)
+            return
+        self.last.bytes_loaded = 2 * keys[:, :, :cache.tokens].numel() * keys.element_size()
+        self.last.seconds = time.perf_counter() - started
 
     # --- the steps of each way ------------------------------------------------
 
@@ -177,7 +263,7 @@ class KvLoader:
                 def view(x):
                     return x[layer].view(s.kv_heads, n, t, s.head_dim).transpose(0, 1)
                 return view(keys), view(values)
-            return _Step(n * row, n, fill, out)
+            return _Step(n * row, n, fill, out, done_layers=[layer])
         return [step(layer) for layer in range(layers)]
 
     def _tcp_steps(self, hashes, keys, values, decoded: bool) -> List[_Step]:
@@ -191,6 +277,11 @@ class KvLoader:
         lb = s.kv_heads * t * s.head_dim * keys.element_size()  # one layer's keys, decoded
         shape = (s.layers, s.kv_heads, t, s.head_dim)
         np_dtype = np.float32 if s.dtype == "f32" else np.uint16
+        if decoded:
+            room = 2 * s.layers * lb
+        else:  # a whole chunk's layers as the space stores them
+            room = s.layers * kv_codec.stored_bytes(kv_codec.layer_format(s.codec, s.dtype, t),
+                                                    s.kv_heads, s.head_dim)
 
         def step(i: int, h: bytes) -> _Step:
             def fill(buf: np.ndarray) -> int:
@@ -210,11 +301,9 @@ class KvLoader:
 
             def out():
                 return keys[:, :, i * t:(i + 1) * t], values[:, :, i * t:(i + 1) * t]
-            # Room for the layers decoded, which no codec's encoding exceeds
-            # but by its header and scales.
-            room = s.layers * (2 * lb + kv_codec.HEADER_BYTES + 16 * s.kv_heads * s.head_dim
-                               * (t + 1))
-            return _Step(room if not decoded else 2 * s.layers * lb, s.layers, fill, out, decoded)
+            last = i == len(hashes) - 1
+            return _Step(room, s.layers, fill, out, decoded,
+                         done_layers=range(s.layers) if last else ())
         return [step(i, h) for i, h in enumerate(hashes)]
 
     # --- the pipeline -----------------------------------------------------------
@@ -234,7 +323,7 @@ class KvLoader:
             self._stage = [torch.empty(nbytes, dtype=torch.uint8, device=self.device) for _ in range(2)]
         return self._stage
 
-    def _run(self, steps: List[_Step]) -> None:
+    def _run(self, steps: List[_Step], mark) -> None:
         """Fills the steps' buffers on the workers, in order, while this
         thread copies each to the GPU (side stream) and decodes it into its
         place: host buffer k + 1 is read while k is copied and k - 1 decoded."""
@@ -292,9 +381,13 @@ class KvLoader:
                 else:
                     dev = host
                 self._decode(st, dev, row, fmt)
+                decoded = None
                 if self._cuda:
-                    stage_done[k % 2] = torch.cuda.Event()
-                    stage_done[k % 2].record(torch.cuda.current_stream(self.device))
+                    decoded = torch.cuda.Event()
+                    decoded.record(torch.cuda.current_stream(self.device))
+                    stage_done[k % 2] = decoded
+                if st.done_layers:
+                    mark(st.done_layers, decoded)
                 in_flight.append((copied, slot))
                 # A host buffer is free once its copy is done; wait for the
                 # one before last, so that the next copy is already queued.
@@ -303,7 +396,7 @@ class KvLoader:
                     if ev is not None:
                         ev.synchronize()
                     give_back(sl)
-            if self._cuda:
+            if self._cuda:  # the load's time ends when its last decode does
                 torch.cuda.current_stream(self.device).synchronize()
         finally:
             with turn:
@@ -326,3 +419,4 @@ class KvLoader:
         if fmt.tokens != k_out.shape[2]:
             raise errors.Corruption(f"stored layers hold {fmt.tokens} tokens, not {k_out.shape[2]}")
         kv_codec.decode(dev.view(st.rows, row), fmt, s.kv_heads, s.head_dim, out=(k_out, v_out))
+

@@ -141,18 +141,21 @@ class Reader:
         hashes = self.hashes(input_ids)
         stored = self.client.match_prefix(self.space, hashes) if hashes else 0
         reused = min(stored * self.chunk_tokens, total - 1)
-        cache = None
+        device = self.model.device
+        out = None
         if reused > 0:
+            # The model runs layer by layer as the stored chunks' layers come in.
+            cache = self.loader.start(hashes[:stored], reused)
             try:
-                cache = self._load(hashes[:stored], reused)
+                out = self.model(input_ids[:, reused:].to(device),
+                                 position_ids=torch.arange(reused, total, device=device)[None],
+                                 past_key_values=cache, logits_to_keep=logits_to_keep)
             except errors.NotFound:  # evicted since the match: compute it all
                 log.info("stored chunks went before they were loaded; full prefill")
                 reused = 0
-        device = self.model.device
-        ids = input_ids[:, reused:].to(device)
-        positions = torch.arange(reused, total, device=device)[None]
-        out = self.model(ids, position_ids=positions, past_key_values=cache,
-                         logits_to_keep=logits_to_keep)
+            self.loader.finish()
+        if out is None:
+            out = self.model(input_ids.to(device), logits_to_keep=logits_to_keep)
         self._write_back(hashes, stored, out.past_key_values)
         return PrefillOutput(out.logits, reused, out.past_key_values)
 
@@ -178,12 +181,6 @@ class Reader:
         pending, self._pending = self._pending, []
         for f in pending:
             f.result()
-
-    def _load(self, hashes: List[bytes], tokens: int) -> List[LayerCache]:
-        """The cache of the first `tokens` tokens from the stored chunks,
-        per layer (keys, values), (1, G, tokens, D), on the model's device."""
-        k_all, v_all = self.loader.load(hashes, tokens)  # (L, G, tokens, D)
-        return [(k_all[i][None], v_all[i][None]) for i in range(k_all.shape[0])]
 
     def _write_back(self, hashes: List[bytes], stored: int, cache: List[LayerCache]) -> None:
         """Stores the full chunks after the `stored` ones, on the writer
