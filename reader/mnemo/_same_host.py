@@ -17,11 +17,12 @@ encoded ones into pinned memory and decodes them on the GPU.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
 import weakref
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -61,36 +62,50 @@ def _close_fds(fds: Dict[tuple, int]) -> None:
 
 class ReadOnlyFiles:
     """Read-only descriptors of the daemon's value-log files, each checked
-    to be the file the daemon named (device and inode); thread-safe."""
+    to be the file the daemon named (device and inode); thread-safe. Kept
+    open for later reads; the oldest are closed beyond _KEPT, but only while
+    no reader holds any (a closed descriptor's number may be reused by the
+    next open: a reader must never read through one)."""
 
-    _KEPT = 64
+    _KEPT = 256  # a 32k-token prompt's chunks may lie in a hundred files or more
 
     def __init__(self):
         self._fds: Dict[Tuple[str, int, int], int] = {}
         self._lock = threading.Lock()
+        self._readers = 0
         self._finalizer = weakref.finalize(self, _close_fds, self._fds)
 
-    def open(self, files: Sequence[Tuple[str, int, int]]) -> Optional[List[int]]:
-        """A descriptor per (path, device, inode), or None when one cannot
-        be opened here or is another file."""
+    @contextlib.contextmanager
+    def opened(self, files: Sequence[Tuple[str, int, int]]) -> Iterator[Optional[List[int]]]:
+        """Yields a descriptor per (path, device, inode), valid until the
+        block ends, or None when one cannot be opened here or is another
+        file."""
         with self._lock:
-            out = []
+            if self._readers == 0:
+                while len(self._fds) > self._KEPT:
+                    os.close(self._fds.pop(next(iter(self._fds))))
+            out: Optional[List[int]] = []
             for key in files:
                 fd = self._fds.get(key)
                 if fd is None:
                     try:
                         fd = os.open(key[0], os.O_RDONLY | os.O_CLOEXEC)
                     except OSError:
-                        return None
+                        out = None
+                        break
                     st = os.fstat(fd)
                     if (st.st_dev, st.st_ino) != (key[1], key[2]):
                         os.close(fd)
-                        return None
-                    while len(self._fds) >= self._KEPT:
-                        os.close(self._fds.pop(next(iter(self._fds))))
+                        out = None
+                        break
                     self._fds[key] = fd
                 out.append(fd)
-            return out
+            self._readers += 1
+        try:
+            yield out
+        finally:
+            with self._lock:
+                self._readers -= 1
 
     def close(self) -> None:
         with self._lock:
@@ -132,10 +147,13 @@ class SameHostReader:
         """Reads a located raw segment (one segment, its layers in order)
         into keys and values (flat bytes, layers back to back); False when
         that cannot be done here (nothing useful was written)."""
-        fds = self.files.open(loc.files)
-        if fds is None:
-            self.enabled = False  # another machine, container or user
-            return False
+        with self.files.opened(loc.files) as fds:
+            if fds is None:
+                self.enabled = False  # another machine, container or user
+                return False
+            return self._read(fds, loc, header, keys, values)
+
+    def _read(self, fds, loc, header: bytes, keys: np.ndarray, values: np.ndarray) -> bool:
         layers = len(loc.layers)
         lb = keys.nbytes // layers if layers else 0
         if len(loc.tokens) != 1 or (loc.length != len(header) + 2 * lb).any():

@@ -377,3 +377,21 @@ def test_same_host_gets_read_the_daemons_files_and_fall_back_where_they_cannot(d
     k5, _ = fresh.get_kv("big", b"G" * 32)
     assert k4.tobytes() == k.tobytes() and k5.tobytes() == k.tobytes()
     assert requests_of(daemon, "locate_kv") == 5  # the first and the NotFound one
+
+
+def test_same_host_gets_keep_their_files_open_while_they_read(daemon, monkeypatch):
+    # A client keeps few descriptors (here 1), but never closes one a read
+    # in flight holds: a segment whose layers lie in several files (the
+    # same-host put's lanes) reads back whole, again and again.
+    monkeypatch.setattr(mnemo._same_host.ReadOnlyFiles, "_KEPT", 1)
+    c = mnemo.Client(daemon.address)
+    c.create_kv_space("big", LAYERS, BIG_HEADS, BIG_DIM, chunk_tokens=BIG_CHUNK)
+    segs = {bytes([i]) * 32: (big_kv(10 + i), big_kv(20 + i)) for i in range(3)}
+    for h, (k, v) in segs.items():
+        c.put_kv("big", h, k, v)
+    assert len({c.locate_kv("big", [h]).files[0] for h in segs}) >= 1
+    assert len(c.locate_kv("big", list(segs)).files) > 1
+    for _ in range(2):
+        for h, (k, v) in segs.items():
+            k2, v2 = c.get_kv("big", h)
+            assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()

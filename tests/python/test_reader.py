@@ -1,5 +1,6 @@
 """mnemo.reader on the CPU (Debian's torch): the Llama core, its Hugging Face
 folder layout, and context reuse from a real mnemod on loopback."""
+import contextlib
 import json
 import math
 import pathlib
@@ -313,7 +314,10 @@ def test_the_reader_falls_back_when_files_or_chunks_are_not_there(daemon, monkey
     assert r.loader.last.transport == "same-host"
     # The daemon's files cannot be opened here (another machine or user):
     # this load and the later ones go over TCP, with the same result.
-    monkeypatch.setattr(kv_load.ReadOnlyFiles, "open", lambda self, files: None)
+    @contextlib.contextmanager
+    def cannot_open(self, files):
+        yield None
+    monkeypatch.setattr(kv_load.ReadOnlyFiles, "opened", cannot_open)
     assert torch.equal(r.prefill(prompt).logits, want)
     assert r.loader.last.transport == "tcp" and not r.loader.same_host
     monkeypatch.undo()
@@ -349,8 +353,8 @@ def test_the_model_runs_its_first_layers_while_later_ones_still_load(daemon, mon
     hook = m.model.layers[0].register_forward_pre_hook(lambda *args: first_layer_ran.set())
     steps_of = kv_load.KvLoader._same_host_steps
 
-    def gated(self, hashes, keys, values):
-        steps = steps_of(self, hashes, keys, values)
+    def gated(self, *args):
+        steps = steps_of(self, *args)
         fill = steps[-1].fill
 
         def after_the_first_layer(buf):

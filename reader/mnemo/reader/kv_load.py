@@ -211,7 +211,8 @@ class KvLoader:
                 done = False
                 if self.same_host and codec != kv_codec.ENTROPY:
                     try:
-                        self._run(self._same_host_steps(hashes, keys, values), mark)
+                        with contextlib.ExitStack() as stack:
+                            self._run(self._same_host_steps(hashes, keys, values, stack), mark)
                         self.last.transport = "same-host"
                         done = True
                     except errors.NotFound:
@@ -233,10 +234,10 @@ class KvLoader:
 
     # --- the steps of each way ------------------------------------------------
 
-    def _same_host_steps(self, hashes, keys, values) -> List[_Step]:
+    def _same_host_steps(self, hashes, keys, values, stack: contextlib.ExitStack) -> List[_Step]:
         s = self.stats
         loc = self.client.locate_kv(self.space, hashes)
-        fds = self._files.open(loc.files)
+        fds = stack.enter_context(self._files.opened(loc.files))  # until the load ends
         if fds is None:
             raise errors.FailedPrecondition("the daemon's files cannot be opened here")
         n, layers = len(hashes), s.layers
