@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -131,20 +132,25 @@ class KvLoader:
         The space's shape.
     same_host : bool, optional
         None: try the daemon's files when its address is loopback.
-    workers : int
-        Threads reading steps ahead of the GPU.
+    workers : int, optional
+        Threads reading steps ahead of the GPU (default: the cores less
+        two, 4 to 16).
     """
 
     def __init__(self, client: Client, space: str, stats: KvSpaceStats, device: torch.device,
-                 same_host: Optional[bool] = None, workers: int = 8, tcp_connections: int = 3):
+                 same_host: Optional[bool] = None, workers: Optional[int] = None,
+                 tcp_connections: int = 3):
         self.client, self.space, self.stats = client, space, stats
         self.device = torch.device(device)
         self.dtype = _TORCH_DTYPES[stats.dtype]
         host = client.address.rsplit(":", 1)[0]
         self.same_host = is_loopback(host) if same_host is None else same_host
         self._files = ReadOnlyFiles()
-        self._workers = workers
-        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="mnemo-kv-load")
+        # One thread copies page-cached bytes at a few GB/s: the reads
+        # scale with threads up to the host's memory bandwidth.
+        self._workers = workers or max(4, min(16, (os.cpu_count() or 8) - 2))
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._workers,
+                                                           thread_name_prefix="mnemo-kv-load")
         self._tcp_count = max(1, tcp_connections)
         self._tcp: List[Client] = []
         self._tcp_free: "queue.Queue[Client]" = queue.Queue()
