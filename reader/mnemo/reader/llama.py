@@ -181,19 +181,34 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Causal attention of the last T positions (q) over all P + T (k, v):
     query i sees keys up to P + i. The query heads of one group share its
     key/value head."""
-    h, g = q.shape[1], k.shape[1]
-    t, s = q.shape[2], k.shape[2]
+    b, h, t, d = q.shape
+    g, s = k.shape[1], k.shape[2]
+    r = h // g
+    if g != h and t < s and t <= 256:
+        # A continuation (a few new tokens over a long cache): the query
+        # heads of a group become rows of one query block over its key/value
+        # head, so the cache is read once instead of copied r times. Query
+        # head gi * r + j's token i is row j * t + i of group gi.
+        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+        return _attend_masked(q.reshape(b, g, r * t, d), k, v, mask.repeat(r, 1)).reshape(b, h, t, d)
     if g != h:
-        k = k.repeat_interleave(h // g, dim=1)
-        v = v.repeat_interleave(h // g, dim=1)
+        k = k.repeat_interleave(r, dim=1)
+        v = v.repeat_interleave(r, dim=1)
+    sdpa = getattr(F, "scaled_dot_product_attention", None)  # torch >= 2.0
+    if sdpa is not None and t == s:
+        return sdpa(q, k, v, is_causal=True)
+    mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+    return _attend_masked(q, k, v, mask)
+
+
+def _attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                   mask: torch.Tensor) -> torch.Tensor:
+    """Attention of q (B, N, T, D) over k, v (B, N, S, D) where mask (T, S)
+    is True."""
     sdpa = getattr(F, "scaled_dot_product_attention", None)  # torch >= 2.0
     if sdpa is not None:
-        if t == s:
-            return sdpa(q, k, v, is_causal=True)
-        mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
         return sdpa(q, k, v, attn_mask=mask)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])                     # (B, H, T, P + T)
-    mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])                     # (B, N, T, S)
     scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
