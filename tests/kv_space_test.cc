@@ -412,18 +412,6 @@ TEST(KvSpaceSyncTest, AFailedSyncFailsTheSameHostPutAndStoresNothing) {
   EXPECT_EQ(e.space->Get(HashOf(1), {})->values, Tensor(kChunk, 2));
 }
 
-// The bytes of a file range, read through the file's path as a same-host
-// reader (another process) does.
-std::string ReadByPath(const std::string& path, uint64_t offset, uint64_t length) {
-  std::string out(length, '\0');
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0) << path;
-  if (fd < 0) return {};
-  EXPECT_EQ(::pread(fd, out.data(), length, off_t(offset)), ssize_t(length));
-  ::close(fd);
-  return out;
-}
-
 // Same-host gets: Locate names where each asked layer of each segment lies;
 // read through the files' paths, the ranges decode to what Get returns, and
 // equal what ReadStoredInto (the encoded reply over the network) sends.
@@ -444,7 +432,7 @@ TEST_F(KvSpaceTest, LocateNamesTheStoredLayersForReadersOnThisHost) {
   std::vector<std::string> stored;
   for (const auto& r : loc->ranges) {
     ASSERT_LT(r.file, loc->files.size());
-    stored.push_back(ReadByPath(loc->files[r.file].path, r.offset, r.length));
+    stored.push_back(mnemo::testing::ReadFileRange(loc->files[r.file].path, r.offset, r.length));
   }
   const kvcache::LayerShape shape{kHeads, kChunk, kDim};
   for (size_t seg = 0; seg < 2; ++seg) {
@@ -463,7 +451,7 @@ TEST_F(KvSpaceTest, LocateNamesTheStoredLayersForReadersOnThisHost) {
   for (int i : {1, 2, 3}) ASSERT_TRUE(s->Put(HashOf(i), Tensor(kChunk, 9), Tensor(kChunk, 9)).ok());
   for (size_t j = 0; j < 4; ++j) {
     const auto& r = loc->ranges[j];
-    EXPECT_EQ(ReadByPath(loc->files[r.file].path, r.offset, r.length), stored[j]);
+    EXPECT_EQ(mnemo::testing::ReadFileRange(loc->files[r.file].path, r.offset, r.length), stored[j]);
   }
   // Refused: a segment not stored, hashes that are not 32 bytes each, a
   // layer out of range.

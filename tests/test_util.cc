@@ -1,6 +1,8 @@
 #include "tests/test_util.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <numeric>
@@ -80,6 +82,15 @@ std::vector<uint64_t> Iota(size_t n, uint64_t start) {
   std::vector<uint64_t> ids(n);
   std::iota(ids.begin(), ids.end(), start);
   return ids;
+}
+
+std::string ReadFileRange(const std::string& path, uint64_t offset, uint64_t length) {
+  std::string out(length, '\0');
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  const bool whole = ::pread(fd, out.data(), length, off_t(offset)) == ssize_t(length);
+  ::close(fd);
+  return whole ? out : std::string();
 }
 
 engine::EngineOptions OptionsFor(const std::string& dir) {

@@ -48,6 +48,10 @@ std::vector<uint64_t> Iota(size_t n, uint64_t start = 0);
 
 engine::EngineOptions OptionsFor(const std::string& dir);
 
+// `length` bytes at `offset` of the file at `path`, read as another process
+// on this machine would (open by path, pread); empty when that fails.
+std::string ReadFileRange(const std::string& path, uint64_t offset, uint64_t length);
+
 // A GoogleTest name for a string parameter ("IVF16,PQ4" -> "IVF16_PQ4").
 struct FactoryName {
   template <typename Info>

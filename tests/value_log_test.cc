@@ -343,16 +343,10 @@ TEST(ValueLogTest, LanesReserveInTheirOwnFilesAndRecoveryDropsUncommittedOnes) {
   EXPECT_EQ(ReadAll(*log, committed), Bytes(3000, 7));
 }
 
-// What a same-host reader does: reads `length` bytes at `offset` of a file
-// by its path.
-std::vector<uint8_t> ReadAsAnotherProcess(const std::string& path, uint64_t offset, size_t length) {
-  std::vector<uint8_t> out(length);
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  EXPECT_GE(fd, 0) << path;
-  if (fd < 0) return {};
-  EXPECT_EQ(::pread(fd, out.data(), length, off_t(offset)), ssize_t(length));
-  ::close(fd);
-  return out;
+// 6,000 bytes of a file as a same-host reader (another process) reads them.
+std::vector<uint8_t> ReadAt(const std::string& path, uint64_t offset) {
+  const std::string got = mnemo::testing::ReadFileRange(path, offset, 6000);
+  return std::vector<uint8_t>(got.begin(), got.end());
 }
 
 // A reader lease names the files a same-host reader reads by path and keeps
@@ -372,13 +366,13 @@ TEST(ValueLogTest, ReaderLeasesKeepDeadFilesAsTheyWereUntilTheyLapse) {
   ASSERT_EQ(::stat(ids[0].path.c_str(), &st), 0);
   EXPECT_EQ(uint64_t(st.st_ino), ids[0].inode);
   EXPECT_EQ(uint64_t(st.st_dev), ids[0].device);
-  EXPECT_EQ(ReadAsAnotherProcess(ids[0].path, refs[0].offset, 6000), Bytes(6000, 0));
+  EXPECT_EQ(ReadAt(ids[0].path, refs[0].offset), Bytes(6000, 0));
 
   log->Release(refs[0]);
   log->Release(refs[1]);  // file 1 is dead, but leased
   for (int i = 0; i < 6; ++i) ASSERT_TRUE(AppendOne(*log, Bytes(6000, uint8_t(40 + i))).ok());
-  EXPECT_EQ(ReadAsAnotherProcess(ids[0].path, refs[0].offset, 6000), Bytes(6000, 0));
-  EXPECT_EQ(ReadAsAnotherProcess(ids[0].path, refs[1].offset, 6000), Bytes(6000, 1));
+  EXPECT_EQ(ReadAt(ids[0].path, refs[0].offset), Bytes(6000, 0));
+  EXPECT_EQ(ReadAt(ids[0].path, refs[1].offset), Bytes(6000, 1));
   EXPECT_TRUE(log->LeaseToReaders(numbers, 500).ok());  // still there: leased again, to 1600
 
   now += 599;

@@ -31,6 +31,13 @@ def u64_vector(b: flatbuffers.Builder, values: npt.ArrayLike) -> int:
     return b.CreateNumpyVector(np.ascontiguousarray(values, dtype=np.uint64).ravel())
 
 
+def layers_vector(b: flatbuffers.Builder, layers) -> Optional[int]:
+    """A [uint] vector of layer numbers; None (absent: every layer) for None."""
+    if layers is None:
+        return None
+    return b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+
+
 def bytes_vector(b: flatbuffers.Builder, data: Union[bytes, bytearray, memoryview, np.ndarray]) -> int:
     """A [ubyte] vector holding ``data`` (bytes, or a flat uint8 array)."""
     return b.CreateByteVector(bytes(memoryview(data).cast("B")))

@@ -15,7 +15,8 @@ import numpy.typing as npt
 
 from mnemo import errors
 from mnemo._buffers import RecycledBlocks
-from mnemo._builders import bytes_vector, offsets_vector, string, table, u64_vector
+from mnemo._builders import (bytes_vector, layers_vector, offsets_vector, string, table,
+                             u64_vector)
 from mnemo._kv_stream import KvStream
 from mnemo._same_host import MIN_BYTES as _SAME_HOST_MIN_BYTES
 from mnemo._same_host import SameHostReader, SameHostWriter, interleaved, is_loopback
@@ -590,9 +591,7 @@ class Client:
         buffers. Holds the connection until the block ends, and then skips
         what was not read."""
         def build(b):
-            lv = None
-            if layers is not None:
-                lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+            lv = layers_vector(b, layers)
             return table(b, GetKv, Space=string(b, space), ChunkHash=bytes_vector(b, chunk_hash),
                          Layers=lv, Attachment=True, Stream=True)
         with self._connection.lock:
@@ -625,9 +624,7 @@ class Client:
             when it is too small.
         """
         def build(b):
-            lv = None
-            if layers is not None:
-                lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+            lv = layers_vector(b, layers)
             return table(b, GetKv, Space=string(b, space), ChunkHash=bytes_vector(b, chunk_hash),
                          Layers=lv, Attachment=True, Encoded=True)
         with self._connection.exchange(Request.Request.GetKv, build) as (f, read_into):
@@ -668,9 +665,7 @@ class Client:
         joined = b"".join(bytes(h) for h in chunk_hashes)
 
         def build(b):
-            lv = None
-            if layers is not None:
-                lv = b.CreateNumpyVector(np.ascontiguousarray(layers, dtype=np.uint32))
+            lv = layers_vector(b, layers)
             return table(b, LocateKv, Space=string(b, space),
                          ChunkHashes=bytes_vector(b, joined), Layers=lv)
         f = self._call(Request.Request.LocateKv, build, 256 + len(joined))
