@@ -21,6 +21,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -112,6 +113,19 @@ class ReadOnlyFiles:
             _close_fds(self._fds)
 
 
+def monotonic() -> float:
+    """Seconds on a monotonic clock (a seam for tests)."""
+    return time.monotonic()
+
+
+def lease_deadline(lease_ms: int) -> float:
+    """When reads under a lease just granted must have ended: the daemon
+    keeps the files as they are for ``lease_ms`` from its answer, less a
+    margin for the answer's way here. A read that ends later may have read
+    bytes of a recycled file: it is thrown away."""
+    return monotonic() + 0.8 * lease_ms / 1000
+
+
 def pread_into(fd: int, views: Sequence[memoryview], offset: int) -> None:
     """Reads consecutive file bytes at ``offset`` into ``views`` (one
     preadv, which leaves the GIL, and more only for short reads)."""
@@ -147,13 +161,15 @@ class SameHostReader:
         """Reads a located raw segment (one segment, its layers in order)
         into keys and values (flat bytes, layers back to back); False when
         that cannot be done here (nothing useful was written)."""
+        deadline = lease_deadline(loc.lease_ms)
         with self.files.opened(loc.files) as fds:
             if fds is None:
                 self.enabled = False  # another machine, container or user
                 return False
-            return self._read(fds, loc, header, keys, values)
+            return self._read(fds, loc, header, keys, values, deadline)
 
-    def _read(self, fds, loc, header: bytes, keys: np.ndarray, values: np.ndarray) -> bool:
+    def _read(self, fds, loc, header: bytes, keys: np.ndarray, values: np.ndarray,
+              deadline: float) -> bool:
         layers = len(loc.layers)
         lb = keys.nbytes // layers if layers else 0
         if len(loc.tokens) != 1 or (loc.length != len(header) + 2 * lb).any():
@@ -167,10 +183,14 @@ class SameHostReader:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(8, thread_name_prefix="mnemo-get")
         try:
-            return all(self._pool.map(read, range(layers)))
+            whole = all(self._pool.map(read, range(layers)))
         except (OSError, errors.Error) as e:
             log.warning("same-host get_kv failed (%s); getting over the connection", e)
             return False
+        if monotonic() > deadline:
+            log.warning("a same-host get_kv outlasted its lease; getting over the connection")
+            return False
+        return whole
 
 
 class SameHostWriter:

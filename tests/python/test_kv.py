@@ -395,3 +395,21 @@ def test_same_host_gets_keep_their_files_open_while_they_read(daemon, monkeypatc
         for h, (k, v) in segs.items():
             k2, v2 = c.get_kv("big", h)
             assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()
+
+
+def test_a_same_host_get_that_outlasts_its_lease_is_thrown_away(daemon, monkeypatch):
+    # The daemon keeps located files as they are for the lease only; a read
+    # that ends later may hold a recycled file's bytes: the client gets the
+    # segment over the connection instead.
+    c = mnemo.Client(daemon.address)
+    c.create_kv_space("big", LAYERS, BIG_HEADS, BIG_DIM, chunk_tokens=BIG_CHUNK)
+    k, v = big_kv(6), big_kv(7)
+    c.put_kv("big", b"T" * 32, k, v)
+    clock = iter([0.0, 3600.0])  # the lease starts, then the reads end an hour later
+    monkeypatch.setattr(mnemo._same_host, "monotonic", lambda: next(clock))
+    k2, v2 = c.get_kv("big", b"T" * 32)
+    assert requests_of(daemon, "locate_kv") == 1  # located, read, and thrown away
+    assert k2.tobytes() == k.tobytes() and v2.tobytes() == v.tobytes()
+    monkeypatch.undo()
+    c.get_kv("big", b"T" * 32)
+    assert requests_of(daemon, "locate_kv") == 2  # same host again next time

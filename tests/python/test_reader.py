@@ -321,6 +321,14 @@ def test_the_reader_falls_back_when_files_or_chunks_are_not_there(daemon, monkey
     assert torch.equal(r.prefill(prompt).logits, want)
     assert r.loader.last.transport == "tcp" and not r.loader.same_host
     monkeypatch.undo()
+    # Reads that outlast the daemon's lease on its files are thrown away.
+    r2 = Reader(m, mnemo.Client(daemon.address), "fb")
+    late = iter([0.0] + [3600.0] * 1000)
+    monkeypatch.setattr(mnemo._same_host, "monotonic", lambda: next(late))
+    assert torch.equal(r2.prefill(prompt).logits, want)
+    assert r2.loader.last.transport == "tcp"  # the first layer came late: all over TCP
+    r2.close()
+    monkeypatch.undo()
     # Chunks matched but gone before the load: a full prefill, not an error.
     monkeypatch.setattr(r.client, "match_prefix", lambda space, hashes: len(hashes))
     other = torch.randint(0, 256, (1, 40))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from mnemo import errors
+from mnemo import _same_host
 from mnemo._same_host import ReadOnlyFiles, is_loopback, pread_into
 from mnemo.client import Client
 from mnemo.reader import kv_codec
@@ -243,6 +244,7 @@ class KvLoader:
     def _same_host_steps(self, hashes, keys, values, stack: contextlib.ExitStack) -> List[_Step]:
         s = self.stats
         loc = self.client.locate_kv(self.space, hashes)
+        deadline = _same_host.lease_deadline(loc.lease_ms)
         fds = stack.enter_context(self._files.opened(loc.files))  # until the load ends
         if fds is None:
             raise errors.FailedPrecondition("the daemon's files cannot be opened here")
@@ -263,6 +265,9 @@ class KvLoader:
                 for c in range(n):
                     pread_into(fds[file_of[c, layer]], [mv[c * row:(c + 1) * row]],
                                 int(offset_of[c, layer]))
+                if _same_host.monotonic() > deadline:
+                    raise errors.Unavailable("a same-host KV read outlasted the daemon's lease "
+                                             "on its files")
                 return row
 
             def out():

@@ -153,6 +153,9 @@ class Reader:
             except errors.NotFound:  # evicted since the match: compute it all
                 log.info("stored chunks went before they were loaded; full prefill")
                 reused = 0
+            except errors.Error as e:  # a load that failed midway: compute it all
+                log.warning("loading the stored chunks failed (%s); full prefill", e)
+                reused = 0
             self.loader.finish()
         if out is None:
             out = self.model(input_ids.to(device), logits_to_keep=logits_to_keep)
