@@ -505,33 +505,57 @@ Status KvSpace::DecodeInto(const KvRead& read, uint8_t* keys, uint8_t* values) c
   return Status::OK();
 }
 
-Status KvSpace::DecodeInterleavedInto(const KvRead& read, size_t first, size_t count,
-                                      uint8_t* out) const {
-  constexpr size_t kParallelLayerBytes = size_t(1) << 20;
+namespace {
+
+// A value the log no longer has was released under the reader: its segment
+// was evicted (or replaced) meanwhile.
+Status EvictedWhileRead(Status st) {
+  return st.code() == StatusCode::kNotFound
+             ? Status::NotFound("the KV segment was evicted while it was read")
+             : st;
+}
+
+}  // namespace
+
+Status KvSpace::ForLayers(const KvRead& read, size_t first, size_t count, size_t bytes,
+                          const std::function<Status(size_t i)>& layer) const {
+  // One thread copies page-cached bytes at a few GB/s, under a network's
+  // pace: a megabyte or more is read by several.
+  constexpr size_t kParallelBytes = size_t(1) << 20;
   constexpr size_t kMaxReadThreads = 4;
   if (first > read.stored.size() || count > read.stored.size() - first) {
     return Status::InvalidArgument("layers " + std::to_string(first) + "+" + std::to_string(count) +
                                    " of a read of " + std::to_string(read.stored.size()));
   }
-  const size_t lb = read.layer_bytes;
-  const int threads = lb >= kParallelLayerBytes ? int(std::min(count, kMaxReadThreads)) : 1;
+  const int threads = bytes >= kParallelBytes ? int(std::min(count, kMaxReadThreads)) : 1;
   std::vector<Status> done(count);
 #pragma omp parallel for num_threads(threads) schedule(dynamic)
-  for (int64_t i = 0; i < int64_t(count); ++i) {
-    done[i] = DecodeLayerInto(read, first + size_t(i), out + 2 * i * lb, out + (2 * i + 1) * lb);
-  }
+  for (int64_t i = 0; i < int64_t(count); ++i) done[i] = layer(size_t(i));
   for (Status& st : done) MNEMO_RETURN_IF_ERROR(st);
   return Status::OK();
+}
+
+Status KvSpace::DecodeInterleavedInto(const KvRead& read, size_t first, size_t count,
+                                      uint8_t* out) const {
+  const size_t lb = read.layer_bytes;
+  return ForLayers(read, first, count, lb, [&](size_t i) {
+    return DecodeLayerInto(read, first + i, out + 2 * i * lb, out + (2 * i + 1) * lb);
+  });
+}
+
+Status KvSpace::ReadStoredInto(const KvRead& read, size_t first, size_t count, uint8_t* out) const {
+  std::vector<size_t> at(1, 0);  // where each layer starts in `out`
+  for (size_t i = first; i < std::min(first + count, read.stored.size()); ++i) {
+    at.push_back(at.back() + read.stored[i].length);
+  }
+  return ForLayers(read, first, count, at.back(), [&](size_t i) {
+    return EvictedWhileRead(value_log_->Read(read.stored[first + i], out + at[i]));
+  });
 }
 
 Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uint8_t* values) const {
   const auto& c = record_.config;
   const storage::ValueRef& ref = read.stored[i];
-  auto gone = [&](Status st) {
-    return st.code() == StatusCode::kNotFound
-               ? Status::NotFound("the KV segment was evicted while it was read")
-               : st;
-  };
   if (codec_.id == kvcache::CodecId::kRaw) {
     // Straight into the caller's memory: the layer is header, keys, values.
     const std::string want = kvcache::LayerHeader(codec_, dtype_, read.tokens, uint32_t(read.layer_bytes));
@@ -542,35 +566,14 @@ Status KvSpace::DecodeLayerInto(const KvRead& read, size_t i, uint8_t* keys, uin
     if (ref.length != head.size() + 2 * read.layer_bytes) {
       return Status::Corruption("stored raw KV layer has " + std::to_string(ref.length) + " bytes");
     }
-    MNEMO_RETURN_IF_ERROR(gone(value_log_->Read(ref, std::span(into))));
+    MNEMO_RETURN_IF_ERROR(EvictedWhileRead(value_log_->Read(ref, std::span(into))));
     if (head != want) return Status::Corruption("stored raw KV layer has a bad header");
     return Status::OK();
   }
   std::string stored(ref.length, '\0');
-  MNEMO_RETURN_IF_ERROR(gone(value_log_->Read(ref, reinterpret_cast<uint8_t*>(stored.data()))));
+  MNEMO_RETURN_IF_ERROR(EvictedWhileRead(value_log_->Read(ref, reinterpret_cast<uint8_t*>(stored.data()))));
   const kvcache::LayerShape shape{c.kv_heads, read.tokens, c.head_dim};
   return kvcache::DecodeLayerInto(stored, shape, keys, values);
-}
-
-Status KvSpace::ReadStoredInto(const KvRead& read, size_t first, size_t count, uint8_t* out) const {
-  if (first > read.stored.size() || count > read.stored.size() - first) {
-    return Status::InvalidArgument("layers " + std::to_string(first) + "+" + std::to_string(count) +
-                                   " of a read of " + std::to_string(read.stored.size()));
-  }
-  std::vector<size_t> at(count + 1, 0);
-  for (size_t i = 0; i < count; ++i) at[i + 1] = at[i] + read.stored[first + i].length;
-  const int threads = at[count] >= (size_t(1) << 20) ? int(std::min<size_t>(count, 4)) : 1;
-  std::vector<Status> done(count);
-#pragma omp parallel for num_threads(threads) schedule(dynamic)
-  for (int64_t i = 0; i < int64_t(count); ++i) {
-    Status st = value_log_->Read(read.stored[first + i], out + at[i]);
-    if (st.code() == StatusCode::kNotFound) {
-      st = Status::NotFound("the KV segment was evicted while it was read");
-    }
-    done[i] = std::move(st);
-  }
-  for (Status& st : done) MNEMO_RETURN_IF_ERROR(st);
-  return Status::OK();
 }
 
 Result<KvLocation> KvSpace::Locate(std::string_view hashes, std::span<const uint32_t> layers) {

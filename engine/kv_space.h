@@ -180,6 +180,11 @@ class KvSpace {
     std::vector<storage::ValueRef> layers;  // where each layer's encoding is
   };
 
+  // Runs layer(i) for i in [0, count) (layers first + i of `read`), on
+  // several threads when the layers hold `bytes` of a megabyte or more;
+  // InvalidArgument when the range is not the read's.
+  Status ForLayers(const KvRead& read, size_t first, size_t count, size_t bytes,
+                   const std::function<Status(size_t i)>& layer) const;
   Status CheckHash(std::string_view hash) const;
   // ResourceExhausted for a segment larger than the whole capacity.
   Status CheckFits(uint64_t segment_bytes) const;
