@@ -113,6 +113,17 @@ class ReadOnlyFiles:
             _close_fds(self._fds)
 
 
+#: kvcache::Dtype's ids, as a stored layer's header names its dtype.
+DTYPE_IDS = {"f16": 0, "bf16": 1, "f32": 2}
+
+
+def raw_layer_header(dtype: str, tokens: int, keys_bytes: int) -> bytes:
+    """The 12 bytes before a raw layer's keys (kvcache/codec.h): codec 0,
+    the dtype's id, group 0, tokens, the keys' bytes."""
+    return (bytes([0, DTYPE_IDS[dtype], 0, 0]) + int(tokens).to_bytes(4, "little")
+            + int(keys_bytes).to_bytes(4, "little"))
+
+
 def monotonic() -> float:
     """Seconds on a monotonic clock (a seam for tests)."""
     return time.monotonic()

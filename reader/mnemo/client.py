@@ -19,7 +19,8 @@ from mnemo._builders import (bytes_vector, layers_vector, offsets_vector, string
                              u64_vector)
 from mnemo._kv_stream import KvStream
 from mnemo._same_host import MIN_BYTES as _SAME_HOST_MIN_BYTES
-from mnemo._same_host import SameHostReader, SameHostWriter, interleaved, is_loopback
+from mnemo._same_host import (SameHostReader, SameHostWriter, interleaved, is_loopback,
+                               raw_layer_header)
 from mnemo._transport import Connection, body
 from mnemo.types import CollectionStats, Entries, KvLocations, KvSpaceStats, StoredLayers
 from mnemo.wire import (Ack, Backup, CollectionInfo, CollectionList, CreateCollection, CreateKvSpace,
@@ -75,6 +76,12 @@ def _kv_space_stats(i) -> KvSpaceStats:
 
 #: One search of ``Client.search_many``: the keyword arguments of ``search``.
 SearchSpec = Dict[str, Any]
+
+
+def _wire_array(length: int, as_numpy, dtype) -> np.ndarray:
+    """A FlatBuffers vector field as a numpy array of ``dtype`` (its
+    ``...AsNumpy`` returns 0, not an array, when the field is absent)."""
+    return as_numpy().astype(dtype) if length else np.zeros(0, dtype)
 
 
 def _search_request(name: str, queries: npt.ArrayLike, k: int = 10, nprobe: Optional[int] = None,
@@ -499,8 +506,7 @@ class Client:
             return None
         shape = (len(loc.layers), st.kv_heads, int(loc.tokens[0]), st.head_dim)
         lb = int(np.prod(shape[1:])) * np.dtype(dtype).itemsize
-        header = (bytes([0, {"f16": 0, "bf16": 1, "f32": 2}[st.dtype], 0, 0])
-                  + int(shape[2]).to_bytes(4, "little") + lb.to_bytes(4, "little"))
+        header = raw_layer_header(st.dtype, shape[2], lb)
         keys, values = out if out is not None else self._result_arrays(shape, dtype)
         kb, vb = _raw_bytes(keys, writable=True), _raw_bytes(values, writable=True)
         if kb.nbytes != shape[0] * lb or vb.nbytes != shape[0] * lb:
@@ -629,8 +635,7 @@ class Client:
                          Layers=lv, Attachment=True, Encoded=True)
         with self._connection.exchange(Request.Request.GetKv, build) as (f, read_into):
             seg = body(f, KvSegment.KvSegment, Response.Response.KvSegment)
-            lengths = (seg.StoredBytesAsNumpy().astype(np.uint64) if seg.StoredBytesLength()
-                       else np.zeros(0, np.uint64))
+            lengths = _wire_array(seg.StoredBytesLength(), seg.StoredBytesAsNumpy, np.uint64)
             total = int(lengths.sum())
             if out is None:
                 data = np.empty(total, np.uint8)
@@ -643,8 +648,7 @@ class Client:
             read_into(data)
             return StoredLayers(
                 data=data, lengths=lengths,
-                layers=seg.LayersAsNumpy().astype(np.uint32) if seg.LayersLength()
-                else np.zeros(0, np.uint32),
+                layers=_wire_array(seg.LayersLength(), seg.LayersAsNumpy, np.uint32),
                 tokens=seg.Tokens(), codec=(seg.Codec() or b"").decode(),
                 dtype=seg.Dtype().decode(), kv_heads=seg.KvHeads(), head_dim=seg.HeadDim())
 
@@ -659,7 +663,7 @@ class Client:
         ------
         NotFound
             A segment is not stored.
-        IOError
+        StorageError
             The daemon cannot name its files (get over the connection).
         """
         joined = b"".join(bytes(h) for h in chunk_hashes)
@@ -670,18 +674,15 @@ class Client:
                          ChunkHashes=bytes_vector(b, joined), Layers=lv)
         f = self._call(Request.Request.LocateKv, build, 256 + len(joined))
         r = body(f, WireKvLocations.KvLocations, Response.Response.KvLocations)
-
-        def arr(n, get, dtype):
-            return get().astype(dtype) if n else np.zeros(0, dtype)
         files = [(r.Files(i).Path().decode(), r.Files(i).Device(), r.Files(i).Inode())
                  for i in range(r.FilesLength())]
         return KvLocations(
-            files=files, layers=arr(r.LayersLength(), r.LayersAsNumpy, np.uint32),
-            tokens=arr(r.TokensLength(), r.TokensAsNumpy, np.uint32),
-            file=arr(r.RangeFileLength(), r.RangeFileAsNumpy, np.uint32),
-            offset=arr(r.RangeOffsetLength(), r.RangeOffsetAsNumpy, np.uint64),
-            length=arr(r.RangeLengthLength(), r.RangeLengthAsNumpy, np.uint64),
-            checksum=arr(r.RangeChecksumLength(), r.RangeChecksumAsNumpy, np.uint64),
+            files=files, layers=_wire_array(r.LayersLength(), r.LayersAsNumpy, np.uint32),
+            tokens=_wire_array(r.TokensLength(), r.TokensAsNumpy, np.uint32),
+            file=_wire_array(r.RangeFileLength(), r.RangeFileAsNumpy, np.uint32),
+            offset=_wire_array(r.RangeOffsetLength(), r.RangeOffsetAsNumpy, np.uint64),
+            length=_wire_array(r.RangeLengthLength(), r.RangeLengthAsNumpy, np.uint64),
+            checksum=_wire_array(r.RangeChecksumLength(), r.RangeChecksumAsNumpy, np.uint64),
             lease_ms=r.LeaseMs(), codec=r.Codec().decode(), dtype=r.Dtype().decode(),
             kv_heads=r.KvHeads(), head_dim=r.HeadDim())
 

@@ -29,12 +29,17 @@ import numpy as np
 import torch
 
 from mnemo import errors
+from mnemo._same_host import DTYPE_IDS
 
 HEADER_BYTES = 12
 RAW, INT8, INT4, ENTROPY = 0, 1, 2, 3
 CODEC_IDS = {"raw": RAW, "int8": INT8, "int4": INT4, "entropy": ENTROPY}
 TORCH_DTYPES = {0: torch.float16, 1: torch.bfloat16, 2: torch.float32}  # kvcache::Dtype ids
-DTYPE_IDS = {"f16": 0, "bf16": 1, "f32": 2}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of a space's dtype name (``f16``, ``bf16``, ``f32``)."""
+    return TORCH_DTYPES[DTYPE_IDS[name]]
 
 
 def codec_id(name: str) -> int:
@@ -97,7 +102,7 @@ def layer_format(codec: str, dtype: str, tokens: int) -> LayerFormat:
     ``dtype`` (``f16``, ``bf16``, ``f32``) stores a layer of ``tokens`` in."""
     cid = codec_id(codec)
     group = int(codec.split(":")[1]) if cid == INT4 and ":" in codec else (32 if cid == INT4 else 0)
-    return LayerFormat(cid, TORCH_DTYPES[DTYPE_IDS[dtype]], group, tokens, 0)
+    return LayerFormat(cid, torch_dtype(dtype), group, tokens, 0)
 
 
 def decode(stored: torch.Tensor, f: LayerFormat, heads: int, head_dim: int,

@@ -44,8 +44,6 @@ from mnemo.types import KvSpaceStats
 
 log = logging.getLogger(__name__)
 
-_TORCH_DTYPES = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
-
 
 @dataclasses.dataclass
 class LoadStats:
@@ -143,7 +141,7 @@ class KvLoader:
                  tcp_connections: int = 3):
         self.client, self.space, self.stats = client, space, stats
         self.device = torch.device(device)
-        self.dtype = _TORCH_DTYPES[stats.dtype]
+        self.dtype = kv_codec.torch_dtype(stats.dtype)
         host = client.address.rsplit(":", 1)[0]
         self.same_host = is_loopback(host) if same_host is None else same_host
         self._files = ReadOnlyFiles()
