@@ -158,7 +158,7 @@ def main():
                     r = Reader(model, mnemo.Client(address), space, namespace="bench",
                                same_host=(transport == "same-host"))
                     if transport == "same-host" and codec == codecs[0]:
-                        print(f"loader: {r.loader._workers} read threads")
+                        print(f"loader: {r.loader.workers} read threads")
                     for n in lengths:
                         ids = ids_all[:, :n]
                         first_token_reuse(r, ids)  # warm-up: pinned buffers, kernels

@@ -147,8 +147,8 @@ class KvLoader:
         self._files = ReadOnlyFiles()
         # One thread copies page-cached bytes at a few GB/s: the reads
         # scale with threads up to the host's memory bandwidth.
-        self._workers = workers or max(4, min(16, (os.cpu_count() or 8) - 2))
-        self._pool = concurrent.futures.ThreadPoolExecutor(self._workers,
+        self.workers = workers or max(4, min(16, (os.cpu_count() or 8) - 2))
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers,
                                                            thread_name_prefix="mnemo-kv-load")
         self._tcp_count = max(1, tcp_connections)
         self._tcp: List[Client] = []
@@ -339,7 +339,7 @@ class KvLoader:
         place: host buffer k + 1 is read while k is copied and k - 1 decoded."""
         if not steps:
             return
-        slots = self._slot_pool(self._workers + 3, max(st.nbytes for st in steps))
+        slots = self._slot_pool(self.workers + 3, max(st.nbytes for st in steps))
         stage = self._stage_buffers(slots[0].numel())
         # Buffers are taken in step order (a later step never holds the last
         # free one while an earlier waits), given back once copied.
