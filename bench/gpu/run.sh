@@ -18,7 +18,7 @@ if [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx512f /proc/cpuinfo; then
 fi
 py=$(command -v python3)
 mnemod=$carry/bin/${MNEMOD_NAME:-mnemod}
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; python $($py -V 2>&1)"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); OpenBLAS kernel ${OPENBLAS_CORETYPE:-auto}; python $($py -V 2>&1)"
 # Arguments after the first go to the benchmark it names, e.g.
 #   bash bench/gpu/run.sh search --index HNSW32 --mnemod-flags "--batch-concurrency 1"
 mode=${1:-all}
@@ -27,7 +27,7 @@ case "$mode" in
   kv) $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-} "$@" ;;
   search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
   hnsw-lone) "$carry/bin/hnsw_lone_query" "$@" ;;
-  reader|ttft)
+  reader|ttft|breakdown)
     # The GPU reader against transformers, then TTFT with reuse. mnemod gets
     # the carried libraries through a wrapper; torch must not see them
     # (Debian's libstdc++ is older than the one torch was built with).
@@ -37,7 +37,11 @@ case "$mode" in
     if [[ $mode == reader ]]; then
       env -u LD_LIBRARY_PATH $py bench/reader_vs_transformers.py --mnemod "$wrapper"
     fi
-    env -u LD_LIBRARY_PATH $py bench/reader_ttft.py --mnemod "$wrapper" ${TTFT_ARGS:-} "$@" ;;
+    if [[ $mode == breakdown ]]; then
+      env -u LD_LIBRARY_PATH $py bench/reader_breakdown.py --mnemod "$wrapper" "$@"
+    else
+      env -u LD_LIBRARY_PATH $py bench/reader_ttft.py --mnemod "$wrapper" ${TTFT_ARGS:-} "$@"
+    fi ;;
   all)
     $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-}
     MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} ;;
@@ -62,5 +66,5 @@ case "$mode" in
       echo "== kv_throughput, $side mnemod and client"
       MNEMO_READER=$reader $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod$sfx" ${KV_ARGS:-}
     done ;;
-  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|all|compare] [benchmark arguments]" >&2; exit 2 ;;
+  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|breakdown|all|compare] [benchmark arguments]" >&2; exit 2 ;;
 esac

@@ -352,6 +352,7 @@ def test_the_model_runs_its_first_layers_while_later_ones_still_load(daemon, mon
     m = tiny(num_hidden_layers=3)
     prompt = torch.randint(0, 256, (1, 64))
     r = Reader(m, mnemo.Client(daemon.address), "layerwise", codec="int4", chunk_tokens=16)
+    r.loader.layers_per_step = 1
     r.prefill(prompt)
     r.wait_for_writes()
     want = r.prefill(prompt).logits
@@ -365,10 +366,10 @@ def test_the_model_runs_its_first_layers_while_later_ones_still_load(daemon, mon
         steps = steps_of(self, *args)
         fill = steps[-1].fill
 
-        def after_the_first_layer(buf):
+        def after_the_first_layer(buf, part):
             if not first_layer_ran.wait(30):
                 raise mnemo.Internal("the model did not start before the last layer loaded")
-            return fill(buf)
+            return fill(buf, part)
         steps[-1].fill = after_the_first_layer
         return steps
     monkeypatch.setattr(kv_load.KvLoader, "_same_host_steps", gated)
@@ -376,4 +377,32 @@ def test_the_model_runs_its_first_layers_while_later_ones_still_load(daemon, mon
     hook.remove()
     assert out.reused_tokens == 63 and r.loader.last.transport == "same-host"
     assert torch.equal(out.logits, want)
+    r.close()
+
+
+def test_a_step_reads_the_layers_a_chunk_holds_end_to_end_with_one_read(daemon, monkeypatch):
+    from mnemo.reader import kv_load
+    m = tiny(num_hidden_layers=3)
+    prompt = torch.randint(0, 256, (1, 64))
+    r = Reader(m, mnemo.Client(daemon.address), "grouped", codec="int8", chunk_tokens=16)
+    r.prefill(prompt)
+    r.wait_for_writes()
+    hashes = r.hashes(prompt)
+    reads = []
+    real = kv_load.pread_into
+
+    def counted(fd, views, offset):
+        reads.append(len(views))
+        return real(fd, views, offset)
+    monkeypatch.setattr(kv_load, "pread_into", counted)
+    loaded = {}
+    for per in (1, 2, 3):
+        r.loader.layers_per_step = per
+        reads.clear()
+        loaded[per] = r.loader.load(hashes, 63)
+        assert r.loader.last.transport == "same-host"
+        assert sum(reads) == 4 * 3  # every layer of the 4 chunks, once
+        assert len(reads) == 4 * -(-3 // per)  # one read per chunk and step: layers lie end to end
+    for per in (2, 3):
+        assert torch.equal(loaded[per][0], loaded[1][0]) and torch.equal(loaded[per][1], loaded[1][1])
     r.close()

@@ -110,8 +110,10 @@ def decode(stored: torch.Tensor, f: LayerFormat, heads: int, head_dim: int,
     """Decodes N stored layers of format ``f``, the rows of ``stored`` (N, S)
     uint8 (S at least the stored length; any device), into keys and values,
     each (N, heads, tokens, head_dim) of the stored dtype on that device.
-    With ``out``, writes them there instead (any tensors of that shape, e.g.
-    strided views into a model's cache) and returns them."""
+    With ``out``, writes them there instead (any tensors of that many
+    elements whose last three dimensions are those, e.g. strided views into
+    a model's cache, (layers, chunks, heads, tokens, head_dim)) and returns
+    them."""
     n = stored.shape[0]
     kb = f.part_bytes(heads, head_dim, True)
     vb = f.part_bytes(heads, head_dim, False)
@@ -132,7 +134,9 @@ def decode(stored: torch.Tensor, f: LayerFormat, heads: int, head_dim: int,
     if out is None:
         return tuple(p if p.dtype == f.dtype else p.to(f.dtype) for p in parts)
     for p, o in zip(parts, out):
-        o.copy_(p)  # rounds float32 to the dtype as the daemon does (to nearest even)
+        if o.numel() != p.numel() or o.shape[-3:] != p.shape[-3:]:
+            raise errors.InvalidArgument(f"out {tuple(o.shape)} does not hold {tuple(p.shape)}")
+        o.copy_(p.view(o.shape))  # rounds float32 to the dtype as the daemon does (to nearest even)
     return out
 
 

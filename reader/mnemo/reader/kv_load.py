@@ -7,7 +7,7 @@ model's device. Three ways, picked per load:
 * **same host** (the daemon on this machine, its files readable): one
   ``locate_kv`` names where every stored layer lies; worker threads read
   them from the daemon's value-log files (``os.preadv``, which leaves the
-  GIL) into pinned host memory, one step = one layer of every chunk;
+  GIL) into pinned host memory, one step = a few layers of every chunk;
 * **over TCP, encoded**: each chunk's layers as stored
   (``get_kv_stored``), one step = one chunk, over a few connections;
 * **over TCP, decoded by the daemon**, for codecs torch does not decode
@@ -60,17 +60,18 @@ class LoadStats:
 
 @dataclasses.dataclass
 class _Step:
-    """One unit of the pipeline: ``fill`` puts its bytes into a host buffer
-    (on a worker thread) and returns the length of each of its ``rows``
-    stored layers, which are then decoded into ``out()`` (views of the
-    cache); ``decoded``: the buffer holds keys then values, decoded by the
-    daemon."""
+    """One unit of the pipeline: ``fill(buffer, part)`` puts part ``part``
+    of its bytes into a host buffer (the ``parts`` parts on worker threads
+    at once) and returns the length of each of its ``rows`` stored layers,
+    which are then decoded into ``out()`` (views of the cache);
+    ``decoded``: the buffer holds keys then values, decoded by the daemon."""
     nbytes: int  # buffer bytes it may need
     rows: int
-    fill: Callable[[np.ndarray], int]
+    fill: Callable[[np.ndarray, int], int]
     out: Callable[[], Tuple[torch.Tensor, torch.Tensor]]
     decoded: bool = False
     done_layers: Sequence[int] = ()  # layers complete once this step is decoded
+    parts: int = 1
 
 
 class LoadingCache(collections.abc.Sequence):
@@ -134,11 +135,15 @@ class KvLoader:
     workers : int, optional
         Threads reading steps ahead of the GPU (default: the cores less
         two, 4 to 16).
+    layers_per_step : int
+        Same host: the layers one step reads (of every chunk), copies and
+        decodes. More: fewer, longer reads (a chunk's layers lie end to end)
+        and fewer GPU launches; fewer: the model starts on layer 0 sooner.
     """
 
     def __init__(self, client: Client, space: str, stats: KvSpaceStats, device: torch.device,
                  same_host: Optional[bool] = None, workers: Optional[int] = None,
-                 tcp_connections: int = 3):
+                 tcp_connections: int = 3, layers_per_step: int = 4):
         self.client, self.space, self.stats = client, space, stats
         self.device = torch.device(device)
         self.dtype = kv_codec.torch_dtype(stats.dtype)
@@ -148,6 +153,7 @@ class KvLoader:
         # One thread copies page-cached bytes at a few GB/s: the reads
         # scale with threads up to the host's memory bandwidth.
         self.workers = workers or max(4, min(16, (os.cpu_count() or 8) - 2))
+        self.layers_per_step = layers_per_step
         self._pool = concurrent.futures.ThreadPoolExecutor(self.workers,
                                                            thread_name_prefix="mnemo-kv-load")
         self._tcp_count = max(1, tcp_connections)
@@ -176,7 +182,11 @@ class KvLoader:
         ``hashes`` (in prompt order), (layers, kv_heads, tokens, head_dim)
         each on the device. NotFound when a chunk is not (or no longer)
         stored."""
-        return self.start(hashes, tokens).wait()
+        cache = self.start(hashes, tokens)
+        try:
+            return cache.wait()
+        finally:
+            self.finish()  # ``last`` is set, and the next load may start
 
     def start(self, hashes: Sequence[bytes], tokens: int) -> LoadingCache:
         """Starts loading what ``load`` returns and returns at once: a
@@ -255,26 +265,44 @@ class KvLoader:
         row = int(lengths[0, 0])
         file_of = loc.file.reshape(n, layers)
         offset_of = loc.offset.reshape(n, layers)
+        # A put appends a chunk's layers one after another: where they lie
+        # end to end in one file, one preadv reads several into their rows.
+        follows = np.zeros((n, layers), dtype=bool)
+        follows[:, 1:] = ((file_of[:, 1:] == file_of[:, :-1]) &
+                          (offset_of[:, 1:] == offset_of[:, :-1] + row))
         t = s.chunk_tokens
 
-        def step(layer: int) -> _Step:
-            def fill(buf: np.ndarray) -> int:
+        parts = max(1, min(self.workers, n))
+
+        def step(first: int, m: int) -> _Step:
+            # Buffer rows layer-major: row (j, c) holds layer first + j of
+            # chunk c. Part p reads chunks p, p + parts, ...
+            def fill(buf: np.ndarray, part: int) -> int:
                 mv = memoryview(buf)
-                for c in range(n):
-                    pread_into(fds[file_of[c, layer]], [mv[c * row:(c + 1) * row]],
-                                int(offset_of[c, layer]))
+                for c in range(part, n, parts):
+                    j = 0
+                    while j < m:
+                        e = j + 1
+                        while e < m and follows[c, first + e]:
+                            e += 1
+                        pread_into(fds[file_of[c, first + j]],
+                                   [mv[(i * n + c) * row:(i * n + c + 1) * row] for i in range(j, e)],
+                                   int(offset_of[c, first + j]))
+                        j = e
                 if _same_host.monotonic() > deadline:
                     raise errors.Unavailable("a same-host KV read outlasted the daemon's lease "
                                              "on its files")
                 return row
 
             def out():
-                # (G, n * t, D) seen as (n, G, t, D): chunk c's tokens.
+                # (m, G, n * t, D) seen as (m, n, G, t, D): chunk c's tokens.
                 def view(x):
-                    return x[layer].view(s.kv_heads, n, t, s.head_dim).transpose(0, 1)
+                    return x[first:first + m].view(m, s.kv_heads, n, t, s.head_dim).transpose(1, 2)
                 return view(keys), view(values)
-            return _Step(n * row, n, fill, out, done_layers=[layer])
-        return [step(layer) for layer in range(layers)]
+            return _Step(m * n * row, m * n, fill, out, done_layers=range(first, first + m),
+                         parts=parts)
+        per = max(1, min(self.layers_per_step, layers))
+        return [step(first, min(per, layers - first)) for first in range(0, layers, per)]
 
     def _tcp_steps(self, hashes, keys, values, decoded: bool) -> List[_Step]:
         s = self.stats
@@ -294,7 +322,7 @@ class KvLoader:
                                                     s.kv_heads, s.head_dim)
 
         def step(i: int, h: bytes) -> _Step:
-            def fill(buf: np.ndarray) -> int:
+            def fill(buf: np.ndarray, part: int) -> int:
                 conn = self._tcp_free.get()  # one request per connection at a time
                 try:
                     if decoded:
@@ -336,41 +364,30 @@ class KvLoader:
     def _run(self, steps: List[_Step], mark) -> None:
         """Fills the steps' buffers on the workers, in order, while this
         thread copies each to the GPU (side stream) and decodes it into its
-        place: host buffer k + 1 is read while k is copied and k - 1 decoded."""
+        place: host buffer k + 1 is read while k is copied and k - 1 decoded.
+        A step's parts are read at once, so its first layers come in soon
+        and few buffers are in use."""
         if not steps:
             return
-        slots = self._slot_pool(self.workers + 3, max(st.nbytes for st in steps))
+        fills_at_once = -(-self.workers // min(st.parts for st in steps))
+        slots = self._slot_pool(min(len(steps), fills_at_once + 3), max(st.nbytes for st in steps))
         stage = self._stage_buffers(slots[0].numel())
-        # Buffers are taken in step order (a later step never holds the last
-        # free one while an earlier waits), given back once copied.
         free = list(range(len(slots)))
-        turn = threading.Condition()
-        state = {"next": 0, "abort": False}
+        filling: List[Tuple[int, List[concurrent.futures.Future]]] = []  # (slot, parts) per step
 
-        def take(k: int) -> int:
-            with turn:
-                turn.wait_for(lambda: state["abort"] or (state["next"] == k and free))
-                if state["abort"]:
-                    raise errors.Unavailable("the load stopped")
-                state["next"] += 1
-                turn.notify_all()
-                return free.pop()
+        def fill_more() -> None:  # the pool runs parts first in, first out: steps in order
+            while len(filling) < len(steps) and free:
+                st, slot = steps[len(filling)], free.pop()
+                buf = slots[slot].numpy()
+                filling.append((slot, [self._pool.submit(st.fill, buf, p) for p in range(st.parts)]))
 
-        def give_back(slot: int) -> None:
-            with turn:
-                free.append(slot)
-                turn.notify_all()
-
-        def work(k: int, st: _Step) -> Tuple[int, int]:
-            slot = take(k)
-            return slot, st.fill(slots[slot].numpy())
-
-        filled = [self._pool.submit(work, k, st) for k, st in enumerate(steps)]
         in_flight: List[Tuple[Optional["torch.cuda.Event"], int]] = []
         stage_done: List[Optional["torch.cuda.Event"]] = [None, None]
         try:
-            for k, (st, fut) in enumerate(zip(steps, filled)):
-                slot, row = fut.result()
+            fill_more()
+            for k, st in enumerate(steps):
+                slot, parts = filling[k]
+                row = max(f.result() for f in parts)
                 used = st.nbytes if st.decoded else st.rows * row
                 self.last.bytes_read += used
                 host = slots[slot][:used]
@@ -405,18 +422,16 @@ class KvLoader:
                     ev, sl = in_flight.pop(0)
                     if ev is not None:
                         ev.synchronize()
-                    give_back(sl)
+                    free.append(sl)
+                fill_more()
             if self._cuda:  # the load's time ends when its last decode does
                 torch.cuda.current_stream(self.device).synchronize()
         finally:
-            with turn:
-                state["abort"] = True  # workers still waiting for a buffer stop
-                turn.notify_all()
             for ev, _ in in_flight:
                 if ev is not None:
                     ev.synchronize()
             # No worker may still write a buffer the next load uses.
-            concurrent.futures.wait(filled)
+            concurrent.futures.wait([f for _, parts in filling for f in parts])
 
     def _decode(self, st: _Step, dev: torch.Tensor, row: int, fmt) -> None:
         s = self.stats
@@ -426,7 +441,7 @@ class KvLoader:
             k_out.copy_(dev[:half].view(self.dtype).view(k_out.shape))
             v_out.copy_(dev[half:].view(self.dtype).view(v_out.shape))
             return
-        if fmt.tokens != k_out.shape[2]:
-            raise errors.Corruption(f"stored layers hold {fmt.tokens} tokens, not {k_out.shape[2]}")
+        if fmt.tokens != k_out.shape[-2]:
+            raise errors.Corruption(f"stored layers hold {fmt.tokens} tokens, not {k_out.shape[-2]}")
         kv_codec.decode(dev.view(st.rows, row), fmt, s.kv_heads, s.head_dim, out=(k_out, v_out))
 

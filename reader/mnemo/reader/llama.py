@@ -149,8 +149,14 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.to(torch.float32)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        if _rms_norm is not None:  # one kernel instead of five: decoding is launch-bound
+            x32 = _rms_norm(x32, (x32.shape[-1],), eps=self.eps)
+        else:
+            x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
+
+
+_rms_norm = getattr(F, "rms_norm", None)  # torch >= 2.4
 
 
 class Attention(nn.Module):
@@ -166,10 +172,14 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 past: Optional[LayerCache]) -> Tuple[torch.Tensor, LayerCache]:
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)     # (B, H, T, D)
-        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, D)
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim)
         v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, G, T, D)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # Queries and keys rotated together: a few kernels fewer per layer.
+        qk = apply_rope(torch.cat([q, k], dim=2).transpose(1, 2), cos, sin)          # (B, H + G, T, D)
+        q, k = qk[:, :self.heads], qk[:, self.heads:]
+        if past is None:  # the cache keeps k: not a view that holds the queries too
+            k = k.contiguous()
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, G, P + T, D)
             v = torch.cat([past[1], v], dim=2)
@@ -184,6 +194,8 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     b, h, t, d = q.shape
     g, s = k.shape[1], k.shape[2]
     r = h // g
+    if t == 1:  # one new token sees every key: no mask, and the query heads of a group fold
+        return _attend_all(q.reshape(b, g, r, d), k, v).reshape(b, h, t, d)
     if g != h and t < s and t <= 256:
         # A continuation (a few new tokens over a long cache): the query
         # heads of a group become rows of one query block over its key/value
@@ -199,6 +211,15 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return sdpa(q, k, v, is_causal=True)
     mask = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
     return _attend_masked(q, k, v, mask)
+
+
+def _attend_all(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of q (B, N, T, D) over all of k, v (B, N, S, D)."""
+    sdpa = getattr(F, "scaled_dot_product_attention", None)  # torch >= 2.0
+    if sdpa is not None:
+        return sdpa(q, k, v)
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
 
 def _attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
