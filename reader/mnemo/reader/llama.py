@@ -18,7 +18,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -170,7 +170,8 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, c, bias=config.attention_bias)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                past: Optional[LayerCache]) -> Tuple[torch.Tensor, LayerCache]:
+                past: Optional[LayerCache], lookup: Optional[MemoryLookup] = None
+                ) -> Tuple[torch.Tensor, LayerCache]:
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.heads, self.head_dim)
         k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim)
@@ -183,8 +184,39 @@ class Attention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, G, P + T, D)
             v = torch.cat([past[1], v], dim=2)
-        out = attend(q, k, v)                                                         # (B, H, T, D)
+        hits = lookup(q) if lookup is not None else None
+        out = attend(q, k, v) if hits is None else attend_with_memory(q, k, v, hits)  # (B, H, T, D)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), (k, v)
+
+
+#: What a memory layer retrieves for queries (B, H, T, D): per batch row,
+#: KV group and query token, U past keys and values (B, G, T, U, D) each,
+#: after RoPE at their own positions, and which of the U are hits (B, G, T,
+#: U) bool (False: padding or a duplicate). None: no memory to attend.
+MemoryHits = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+MemoryLookup = Callable[[torch.Tensor], Optional[MemoryHits]]
+
+
+def attend_with_memory(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                       hits: MemoryHits) -> torch.Tensor:
+    """Causal attention of q (B, H, T, D) over the local k, v (B, G, S, D)
+    and each query's retrieved memories, in one softmax (no gate): with
+    every earlier key retrieved it is attention over the whole past."""
+    mk, mv, valid = hits
+    b, h, t, d = q.shape
+    g, s = k.shape[1], k.shape[2]
+    r = h // g
+    qg = q.reshape(b, g, r, t, d).float()
+    scale = 1.0 / math.sqrt(d)
+    local = torch.einsum("bgrtd,bgsd->bgrts", qg, k.float()) * scale
+    causal = torch.ones(t, s, dtype=torch.bool, device=q.device).tril(diagonal=s - t)
+    local = local.masked_fill(~causal, float("-inf"))
+    remote = torch.einsum("bgrtd,bgtud->bgrtu", qg, mk.float()) * scale
+    remote = remote.masked_fill(~valid[:, :, None], float("-inf"))
+    p = torch.softmax(torch.cat([local, remote], dim=-1), dim=-1)
+    out = (torch.einsum("bgrts,bgsd->bgrtd", p[..., :s], v.float()) +
+           torch.einsum("bgrtu,bgtud->bgrtd", p[..., s:], mv.float()))
+    return out.to(q.dtype).reshape(b, h, t, d)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -254,8 +286,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, past):
-        attended, cache = self.self_attn(self.input_layernorm(x), cos, sin, past)
+    def forward(self, x, cos, sin, past, lookup=None):
+        attended, cache = self.self_attn(self.input_layernorm(x), cos, sin, past, lookup)
         x = x + attended
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -316,14 +348,18 @@ class LlamaForCausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
                 past_key_values: Optional[List[LayerCache]] = None,
-                logits_to_keep: int = 0) -> CausalLMOutput:
+                logits_to_keep: int = 0, memory=None) -> CausalLMOutput:
         """Runs the tokens ``input_ids`` (B, T) after those in
         ``past_key_values`` (P tokens per layer, or none).
 
         ``position_ids`` (B, T) default to P .. P + T - 1. Returns the logits
         of the T positions (of the last ``logits_to_keep`` when that is not
         0, as transformers' argument of that name: a prefill needs only the
-        last) and the cache of all P + T."""
+        last) and the cache of all P + T.
+
+        ``memory``: long-term memory (``mnemo.reader.memory``), whose
+        ``lookup(layer)`` gives each memory layer's retrieval (None for the
+        other layers); its layers attend over local and retrieved keys."""
         b, t = input_ids.shape
         past_len = 0 if not past_key_values else past_key_values[0][0].shape[2]
         if position_ids is None:
@@ -334,7 +370,8 @@ class LlamaForCausalLM(nn.Module):
         cos, sin = rope_cos_sin(self._inv_freq, position_ids, x.dtype)
         caches = []
         for i, layer in enumerate(self.model.layers):
-            x, cache = layer(x, cos, sin, past_key_values[i] if past_key_values else None)
+            x, cache = layer(x, cos, sin, past_key_values[i] if past_key_values else None,
+                             memory.lookup(i) if memory is not None else None)
             caches.append(cache)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]

@@ -1,0 +1,185 @@
+"""Long-term memory inside attention (Memorizing / Extended Mind
+Transformers), the tier on the model's device.
+
+A document far longer than the model's window is read window by window
+(``memorize``): each window attends over its own tokens and, in the memory
+layers, over the keys of every earlier window that its queries retrieve;
+then its keys (after RoPE, at their positions in the document) and values
+join the memory. Later prompts of the same document (``group``) continue at
+the positions after it and retrieve the same way.
+
+Retrieval is exact top-k by inner product (a matmul on the device), per
+query head; the query heads of one KV group attend over the union of their
+hits (each once), and a hit may bring its neighbours (Neurocache). Local and
+retrieved keys share one softmax, with no gate. Because the keys are kept as
+the attention saw them (rotated at their own positions), retrieving every
+earlier key gives exactly the attention over the whole past: Extended Mind
+keeps keys unrotated and cannot.
+
+Not thread-safe: one model forward at a time reads a bank.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+
+from mnemo import errors
+from mnemo.reader.llama import MemoryHits, MemoryLookup
+
+
+class MemoryBank:
+    """Keys and values of memorized tokens, per document and memory layer.
+
+    Parameters
+    ----------
+    layers : sequence of int
+        The memory layers (the others attend over their window only).
+    k : int
+        Hits per query head and step.
+    neighbours : int
+        Tokens on each side of a hit that come with it.
+    """
+
+    def __init__(self, layers: Sequence[int], k: int = 32, neighbours: int = 0):
+        if k < 1 or neighbours < 0:
+            raise errors.InvalidArgument(f"k must be >= 1 and neighbours >= 0, got {k}, {neighbours}")
+        self.layers = sorted(set(int(x) for x in layers))
+        self.k, self.neighbours = k, neighbours
+        self._keys: Dict[Tuple[str, int], torch.Tensor] = {}    # (group, layer) -> (G, N, D)
+        self._values: Dict[Tuple[str, int], torch.Tensor] = {}
+        self._tokens: Dict[str, int] = {}
+        self._rows: Sequence[Optional[str]] = ()
+
+    def tokens(self, group: str) -> int:
+        """How many tokens of ``group`` are memorized (the next position)."""
+        return self._tokens.get(group, 0)
+
+    def add(self, group: str, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor],
+            tokens: int) -> None:
+        """Appends ``tokens`` tokens to ``group``: per memory layer (in
+        ``layers``' order) keys (after RoPE) and values (G, tokens, D)."""
+        if len(keys) != len(self.layers) or len(values) != len(self.layers):
+            raise errors.InvalidArgument(f"{len(keys)} layers of keys for {len(self.layers)} memory layers")
+        n = tokens
+        for layer, k, v in zip(self.layers, keys, values):
+            if k.shape != v.shape or k.dim() != 3 or k.shape[1] != n:
+                raise errors.InvalidArgument(f"keys {tuple(k.shape)} and values {tuple(v.shape)} "
+                                             f"of layer {layer} are not (G, {n}, D) both")
+        for layer, k, v in zip(self.layers, keys, values):
+            key = (group, layer)
+            if key in self._keys:
+                self._keys[key] = torch.cat([self._keys[key], k], dim=1)
+                self._values[key] = torch.cat([self._values[key], v], dim=1)
+            else:
+                self._keys[key], self._values[key] = k.contiguous(), v.contiguous()
+        self._tokens[group] = self.tokens(group) + n
+
+    def forget(self, group: str) -> None:
+        """Drops every memory of ``group``."""
+        for layer in self.layers:
+            self._keys.pop((group, layer), None)
+            self._values.pop((group, layer), None)
+        self._tokens.pop(group, None)
+
+    @contextlib.contextmanager
+    def reading(self, groups: Sequence[Optional[str]]) -> Iterator["MemoryBank"]:
+        """While open, a forward that gets this bank as ``memory`` reads
+        batch row i's memories from ``groups[i]`` (None: none)."""
+        self._rows = list(groups)
+        try:
+            yield self
+        finally:
+            self._rows = ()
+
+    def lookup(self, layer: int) -> Optional[MemoryLookup]:
+        """The retrieval of ``layer`` for the rows being read; None where
+        it is not a memory layer or no row has memories."""
+        if layer not in self.layers or not any((g, layer) in self._keys for g in self._rows if g):
+            return None
+        return lambda q: self.search(layer, q)
+
+    def search(self, layer: int, q: torch.Tensor) -> Optional[MemoryHits]:
+        """Top-k of each query head (q: (B, H, T, D), after RoPE) among the
+        memories of its row's group; the hits of one KV group's heads
+        merged, each once."""
+        b, h, t, _ = q.shape
+        if len(self._rows) != b:
+            raise errors.InvalidArgument(f"reading {len(self._rows)} groups for a batch of {b}")
+        found = [self._search_row(layer, q[i], g) for i, g in enumerate(self._rows)]
+        width = max(f[0].shape[2] for f in found if f is not None)
+        some = next(f for f in found if f is not None)
+        g_, d = some[0].shape[0], some[0].shape[3]
+        mk = q.new_zeros((b, g_, t, width, d), dtype=some[0].dtype)
+        mv = torch.zeros_like(mk)
+        valid = torch.zeros((b, g_, t, width), dtype=torch.bool, device=q.device)
+        for i, f in enumerate(found):
+            if f is not None:
+                u = f[0].shape[2]
+                mk[i, :, :, :u], mv[i, :, :, :u], valid[i, :, :, :u] = f
+        return mk, mv, valid
+
+    def _search_row(self, layer: int, q: torch.Tensor, group: Optional[str]):
+        key = (group, layer)
+        if group is None or key not in self._keys:
+            return None
+        keys, values = self._keys[key], self._values[key]                      # (G, N, D)
+        g, n, d = keys.shape
+        h, t = q.shape[0], q.shape[1]
+        r = h // g
+        scores = torch.einsum("grtd,gnd->grtn", q.reshape(g, r, t, d).float(), keys.float())
+        idx = scores.topk(min(self.k, n), dim=-1).indices                      # (G, r, T, k)
+        if self.neighbours:
+            around = torch.arange(-self.neighbours, self.neighbours + 1, device=idx.device)
+            idx = (idx[..., None] + around).clamp(0, n - 1).flatten(-2)
+        idx = idx.permute(0, 2, 1, 3).reshape(g, t, -1).sort(dim=-1).values   # the group's union
+        valid = torch.ones_like(idx, dtype=torch.bool)
+        valid[..., 1:] = idx[..., 1:] != idx[..., :-1]                          # each hit once
+        heads = torch.arange(g, device=idx.device)[:, None, None]
+        return keys[heads, idx], values[heads, idx], valid
+
+
+def memorize(model, bank: MemoryBank, input_ids: torch.Tensor, group: str, window: int) -> List[torch.Tensor]:
+    """Reads ``input_ids`` (1, N) into ``bank`` under ``group``, ``window``
+    tokens at a time, each window attending over its own tokens and what
+    its queries retrieve from the earlier ones. Returns each window's
+    logits (1, w, vocab)."""
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise errors.InvalidArgument(f"input_ids must be (1, N), got {tuple(input_ids.shape)}")
+    if window < 1:
+        raise errors.InvalidArgument(f"window must be >= 1, got {window}")
+    logits = []
+    device = input_ids.device
+    with torch.no_grad():
+        for start in range(0, input_ids.shape[1], window):
+            ids = input_ids[:, start:start + window]
+            first = bank.tokens(group)
+            positions = torch.arange(first, first + ids.shape[1], device=device)[None]
+            with bank.reading([group]):
+                out = model(ids, position_ids=positions, memory=bank)
+            bank.add(group, [out.past_key_values[i][0][0] for i in bank.layers],
+                     [out.past_key_values[i][1][0] for i in bank.layers], ids.shape[1])
+            logits.append(out.logits)
+    return logits
+
+
+def generate(model, bank: MemoryBank, input_ids: torch.Tensor, group: Optional[str],
+             max_new_tokens: int = 32) -> torch.Tensor:
+    """Greedy continuation of ``input_ids`` (1, T) read after the memories
+    of ``group`` (its positions follow them), retrieving in the memory
+    layers at every step: (1, T + max_new_tokens)."""
+    first = bank.tokens(group) if group else 0
+    device = input_ids.device
+    tokens = [input_ids]
+    with torch.no_grad(), bank.reading([group]):
+        positions = torch.arange(first, first + input_ids.shape[1], device=device)[None]
+        out = model(input_ids, position_ids=positions, memory=bank)
+        position = first + input_ids.shape[1]
+        for _ in range(max_new_tokens):
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+            tokens.append(nxt)
+            out = model(nxt, position_ids=torch.tensor([[position]], device=device),
+                        past_key_values=out.past_key_values, memory=bank)
+            position += 1
+    return torch.cat(tokens, dim=1)
