@@ -1,6 +1,8 @@
 // The search operation: checked here, then batched by the engine's
 // SearchBatcher, which answers on the thread that runs the batch.
+#include <algorithm>
 #include <exception>
+#include <vector>
 #include <string>
 
 #include "net/conversions.h"
@@ -9,9 +11,29 @@
 namespace mnemo::net {
 namespace {
 
-Reply SearchReply(uint64_t request_id, const engine::SearchResult& r) {
-  flatbuffers::FlatBufferBuilder b(64 + r.ids.size() * 12);
-  return FinishReply(b, request_id, wire::Response::SearchResult, ToWire(b, r).Union());
+Reply SearchReply(uint64_t request_id, const engine::SearchResult& r,
+                  const engine::EntryList* entries) {
+  flatbuffers::FlatBufferBuilder b(64 + r.ids.size() * 12 +
+                                   (entries ? entries->vectors.size() * 4 + entries->ids.size() * 32 : 0));
+  if (entries == nullptr) {
+    return FinishReply(b, request_id, wire::Response::SearchResult, ToWire(b, r).Union());
+  }
+  auto found = ToWire(b, *entries);
+  auto distances = b.CreateVector(r.distances);
+  auto ids = b.CreateVector(r.ids);
+  return FinishReply(b, request_id, wire::Response::SearchResult,
+                     wire::CreateSearchResult(b, uint32_t(r.n), r.k, distances, ids, found).Union());
+}
+
+// The distinct ids among a search's hits, for a search with entries.
+std::vector<uint64_t> DistinctHits(const engine::SearchResult& r) {
+  std::vector<uint64_t> ids;
+  for (int64_t id : r.ids) {
+    if (id >= 0) ids.push_back(uint64_t(id));
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
 }
 
 void Search(const Call& c, const Send&, Respond respond) {
@@ -28,13 +50,21 @@ void Search(const Call& c, const Send&, Respond respond) {
   if (Status st = (*collection)->ValidateSearch(req); !st.ok()) return respond(st);
   // `in` owns the query floats until the batch has run.
   c.batcher.Submit(*collection, req,
-                   [in = c.in, id = c.id(), respond = std::move(respond)](
-                       Result<engine::SearchResult> result) {
+                   [in = c.in, id = c.id(), respond = std::move(respond), coll = *collection,
+                    with_entries = r->with_entries()](Result<engine::SearchResult> result) {
                      if (!result.ok()) return respond(result.status());
                      // On the thread that ran the batch: nothing may escape.
                      Result<Reply> reply = Status::Internal("search reply could not be built");
                      try {
-                       reply = SearchReply(id, *result);
+                       if (with_entries) {
+                         std::vector<uint64_t> hits = DistinctHits(*result);
+                         Result<engine::EntryList> entries = engine::EntryList{};
+                         if (!hits.empty()) entries = coll->Get(hits);  // Get refuses no ids
+                         if (!entries.ok()) return respond(entries.status());
+                         reply = SearchReply(id, *result, &*entries);
+                       } else {
+                         reply = SearchReply(id, *result, nullptr);
+                       }
                      } catch (const std::exception& e) {
                        reply = Status::Internal(std::string("search reply: ") + e.what());
                      }

@@ -85,8 +85,8 @@ def _wire_array(length: int, as_numpy, dtype) -> np.ndarray:
 
 
 def _search_request(name: str, queries: npt.ArrayLike, k: int = 10, nprobe: Optional[int] = None,
-                    ef: Optional[int] = None, group: Optional[int] = None):
-    """(build, size hint, query rows) of a Search request."""
+                    ef: Optional[int] = None, group: Optional[int] = None, with_entries: bool = False):
+    """(build, size hint, query rows, with_entries) of a Search request."""
     q = np.ascontiguousarray(queries, dtype=np.float32)
     rows = 1 if q.ndim == 1 else q.shape[0]
 
@@ -94,17 +94,38 @@ def _search_request(name: str, queries: npt.ArrayLike, k: int = 10, nprobe: Opti
         qv = b.CreateNumpyVector(q.ravel())
         return table(b, Search, Collection=string(b, name), Queries=qv, K=int(k),
                      Nprobe=int(nprobe or 0), Ef=int(ef or 0),
-                     HasGroup=group is not None, Group=int(group or 0))
-    return build, 256 + q.nbytes, rows
+                     HasGroup=group is not None, Group=int(group or 0), WithEntries=bool(with_entries))
+    return build, 256 + q.nbytes, rows, with_entries
 
 
-def _search_result(f, rows: int) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+def _entries(e) -> Entries:
+    found = e.IdsAsNumpy() if e.IdsLength() else np.zeros(0, np.uint64)
+    m = len(found)
+    vectors = e.VectorsAsNumpy() if e.VectorsLength() else np.zeros(0, np.float32)
+    groups = e.GroupsAsNumpy() if e.GroupsLength() else np.zeros(0, np.uint64)
+    payloads = []
+    for i in range(e.PayloadsLength()):
+        p = e.Payloads(i)
+        payloads.append(p.DataAsNumpy().tobytes() if p.DataLength() else b"")
+    return Entries(np.array(found, dtype=np.uint64),
+                   np.array(vectors, dtype=np.float32).reshape(m, -1) if m else
+                   np.zeros((0, 0), np.float32),
+                   np.array(groups, dtype=np.uint64), payloads)
+
+
+def _search_result(f, rows: int, with_entries: bool = False):
     r = body(f, SearchResult.SearchResult, Response.Response.SearchResult)
     n, kk = r.N(), r.K()
     if n * kk == 0:
-        return np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64)
-    return (np.array(r.DistancesAsNumpy(), dtype=np.float32).reshape(n, kk),
-            np.array(r.IdsAsNumpy(), dtype=np.int64).reshape(n, kk))
+        d, i = np.zeros((rows, 0), np.float32), np.zeros((rows, 0), np.int64)
+    else:
+        d = np.array(r.DistancesAsNumpy(), dtype=np.float32).reshape(n, kk)
+        i = np.array(r.IdsAsNumpy(), dtype=np.int64).reshape(n, kk)
+    if not with_entries:
+        return d, i
+    e = r.Entries()
+    empty = Entries(np.zeros(0, np.uint64), np.zeros((0, 0), np.float32), np.zeros(0, np.uint64), [])
+    return d, i, (_entries(e) if e is not None else empty)
 
 
 class Client:
@@ -302,19 +323,7 @@ class Client:
         ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
         f = self._call(Request.Request.Get,
                        lambda b: table(b, Get, Collection=string(b, name), Ids=u64_vector(b, ids)))
-        e = body(f, WireEntries.Entries, Response.Response.Entries)
-        found = e.IdsAsNumpy() if e.IdsLength() else np.zeros(0, np.uint64)
-        m = len(found)
-        vectors = e.VectorsAsNumpy() if e.VectorsLength() else np.zeros(0, np.float32)
-        groups = e.GroupsAsNumpy() if e.GroupsLength() else np.zeros(0, np.uint64)
-        payloads = []
-        for i in range(e.PayloadsLength()):
-            p = e.Payloads(i)
-            payloads.append(p.DataAsNumpy().tobytes() if p.DataLength() else b"")
-        return Entries(np.array(found, dtype=np.uint64),
-                       np.array(vectors, dtype=np.float32).reshape(m, -1) if m else
-                       np.zeros((0, 0), np.float32),
-                       np.array(groups, dtype=np.uint64), payloads)
+        return _entries(body(f, WireEntries.Entries, Response.Response.Entries))
 
     def delete(self, name: str, ids: npt.ArrayLike) -> int:
         """Removes the entries with these ids; returns how many existed."""
@@ -347,8 +356,19 @@ class Client:
         I : ndarray of int64, (q, k)
             Ids, -1 where fewer than k entries qualified.
         """
-        build, hint, rows = _search_request(name, queries, k, nprobe, ef, group)
+        build, hint, rows, _ = _search_request(name, queries, k, nprobe, ef, group)
         return _search_result(self._call(Request.Request.Search, build, hint), rows)
+
+    def search_entries(self, name: str, queries: npt.ArrayLike, k: int = 10,
+                       nprobe: Optional[int] = None, ef: Optional[int] = None,
+                       group: Optional[int] = None
+                       ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], Entries]:
+        """``search`` that also returns its hits' entries (vectors, groups,
+        payloads; each distinct hit once, ids ascending) in the same round
+        trip: (D, I, Entries). A hit deleted between the search and the
+        read of its entry is missing from Entries."""
+        build, hint, rows, _ = _search_request(name, queries, k, nprobe, ef, group, True)
+        return _search_result(self._call(Request.Request.Search, build, hint), rows, True)
 
     def search_many(self, searches: Sequence[SearchSpec]
                     ) -> List[Tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]:
@@ -361,7 +381,9 @@ class Client:
         ----------
         searches : sequence of SearchSpec
             Each the arguments of ``search`` as a dict: ``name``,
-            ``queries``, and optionally ``k``, ``nprobe``, ``ef``, ``group``.
+            ``queries``, and optionally ``k``, ``nprobe``, ``ef``, ``group``,
+            ``with_entries`` (True: that search's result is (D, I, Entries),
+            as ``search_entries`` returns it).
 
         Returns
         -------
@@ -380,10 +402,10 @@ class Client:
 
         def receive():
             nonlocal first_error
-            rows = requests[len(results)][2]
+            _, _, rows, with_entries = requests[len(results)]
             try:
                 with self._connection.reply() as (f, _read):
-                    results.append(_search_result(f, rows))
+                    results.append(_search_result(f, rows, with_entries))
             except errors.Unavailable:
                 raise  # the connection is gone: nothing more to read
             except errors.Error as e:
@@ -394,7 +416,7 @@ class Client:
             # At most _PIPELINE_DEPTH unanswered: the daemon stops reading a
             # connection with too many (net/server.h, max_inflight) until its
             # replies are read, and this thread reads only after sending.
-            for sent, (build, hint, _) in enumerate(requests):
+            for sent, (build, hint, _, _) in enumerate(requests):
                 if sent - len(results) >= _PIPELINE_DEPTH:
                     receive()
                 self._connection.send(Request.Request.Search, build, hint)

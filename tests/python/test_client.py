@@ -45,6 +45,31 @@ def test_every_collection_operation(daemon):
         c.stats("docs")
 
 
+def test_a_search_with_entries_returns_its_hits_vectors_and_payloads_in_one_round_trip(daemon):
+    c = mnemo.Client(daemon.address)
+    c.create_collection("mem", 4, metric="ip")
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(20, 4)).astype(np.float32)
+    ids = np.arange(100, 120, dtype=np.uint64)
+    c.upsert("mem", ids, vectors, groups=[i % 2 for i in range(20)],
+             payloads=[f"value {i}".encode() for i in range(20)])
+    queries = rng.normal(size=(3, 4)).astype(np.float32)
+    D, I, E = c.search_entries("mem", queries, k=4, group=1)
+    assert np.array_equal(I, c.search("mem", queries, k=4, group=1)[1])
+    hits = np.unique(I[I >= 0]).astype(np.uint64)
+    assert np.array_equal(E.ids, hits)  # each distinct hit once, ascending
+    assert np.array_equal(E.vectors, vectors[(hits - 100).astype(int)])
+    assert E.payloads == [f"value {int(i) - 100}".encode() for i in hits]
+    assert (E.groups == 1).all()
+    # Mixed in one pipelined round trip with plain searches.
+    plain, with_entries = c.search_many([dict(name="mem", queries=queries, k=2),
+                                         dict(name="mem", queries=queries, k=4, group=1, with_entries=True)])
+    assert len(plain) == 2 and len(with_entries) == 3
+    assert np.array_equal(with_entries[2].ids, E.ids)
+    with pytest.raises(mnemo.NotFound):
+        c.search_entries("no-such", queries, k=1)
+
+
 def test_quantized_collection_trains_and_searches(daemon):
     c = mnemo.Client(daemon.address)
     rng = np.random.default_rng(0)

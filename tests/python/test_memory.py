@@ -144,3 +144,34 @@ def test_exact_memory_of_one_document_is_untouched_by_others_and_by_batch_compos
     # A row without memory in a batch with memories: its plain forward.
     mixed = logits([None, "b"], prompt)
     assert (mixed[:1] - m(prompt[:1], position_ids=pos).logits).abs().max().item() <= 1e-5
+
+
+@torch.no_grad()
+def test_exact_memory_kept_by_the_daemon_equals_full_attention_and_the_device_tier(daemon):
+    import mnemo
+    m = tiny()
+    doc = torch.randint(0, 256, (1, 64))
+    c = mnemo.Client(daemon.address)
+    tier = mem.DaemonMemory(c, "mem", range(4), kv_heads=2, head_dim=16, k=64)
+    got = read(m, tier, doc, window=16, group=7)
+    assert (got - m(doc).logits).abs().max().item() <= 1e-4
+    assert tier.tokens(7) == 64
+    # Another process (client) sees the document; the device tier gives the same result.
+    other = mem.DaemonMemory(mnemo.Client(daemon.address), "mem", range(4), kv_heads=2, head_dim=16, k=8)
+    assert other.tokens(7) == 64
+    prompt = torch.randint(0, 256, (1, 4))
+    device = mem.MemoryBank(range(4), k=64)  # memorized as the daemon's tier was
+    read(m, device, doc, window=16, group=7)
+    device.k = 8
+    pos = torch.arange(64, 68)[None]
+    with other.reading([7]):
+        from_daemon = m(prompt, position_ids=pos, memory=other).logits
+    with device.reading([7]):
+        from_device = m(prompt, position_ids=pos, memory=device).logits
+    assert (from_daemon - from_device).abs().max().item() <= 1e-5
+    # A second document (group) leaves the first one's results as they were.
+    read(m, tier, torch.randint(0, 256, (1, 32)), window=16, group=8)
+    with other.reading([7]):
+        assert (m(prompt, position_ids=pos, memory=other).logits - from_daemon).abs().max().item() <= 1e-6
+    other.forget(7)
+    assert tier.tokens(7) == 0 and tier.tokens(8) == 32

@@ -183,3 +183,108 @@ def generate(model, bank: MemoryBank, input_ids: torch.Tensor, group: Optional[s
                         past_key_values=out.past_key_values, memory=bank)
             position += 1
     return torch.cat(tokens, dim=1)
+
+
+class DaemonMemory(MemoryBank):
+    """The durable, shared tier: memories kept by mnemod, in one collection
+    per memory layer and KV head (``{name}.l{layer}.h{head}``, inner
+    product, exact ``Flat`` unless told otherwise): the key as the vector,
+    the value as the payload (float32 bytes), the document as the group,
+    its position in the document in the id. A search per KV head and batch
+    row, all of one layer in one round trip (``search_many``), returns the
+    hits' keys and values with their ids.
+
+    Documents are named by int (their group); ``tokens`` of a document is
+    kept in ``{name}.docs`` so that another process reads it too.
+    """
+
+    def __init__(self, client, name: str, layers: Sequence[int], kv_heads: int, head_dim: int,
+                 k: int = 32, index: str = "Flat"):
+        super().__init__(layers, k)
+        self.client, self.name = client, name
+        self.kv_heads, self.head_dim = kv_heads, head_dim
+        have = {c.name for c in client.list()}
+        for layer in self.layers:
+            for g in range(kv_heads):
+                if self._collection(layer, g) not in have:
+                    client.create_collection(self._collection(layer, g), head_dim, metric="ip", index=index)
+        if f"{name}.docs" not in have:
+            client.create_collection(f"{name}.docs", 1)
+
+    def _collection(self, layer: int, head: int) -> str:
+        return f"{self.name}.l{layer}.h{head}"
+
+    def tokens(self, group) -> int:
+        if group is None:
+            return 0
+        e = self.client.get(f"{self.name}.docs", [int(group)])
+        return int(e.payloads[0]) if len(e.ids) else 0
+
+    def add(self, group, keys, values, tokens: int) -> None:
+        if len(keys) != len(self.layers) or len(values) != len(self.layers):
+            raise errors.InvalidArgument(f"{len(keys)} layers of keys for {len(self.layers)} memory layers")
+        if not 0 <= int(group) < 1 << 32:
+            raise errors.InvalidArgument(f"a document of the daemon's memory is an int in [0, 2**32), "
+                                         f"got {group!r}")
+        first = self.tokens(group)
+        ids = (int(group) << 32) + first + torch.arange(tokens).numpy().astype("uint64")
+        groups = [int(group)] * tokens
+        for layer, k, v in zip(self.layers, keys, values):
+            for g in range(self.kv_heads):
+                vals = v[g].float().cpu().numpy()
+                self.client.upsert(self._collection(layer, g), ids, k[g].float().cpu().numpy(),
+                                   groups=groups, payloads=[row.tobytes() for row in vals])
+        # The count last: a document's tokens are all stored once it says so.
+        self.client.upsert(f"{self.name}.docs", [int(group)], [[0.0]],
+                           payloads=[str(first + tokens).encode()])
+
+    def forget(self, group) -> None:
+        n = self.tokens(group)
+        ids = (int(group) << 32) + torch.arange(n).numpy().astype("uint64")
+        self.client.delete(f"{self.name}.docs", [int(group)])  # first: no reader counts on the rest
+        for layer in self.layers:
+            for g in range(self.kv_heads):
+                self.client.delete(self._collection(layer, g), ids)
+
+    def lookup(self, layer: int) -> Optional[MemoryLookup]:
+        if layer not in self.layers or not any(g is not None for g in self._rows):
+            return None
+        return lambda q: self.search(layer, q)
+
+    def search(self, layer: int, q: torch.Tensor) -> Optional[MemoryHits]:
+        import numpy as np
+        b, h, t, d = q.shape
+        if len(self._rows) != b:
+            raise errors.InvalidArgument(f"reading {len(self._rows)} groups for a batch of {b}")
+        g_ = self.kv_heads
+        r = h // g_
+        qs = q.float().reshape(b, g_, r * t, d).cpu().numpy()
+        specs, where = [], []
+        for i, group in enumerate(self._rows):
+            if group is None:
+                continue
+            for g in range(g_):
+                specs.append(dict(name=self._collection(layer, g), queries=qs[i, g], k=self.k,
+                                  group=int(group), with_entries=True))
+                where.append((i, g))
+        if not specs:
+            return None
+        found = self.client.search_many(specs)
+        width = r * self.k
+        mk = np.zeros((b, g_, t, width, d), np.float32)
+        mv = np.zeros_like(mk)
+        valid = np.zeros((b, g_, t, width), bool)
+        for (i, g), (_, ids, e) in zip(where, found):
+            if ids.shape[1] == 0 or len(e.ids) == 0:
+                continue
+            union = np.sort(ids.reshape(r, t, -1).transpose(1, 0, 2).reshape(t, -1), axis=1)  # (T, r*k)
+            u = union.shape[1]
+            ok = union >= 0
+            ok[:, 1:] &= union[:, 1:] != union[:, :-1]                                       # each once
+            rows = np.searchsorted(e.ids, union.clip(0).astype(np.uint64)).clip(0, len(e.ids) - 1)
+            ok &= e.ids[rows] == union.clip(0).astype(np.uint64)  # a hit deleted meanwhile: left out
+            values = np.frombuffer(b"".join(e.payloads), np.float32).reshape(len(e.ids), d)
+            mk[i, g, :, :u], mv[i, g, :, :u], valid[i, g, :, :u] = e.vectors[rows], values[rows], ok
+        dev = q.device
+        return (torch.from_numpy(mk).to(dev, q.dtype), torch.from_numpy(mv).to(dev, q.dtype),
+                torch.from_numpy(valid).to(dev))

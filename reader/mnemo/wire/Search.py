@@ -93,7 +93,14 @@ class Search(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
-def SearchStart(builder): builder.StartObject(7)
+    # Search
+    def WithEntries(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return bool(self._tab.Get(flatbuffers.number_types.BoolFlags, o + self._tab.Pos))
+        return False
+
+def SearchStart(builder): builder.StartObject(8)
 def Start(builder):
     return SearchStart(builder)
 def SearchAddCollection(builder, collection): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(collection), 0)
@@ -120,6 +127,9 @@ def AddHasGroup(builder, hasGroup):
 def SearchAddGroup(builder, group): builder.PrependUint64Slot(6, group, 0)
 def AddGroup(builder, group):
     return SearchAddGroup(builder, group)
+def SearchAddWithEntries(builder, withEntries): builder.PrependBoolSlot(7, withEntries, 0)
+def AddWithEntries(builder, withEntries):
+    return SearchAddWithEntries(builder, withEntries)
 def SearchEnd(builder): return builder.EndObject()
 def End(builder):
     return SearchEnd(builder)

@@ -92,7 +92,18 @@ class SearchResult(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(10))
         return o == 0
 
-def SearchResultStart(builder): builder.StartObject(4)
+    # SearchResult
+    def Entries(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(12))
+        if o != 0:
+            x = self._tab.Indirect(o + self._tab.Pos)
+            from mnemo.wire.Entries import Entries
+            obj = Entries()
+            obj.Init(self._tab.Bytes, x)
+            return obj
+        return None
+
+def SearchResultStart(builder): builder.StartObject(5)
 def Start(builder):
     return SearchResultStart(builder)
 def SearchResultAddN(builder, n): builder.PrependUint32Slot(0, n, 0)
@@ -113,6 +124,9 @@ def AddIds(builder, ids):
 def SearchResultStartIdsVector(builder, numElems): return builder.StartVector(8, numElems, 8)
 def StartIdsVector(builder, numElems):
     return SearchResultStartIdsVector(builder, numElems)
+def SearchResultAddEntries(builder, entries): builder.PrependUOffsetTRelativeSlot(4, flatbuffers.number_types.UOffsetTFlags.py_type(entries), 0)
+def AddEntries(builder, entries):
+    return SearchResultAddEntries(builder, entries)
 def SearchResultEnd(builder): return builder.EndObject()
 def End(builder):
     return SearchResultEnd(builder)
