@@ -175,3 +175,32 @@ def test_exact_memory_kept_by_the_daemon_equals_full_attention_and_the_device_ti
         assert (m(prompt, position_ids=pos, memory=other).logits - from_daemon).abs().max().item() <= 1e-6
     other.forget(7)
     assert tier.tokens(7) == 0 and tier.tokens(8) == 32
+
+
+@torch.no_grad()
+def test_exact_memory_through_the_reader_decodes_what_full_attention_decodes(daemon):
+    import mnemo
+    from mnemo.reader import Reader
+    m = tiny()
+    doc = torch.randint(0, 256, (1, 72))
+    r = Reader(m, mnemo.Client(daemon.address), "memreader", memory_layers=[0, 1, 2, 3], memory_k=72,
+               memory_window=24)
+    r.memorize(doc[:, :48], group=3)
+    r.memorize(doc[:, 48:], group=3)  # continues the document
+    prompt = torch.randint(0, 256, (1, 4))
+    got = r.generate(prompt, max_new_tokens=8, group=3)
+    ids = torch.cat([doc, prompt], dim=1)
+    for _ in range(8):
+        ids = torch.cat([ids, m(ids).logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(got, ids[:, 72:])
+    # A new Reader (another process, say) finds the document in the daemon, its
+    # device tier empty: searched in the daemon, the same tokens.
+    again = Reader(m, mnemo.Client(daemon.address), "memreader", memory_layers=[0, 1, 2, 3],
+                   memory_k=72, memory_window=24)
+    assert again.memory.device.tokens(3) == 0
+    assert torch.equal(again.generate(prompt, max_new_tokens=8, group=3), got)
+    again.memory.load(3)  # then brought to the device tier
+    assert again.memory.device.tokens(3) == 72
+    assert torch.equal(again.generate(prompt, max_new_tokens=8, group=3), got)
+    with pytest.raises(mnemo.FailedPrecondition):
+        Reader(m, mnemo.Client(daemon.address), "memreader").memorize(doc, group=3)

@@ -288,3 +288,67 @@ class DaemonMemory(MemoryBank):
         dev = q.device
         return (torch.from_numpy(mk).to(dev, q.dtype), torch.from_numpy(mv).to(dev, q.dtype),
                 torch.from_numpy(valid).to(dev))
+
+
+class TieredMemory(MemoryBank):
+    """The device tier in front of the daemon's: every memory is written to
+    both; a document whose memories are on the device (memorized here, or
+    brought with ``load``) is searched there, with no round trip per step;
+    any other document is searched in the daemon."""
+
+    def __init__(self, daemon: DaemonMemory, device: Optional[MemoryBank] = None):
+        super().__init__(daemon.layers, daemon.k)
+        self.daemon = daemon
+        self.device = device or MemoryBank(daemon.layers, daemon.k)
+
+    def tokens(self, group) -> int:
+        return self.daemon.tokens(group)
+
+    def add(self, group, keys, values, tokens: int) -> None:
+        if self.device.tokens(group) != self.daemon.tokens(group):
+            self.load(group)  # the device tier continues where the daemon's is
+        self.daemon.add(group, keys, values, tokens)
+        self.device.add(group, keys, values, tokens)
+
+    def load(self, group, device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None) -> None:
+        """Brings document ``group``'s memories from the daemon to the device tier."""
+        import numpy as np
+        d = self.daemon
+        n = d.tokens(group)
+        self.device.forget(group)
+        if n == 0:
+            return
+        ids = (int(group) << 32) + np.arange(n, dtype=np.uint64)
+        keys, values = [], []
+        for layer in d.layers:
+            ks, vs = [], []
+            for g in range(d.kv_heads):
+                e = d.client.get(d._collection(layer, g), ids)
+                if len(e.ids) != n:
+                    raise errors.NotFound(f"document {group}: {n - len(e.ids)} of {n} memories of layer "
+                                          f"{layer} are missing")
+                ks.append(torch.from_numpy(e.vectors.copy()))
+                vs.append(torch.from_numpy(np.frombuffer(b"".join(e.payloads), np.float32)
+                                           .reshape(n, d.head_dim).copy()))
+            keys.append(torch.stack(ks).to(device=device, dtype=dtype))
+            values.append(torch.stack(vs).to(device=device, dtype=dtype))
+        self.device.add(group, keys, values, n)
+
+    def forget(self, group) -> None:
+        self.device.forget(group)
+        self.daemon.forget(group)
+
+    @contextlib.contextmanager
+    def reading(self, groups):
+        with self.device.reading(groups), self.daemon.reading(groups):
+            self._rows = list(groups)
+            try:
+                yield self
+            finally:
+                self._rows = ()
+
+    def lookup(self, layer: int) -> Optional[MemoryLookup]:
+        if layer not in self.layers or not any(g is not None for g in self._rows):
+            return None
+        on_device = all(g is None or self.device.tokens(g) for g in self._rows)
+        return (self.device if on_device else self.daemon).lookup(layer)

@@ -23,6 +23,7 @@ import torch
 from mnemo import errors
 from mnemo.client import Client
 from mnemo.hashing import prefix_hashes
+from mnemo.reader import memory
 from mnemo.reader.kv_load import KvLoader
 from mnemo.reader.llama import LayerCache
 
@@ -78,11 +79,19 @@ class Reader:
     same_host : bool, optional
         Load stored chunks straight from the daemon's files (``KvLoader``);
         None (the default) tries it when the daemon's address is loopback.
+    memory_layers : sequence of int, optional
+        Long-term memory (``memorize``; ``generate(group=...)``) in these
+        layers: kept by the daemon (collections ``{space}.memory.*``) with
+        a tier on the model's device (``mnemo.reader.memory``).
+    memory_k, memory_window
+        Hits per query head and step; the tokens ``memorize`` reads at once.
     """
 
     def __init__(self, model, client: Client, space: str, codec: str = "raw",
                  chunk_tokens: int = 256, capacity_bytes: Optional[int] = None,
-                 namespace: Optional[str] = None, same_host: Optional[bool] = None):
+                 namespace: Optional[str] = None, same_host: Optional[bool] = None,
+                 memory_layers: Optional[List[int]] = None, memory_k: int = 32,
+                 memory_window: int = 512):
         self.model = model
         self.client = client
         self.space = space
@@ -108,6 +117,21 @@ class Reader:
         self._writer_client = Client(client.address, client.api_key)
         self._writes = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mnemo-kv-write")
         self._pending: List[concurrent.futures.Future] = []
+        self.memory: Optional[memory.MemoryBank] = None
+        self.memory_window = memory_window
+        if memory_layers:
+            self.memory = memory.TieredMemory(memory.DaemonMemory(
+                client, f"{space}.memory", memory_layers, cfg.num_key_value_heads, cfg.head_dim,
+                k=memory_k))
+
+    def memorize(self, input_ids: torch.Tensor, group: int) -> None:
+        """Reads a long document (1, N) into long-term memory under
+        ``group`` (an int), ``memory_window`` tokens at a time; a later call
+        with the same group continues the document."""
+        if self.memory is None:
+            raise errors.FailedPrecondition("this Reader has no memory layers (Reader(memory_layers=...))")
+        memory.memorize(self.model, self.memory, input_ids.to(self.model.device), group,
+                        self.memory_window)
 
     def close(self) -> None:
         self.wait_for_writes()
@@ -163,8 +187,16 @@ class Reader:
         return PrefillOutput(out.logits, reused, out.past_key_values)
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32) -> torch.Tensor:
-        """Greedy continuation: (1, T + max_new_tokens)."""
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int = 32,
+                 group: Optional[int] = None) -> torch.Tensor:
+        """Greedy continuation: (1, T + max_new_tokens). With ``group``, the
+        prompt follows that memorized document: the memory layers retrieve
+        from it at every step (no context reuse then)."""
+        if group is not None:
+            if self.memory is None:
+                raise errors.FailedPrecondition("this Reader has no memory layers (Reader(memory_layers=...))")
+            return memory.generate(self.model, self.memory, input_ids.to(self.model.device), group,
+                                   max_new_tokens)
         out = self.prefill(input_ids)
         cache, logits = out.past_key_values, out.logits
         tokens = [input_ids.to(self.model.device)]
