@@ -27,6 +27,11 @@ case "$mode" in
   kv) $py bench/kv_throughput.py --mnemod "$mnemod" ${KV_ARGS:-} "$@" ;;
   search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
   hnsw-lone) "$carry/bin/hnsw_lone_query" "$@" ;;
+  memory)
+    wrapper=$work/mnemod.sh
+    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$carry/lib" "$mnemod" > "$wrapper"
+    chmod +x "$wrapper"
+    env -u LD_LIBRARY_PATH $py bench/memory_decode.py --daemon "$wrapper" "$@" ;;
   reader|ttft|breakdown)
     # The GPU reader against transformers, then TTFT with reuse. mnemod gets
     # the carried libraries through a wrapper; torch must not see them
@@ -66,5 +71,5 @@ case "$mode" in
       echo "== kv_throughput, $side mnemod and client"
       MNEMO_READER=$reader $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod$sfx" ${KV_ARGS:-}
     done ;;
-  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|breakdown|all|compare] [benchmark arguments]" >&2; exit 2 ;;
+  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|breakdown|memory|all|compare] [benchmark arguments]" >&2; exit 2 ;;
 esac

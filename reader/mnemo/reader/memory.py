@@ -128,7 +128,10 @@ class MemoryBank:
         g, n, d = keys.shape
         h, t = q.shape[0], q.shape[1]
         r = h // g
-        scores = torch.einsum("grtd,gnd->grtn", q.reshape(g, r, t, d).float(), keys.float())
+        # In the memory's dtype: a float32 copy of a million keys per step
+        # would cost more than the search (the hits' scores are recomputed
+        # in float32 by the attention).
+        scores = torch.einsum("grtd,gnd->grtn", q.reshape(g, r, t, d).to(keys.dtype), keys)
         idx = scores.topk(min(self.k, n), dim=-1).indices                      # (G, r, T, k)
         if self.neighbours:
             around = torch.arange(-self.neighbours, self.neighbours + 1, device=idx.device)
