@@ -16,9 +16,7 @@ layer and k = 32). --daemon also times the daemon-only tier (DaemonMemory,
 import argparse
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import torch
@@ -27,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
 import mnemo  # noqa: E402
 from mnemo.reader import memory as mem  # noqa: E402
-from reader_ttft import build_model, sync  # noqa: E402
+from reader_ttft import build_model, running_mnemod, sync  # noqa: E402
 
 
 def fill(bank, model, tokens, group, device, dtype, batch=1 << 16):
@@ -88,27 +86,19 @@ def main():
     w, m = statistics.median(without), statistics.median(with_memory)
     print(f"decode without memory {w:7.1f} tok/s, with the device tier {m:7.1f} tok/s: ratio {m / w:.3f}")
     if args.daemon:
-        with tempfile.TemporaryDirectory() as d:
-            proc = subprocess.Popen([args.daemon, "--data-dir", d, "--listen", "127.0.0.1:0",
-                                     "--http", "127.0.0.1:0", "--log-level", "warn"],
-                                    stdout=subprocess.PIPE, text=True)
-            try:
-                address = proc.stdout.readline().split()[3]
-                cfg = model.config
-                tier = mem.DaemonMemory(mnemo.Client(address), "bench", layers, cfg.num_key_value_heads,
-                                        cfg.head_dim, k=args.k)
-                t = time.perf_counter()
-                fill(tier, model, args.daemon_tokens, 1, device, dtype, batch=4096)
-                print(f"daemon tier: {args.daemon_tokens} tokens per layer stored in "
-                      f"{time.perf_counter() - t:.1f} s")
-                decode_rate(model, tier, prompt, 1, 2)
-                rates = [decode_rate(model, tier, prompt, 1, args.new_tokens)[0] for _ in range(args.repeats)]
-                r = statistics.median(rates)
-                print(f"decode with the daemon-only tier {r:7.1f} tok/s: ratio {r / w:.3f} "
-                      f"({args.daemon_tokens} tokens per layer)")
-            finally:
-                proc.terminate()
-                proc.wait()
+        with running_mnemod(args.daemon) as address:
+            cfg = model.config
+            tier = mem.DaemonMemory(mnemo.Client(address), "bench", layers, cfg.num_key_value_heads,
+                                    cfg.head_dim, k=args.k)
+            t = time.perf_counter()
+            fill(tier, model, args.daemon_tokens, 1, device, dtype, batch=4096)
+            print(f"daemon tier: {args.daemon_tokens} tokens per layer stored in "
+                  f"{time.perf_counter() - t:.1f} s")
+            decode_rate(model, tier, prompt, 1, 2)
+            rates = [decode_rate(model, tier, prompt, 1, args.new_tokens)[0] for _ in range(args.repeats)]
+            r = statistics.median(rates)
+            print(f"decode with the daemon-only tier {r:7.1f} tok/s: ratio {r / w:.3f} "
+                  f"({args.daemon_tokens} tokens per layer)")
 
 
 if __name__ == "__main__":

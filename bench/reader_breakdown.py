@@ -28,9 +28,7 @@ import concurrent.futures
 import contextlib
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import torch
@@ -39,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
 import mnemo  # noqa: E402
 from mnemo.reader import Reader  # noqa: E402
-from reader_ttft import build_model, pinned_copy_rate, sync  # noqa: E402
+from reader_ttft import build_model, pinned_copy_rate, running_mnemod, sync  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -102,63 +100,55 @@ def main():
               f"pinned copy {pinned_copy_rate():.1f} GB/s")
         model = build_model(args.layers, device)
     ids_all = torch.randint(0, model.config.vocab_size, (1, max(lengths)), device=device)
-    with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen([args.mnemod, "--data-dir", d, "--listen", "127.0.0.1:0",
-                                 "--http", "127.0.0.1:0", "--log-level", "warn"],
-                                stdout=subprocess.PIPE, text=True)
-        try:
-            address = proc.stdout.readline().split()[3]
-            print(f"{'tokens':>6} {'codec':5} {'prefill':>8} {'(load)':>7} {'si ' + str(args.switch_interval * 1e3):>8} "
-                  f"{'hash+match':>10} {'load':>7} "
-                  f"{'forward':>7}  reads GB/s by threads")
-            for codec in args.codecs.split(","):
-                space = "breakdown-" + codec.replace(":", "-")
-                r = Reader(model, mnemo.Client(address), space, codec=codec, namespace="bench",
-                           same_host=True)
-                default_per = r.loader.layers_per_step
-                steps = [int(x) for x in args.layers_per_step.split(",")]
-                r.prefill(ids_all, logits_to_keep=1)
-                r.wait_for_writes()
-                for n in lengths:
-                    ids = ids_all[:, :n]
-                    hashes = r.hashes(ids)
-                    def run_prefill():
-                        r.prefill(ids, logits_to_keep=1).logits[:, -1].argmax().item()
-                        in_prefill.append(r.loader.last.seconds)
-                    in_prefill, by_step = [], {}
-                    for per in steps:
-                        r.loader.layers_per_step = per
-                        by_step[per] = timed(run_prefill, args.repeats)
-                    r.loader.layers_per_step = default_per
-                    in_prefill.clear()
-                    prefill = timed(run_prefill, args.repeats)
-                    load_in_prefill = statistics.median(in_prefill)
-                    default_interval = sys.getswitchinterval()
-                    sys.setswitchinterval(args.switch_interval)
-                    try:
-                        prefill_si = timed(run_prefill, args.repeats)
-                    finally:
-                        sys.setswitchinterval(default_interval)
-                    match = timed(lambda: r.client.match_prefix(r.space, r.hashes(ids)), args.repeats)
-                    load = timed(lambda: r.loader.load(hashes, n - 1), args.repeats)
-                    k, v = r.loader.load(hashes, n - 1)
-                    cache = [(k[i][None], v[i][None]) for i in range(k.shape[0])]
-                    pos = torch.tensor([[n - 1]], device=device)
-                    with torch.no_grad():
-                        forward = timed(lambda: model(ids[:, n - 1:], position_ids=pos, past_key_values=cache,
-                                                      logits_to_keep=1).logits.argmax().item(), args.repeats)
-                    del k, v, cache
-                    threads = sorted({1, 4, 8, r.loader.workers})
-                    reads = "  ".join(f"{t}:{read_rate(r.loader, hashes, t):5.1f}" for t in threads)
-                    print(f"{n:6d} {codec:5} {prefill * 1e3:8.1f} {load_in_prefill * 1e3:7.1f} "
-                          f"{prefill_si * 1e3:8.1f} {match * 1e3:10.1f} {load * 1e3:7.1f} "
-                          f"{forward * 1e3:7.1f}  {reads}", flush=True)
-                    print("        prefill by layers per step: " +
-                          "  ".join(f"{per}: {t * 1e3:.1f} ms" for per, t in by_step.items()), flush=True)
-                r.close()
-        finally:
-            proc.terminate()
-            proc.wait()
+    with running_mnemod(args.mnemod) as address:
+        print(f"{'tokens':>6} {'codec':5} {'prefill':>8} {'(load)':>7} {'si ' + str(args.switch_interval * 1e3):>8} "
+              f"{'hash+match':>10} {'load':>7} "
+              f"{'forward':>7}  reads GB/s by threads")
+        for codec in args.codecs.split(","):
+            space = "breakdown-" + codec.replace(":", "-")
+            r = Reader(model, mnemo.Client(address), space, codec=codec, namespace="bench",
+                       same_host=True)
+            default_per = r.loader.layers_per_step
+            steps = [int(x) for x in args.layers_per_step.split(",")]
+            r.prefill(ids_all, logits_to_keep=1)
+            r.wait_for_writes()
+            for n in lengths:
+                ids = ids_all[:, :n]
+                hashes = r.hashes(ids)
+                def run_prefill():
+                    r.prefill(ids, logits_to_keep=1).logits[:, -1].argmax().item()
+                    in_prefill.append(r.loader.last.seconds)
+                in_prefill, by_step = [], {}
+                for per in steps:
+                    r.loader.layers_per_step = per
+                    by_step[per] = timed(run_prefill, args.repeats)
+                r.loader.layers_per_step = default_per
+                in_prefill.clear()
+                prefill = timed(run_prefill, args.repeats)
+                load_in_prefill = statistics.median(in_prefill)
+                default_interval = sys.getswitchinterval()
+                sys.setswitchinterval(args.switch_interval)
+                try:
+                    prefill_si = timed(run_prefill, args.repeats)
+                finally:
+                    sys.setswitchinterval(default_interval)
+                match = timed(lambda: r.client.match_prefix(r.space, r.hashes(ids)), args.repeats)
+                load = timed(lambda: r.loader.load(hashes, n - 1), args.repeats)
+                k, v = r.loader.load(hashes, n - 1)
+                cache = [(k[i][None], v[i][None]) for i in range(k.shape[0])]
+                pos = torch.tensor([[n - 1]], device=device)
+                with torch.no_grad():
+                    forward = timed(lambda: model(ids[:, n - 1:], position_ids=pos, past_key_values=cache,
+                                                  logits_to_keep=1).logits.argmax().item(), args.repeats)
+                k = v = cache = None  # the loaded cache goes before the reads are timed
+                threads = sorted({1, 4, 8, r.loader.workers})
+                reads = "  ".join(f"{t}:{read_rate(r.loader, hashes, t):5.1f}" for t in threads)
+                print(f"{n:6d} {codec:5} {prefill * 1e3:8.1f} {load_in_prefill * 1e3:7.1f} "
+                      f"{prefill_si * 1e3:8.1f} {match * 1e3:10.1f} {load * 1e3:7.1f} "
+                      f"{forward * 1e3:7.1f}  {reads}", flush=True)
+                print("        prefill by layers per step: " +
+                      "  ".join(f"{per}: {t * 1e3:.1f} ms" for per, t in by_step.items()), flush=True)
+            r.close()
 
 
 if __name__ == "__main__":

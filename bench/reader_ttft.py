@@ -24,6 +24,7 @@ are prefixes of the 32k one: their chunks are the 32k prompt's.
     (bash bench/gpu/run.sh reader does it all on the GPU machine)
 """
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -81,6 +82,21 @@ def build_model(layers, device, **overrides):
     return model
 
 
+@contextlib.contextmanager
+def running_mnemod(binary, data_dir=None):
+    """A mnemod on loopback ports over a fresh store (under ``data_dir``
+    when given); yields its address and stops it after."""
+    with tempfile.TemporaryDirectory(dir=data_dir) as d:
+        proc = subprocess.Popen([binary, "--data-dir", d, "--listen", "127.0.0.1:0",
+                                 "--http", "127.0.0.1:0", "--log-level", "warn"],
+                                stdout=subprocess.PIPE, text=True)
+        try:
+            yield proc.stdout.readline().split()[3]
+        finally:
+            proc.terminate()
+            proc.wait()
+
+
 def first_token_full(model, ids):
     sync()
     t = time.perf_counter()
@@ -136,70 +152,62 @@ def main():
     for n in lengths:
         first_token_full(model, ids_all[:, :n])
 
-    with tempfile.TemporaryDirectory(dir=args.data_dir) as d:
-        proc = subprocess.Popen([args.mnemod, "--data-dir", d, "--listen", "127.0.0.1:0",
-                                 "--http", "127.0.0.1:0", "--log-level", "warn"],
-                                stdout=subprocess.PIPE, text=True)
-        try:
-            address = proc.stdout.readline().split()[3]
-            rows = []
-            for codec in codecs:
-                space = "ttft-" + codec.replace(":", "-")
-                store = Reader(model, mnemo.Client(address), space, codec=codec,
-                               chunk_tokens=args.chunk_tokens, namespace="bench")
-                t = time.perf_counter()
-                store.prefill(ids_all, logits_to_keep=1)
-                store.wait_for_writes()
-                st = store.client.kv_stats(space)
-                print(f"{codec}: stored {st.segments} chunks, {st.bytes_stored / 2**30:.2f} GiB "
-                      f"({st.bytes_stored / st.raw_bytes:.3f} of raw) in {time.perf_counter() - t:.1f} s")
-                store.close()
-                for transport in transports:
-                    r = Reader(model, mnemo.Client(address), space, namespace="bench",
-                               same_host=(transport == "same-host"))
-                    if transport == "same-host" and codec == codecs[0]:
-                        print(f"loader: {r.loader.workers} read threads")
-                    for n in lengths:
-                        ids = ids_all[:, :n]
-                        first_token_reuse(r, ids)  # warm-up: pinned buffers, kernels
-                        full_t, reuse_t, ratios, loads = [], [], [], []
-                        for _ in range(args.repeats):
-                            ft, want = first_token_full(model, ids)
-                            rt, got, reused = first_token_reuse(r, ids)
-                            full_t.append(ft)
-                            reuse_t.append(rt)
-                            ratios.append(rt / ft)
-                            loads.append(r.loader.last)
-                        last = loads[-1]
-                        load_s = statistics.median(x.seconds for x in loads)
-                        row = dict(tokens=n, codec=codec, transport=last.transport,
-                                   full=statistics.median(full_t), reuse=statistics.median(reuse_t),
-                                   ratio=statistics.median(ratios), spread=(min(ratios), max(ratios)),
-                                   load=load_s, loaded_gbs=last.bytes_loaded / load_s / 1e9,
-                                   read_gbs=last.bytes_read / load_s / 1e9, reused=reused,
-                                   same_token=bool(torch.equal(got, want)))
-                        rows.append(row)
-                        print(f"{n:6d} {codec:5} {row['transport']:9} full {row['full'] * 1e3:8.1f} ms"
-                              f"  reuse {row['reuse'] * 1e3:7.1f} ms (load {load_s * 1e3:6.1f})"
-                              f"  ratio {row['ratio']:.3f} [{row['spread'][0]:.3f}-{row['spread'][1]:.3f}]"
-                              f"  load {row['loaded_gbs']:5.1f} GB/s decoded ({row['loaded_gbs'] / rate:.2f}"
-                              f" of pinned), read {row['read_gbs']:5.1f} GB/s ({row['read_gbs'] / rate:.2f})"
-                              f"  reused {reused}  same first token: {row['same_token']}", flush=True)
-                    r.close()
-            print()
-            print(f"KV per token: {kv_per_token / 1024:.0f} KiB (bf16); pinned copy {rate:.1f} GB/s")
-            print(f"{'tokens':>6} {'codec':5} {'transport':9} {'full ms':>8} {'reuse ms':>8} "
-                  f"{'ratio':>6} {'target':>6} {'load/pinned':>11}")
-            for row in rows:
-                target = {16384: 0.15, 32768: 0.10}.get(row["tokens"])
-                if row["codec"] == "raw" and row["tokens"] == 16384:
-                    target = 0.30
-                print(f"{row['tokens']:6d} {row['codec']:5} {row['transport']:9} {row['full'] * 1e3:8.1f} "
-                      f"{row['reuse'] * 1e3:8.1f} {row['ratio']:6.3f} "
-                      f"{'' if target is None else f'{target:.2f}':>6} {row['loaded_gbs'] / rate:11.2f}")
-        finally:
-            proc.terminate()
-            proc.wait()
+    with running_mnemod(args.mnemod, args.data_dir) as address:
+        rows = []
+        for codec in codecs:
+            space = "ttft-" + codec.replace(":", "-")
+            store = Reader(model, mnemo.Client(address), space, codec=codec,
+                           chunk_tokens=args.chunk_tokens, namespace="bench")
+            t = time.perf_counter()
+            store.prefill(ids_all, logits_to_keep=1)
+            store.wait_for_writes()
+            st = store.client.kv_stats(space)
+            print(f"{codec}: stored {st.segments} chunks, {st.bytes_stored / 2**30:.2f} GiB "
+                  f"({st.bytes_stored / st.raw_bytes:.3f} of raw) in {time.perf_counter() - t:.1f} s")
+            store.close()
+            for transport in transports:
+                r = Reader(model, mnemo.Client(address), space, namespace="bench",
+                           same_host=(transport == "same-host"))
+                if transport == "same-host" and codec == codecs[0]:
+                    print(f"loader: {r.loader.workers} read threads")
+                for n in lengths:
+                    ids = ids_all[:, :n]
+                    first_token_reuse(r, ids)  # warm-up: pinned buffers, kernels
+                    full_t, reuse_t, ratios, loads = [], [], [], []
+                    for _ in range(args.repeats):
+                        ft, want = first_token_full(model, ids)
+                        rt, got, reused = first_token_reuse(r, ids)
+                        full_t.append(ft)
+                        reuse_t.append(rt)
+                        ratios.append(rt / ft)
+                        loads.append(r.loader.last)
+                    last = loads[-1]
+                    load_s = statistics.median(x.seconds for x in loads)
+                    row = dict(tokens=n, codec=codec, transport=last.transport,
+                               full=statistics.median(full_t), reuse=statistics.median(reuse_t),
+                               ratio=statistics.median(ratios), spread=(min(ratios), max(ratios)),
+                               load=load_s, loaded_gbs=last.bytes_loaded / load_s / 1e9,
+                               read_gbs=last.bytes_read / load_s / 1e9, reused=reused,
+                               same_token=bool(torch.equal(got, want)))
+                    rows.append(row)
+                    print(f"{n:6d} {codec:5} {row['transport']:9} full {row['full'] * 1e3:8.1f} ms"
+                          f"  reuse {row['reuse'] * 1e3:7.1f} ms (load {load_s * 1e3:6.1f})"
+                          f"  ratio {row['ratio']:.3f} [{row['spread'][0]:.3f}-{row['spread'][1]:.3f}]"
+                          f"  load {row['loaded_gbs']:5.1f} GB/s decoded ({row['loaded_gbs'] / rate:.2f}"
+                          f" of pinned), read {row['read_gbs']:5.1f} GB/s ({row['read_gbs'] / rate:.2f})"
+                          f"  reused {reused}  same first token: {row['same_token']}", flush=True)
+                r.close()
+        print()
+        print(f"KV per token: {kv_per_token / 1024:.0f} KiB (bf16); pinned copy {rate:.1f} GB/s")
+        print(f"{'tokens':>6} {'codec':5} {'transport':9} {'full ms':>8} {'reuse ms':>8} "
+              f"{'ratio':>6} {'target':>6} {'load/pinned':>11}")
+        for row in rows:
+            target = {16384: 0.15, 32768: 0.10}.get(row["tokens"])
+            if row["codec"] == "raw" and row["tokens"] == 16384:
+                target = 0.30
+            print(f"{row['tokens']:6d} {row['codec']:5} {row['transport']:9} {row['full'] * 1e3:8.1f} "
+                  f"{row['reuse'] * 1e3:8.1f} {row['ratio']:6.3f} "
+                  f"{'' if target is None else f'{target:.2f}':>6} {row['loaded_gbs'] / rate:11.2f}")
 
 
 if __name__ == "__main__":

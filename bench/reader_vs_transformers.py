@@ -17,15 +17,16 @@ Checks, printing each figure:
 """
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
 from mnemo.reader import LlamaConfig, LlamaForCausalLM  # noqa: E402
 from mnemo.reader import safetensors_io  # noqa: E402
+from reader_ttft import running_mnemod  # noqa: E402
 
 
 def main():
@@ -109,28 +110,20 @@ def reuse_checks(args, ours, theirs, prompt, check):
     import mnemo
     from mnemo.reader import Reader
     from mnemo.reader.hf import HfCausalLM
-    with tempfile.TemporaryDirectory() as d:
-        proc = subprocess.Popen([args.mnemod, "--data-dir", d, "--listen", "127.0.0.1:0",
-                                 "--http", "127.0.0.1:0", "--log-level", "warn"],
-                                stdout=subprocess.PIPE, text=True)
-        try:
-            address = proc.stdout.readline().split()[3]
-            for name, model in (("mnemo", ours), ("transformers", HfCausalLM(theirs))):
-                r = Reader(model, mnemo.Client(address), "reuse-" + name, codec="raw", chunk_tokens=64)
-                with torch.no_grad():
-                    full = model(prompt).logits
-                first = r.prefill(prompt)
-                r.wait_for_writes()
-                again = r.prefill(prompt)
-                delta = (again.logits - full[:, again.reused_tokens:]).abs().max().item()
-                check(f"reuse = full prefill ({name}, raw, {again.reused_tokens} of "
-                      f"{prompt.shape[1]} tokens reused)",
-                      first.reused_tokens == 0 and again.reused_tokens > 0 and delta <= 1e-4,
-                      f"max |delta| {delta:.2e}")
-                r.close()
-        finally:
-            proc.terminate()
-            proc.wait()
+    with running_mnemod(args.mnemod) as address:
+        for name, model in (("mnemo", ours), ("transformers", HfCausalLM(theirs))):
+            r = Reader(model, mnemo.Client(address), "reuse-" + name, codec="raw", chunk_tokens=64)
+            with torch.no_grad():
+                full = model(prompt).logits
+            first = r.prefill(prompt)
+            r.wait_for_writes()
+            again = r.prefill(prompt)
+            delta = (again.logits - full[:, again.reused_tokens:]).abs().max().item()
+            check(f"reuse = full prefill ({name}, raw, {again.reused_tokens} of "
+                  f"{prompt.shape[1]} tokens reused)",
+                  first.reused_tokens == 0 and again.reused_tokens > 0 and delta <= 1e-4,
+                  f"max |delta| {delta:.2e}")
+            r.close()
 
 
 if __name__ == "__main__":

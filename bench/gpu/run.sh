@@ -21,6 +21,14 @@ mnemod=$carry/bin/${MNEMOD_NAME:-mnemod}
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); OpenBLAS kernel ${OPENBLAS_CORETYPE:-auto}; python $($py -V 2>&1)"
 # Arguments after the first go to the benchmark it names, e.g.
 #   bash bench/gpu/run.sh search --index HNSW32 --mnemod-flags "--batch-concurrency 1"
+# The GPU reader's benchmarks run torch, which must not see the carried
+# libraries (Debian's libstdc++ is older than the one torch was built
+# with): mnemod gets them through a wrapper, $wrapper.
+mnemod_wrapper() {
+  wrapper=$work/mnemod.sh
+  printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$carry/lib" "$mnemod" > "$wrapper"
+  chmod +x "$wrapper"
+}
 mode=${1:-all}
 shift || true
 case "$mode" in
@@ -28,17 +36,11 @@ case "$mode" in
   search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
   hnsw-lone) "$carry/bin/hnsw_lone_query" "$@" ;;
   memory)
-    wrapper=$work/mnemod.sh
-    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$carry/lib" "$mnemod" > "$wrapper"
-    chmod +x "$wrapper"
+    mnemod_wrapper
     env -u LD_LIBRARY_PATH $py bench/memory_decode.py --daemon "$wrapper" "$@" ;;
   reader|ttft|breakdown)
-    # The GPU reader against transformers, then TTFT with reuse. mnemod gets
-    # the carried libraries through a wrapper; torch must not see them
-    # (Debian's libstdc++ is older than the one torch was built with).
-    wrapper=$work/mnemod.sh
-    printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$carry/lib" "$mnemod" > "$wrapper"
-    chmod +x "$wrapper"
+    # The GPU reader against transformers, then TTFT with reuse.
+    mnemod_wrapper
     if [[ $mode == reader ]]; then
       env -u LD_LIBRARY_PATH $py bench/reader_vs_transformers.py --mnemod "$wrapper"
     fi
