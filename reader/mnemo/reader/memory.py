@@ -343,12 +343,8 @@ class TieredMemory(MemoryBank):
 
     @contextlib.contextmanager
     def reading(self, groups):
-        with self.device.reading(groups), self.daemon.reading(groups):
-            self._rows = list(groups)
-            try:
-                yield self
-            finally:
-                self._rows = ()
+        with self.device.reading(groups), self.daemon.reading(groups), super().reading(groups):
+            yield self
 
     def lookup(self, layer: int) -> Optional[MemoryLookup]:
         if layer not in self.layers or not any(g is not None for g in self._rows):
