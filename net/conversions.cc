@@ -90,10 +90,11 @@ engine::KvSpaceStats FromWire(const wire::KvSpaceInfo& i) {
   return s;
 }
 
-Offset<wire::SearchResult> ToWire(FlatBufferBuilder& b, const engine::SearchResult& r) {
+Offset<wire::SearchResult> ToWire(FlatBufferBuilder& b, const engine::SearchResult& r,
+                                  Offset<wire::Entries> entries) {
   auto distances = b.CreateVector(r.distances);
   auto ids = b.CreateVector(r.ids);
-  return wire::CreateSearchResult(b, uint32_t(r.n), r.k, distances, ids);
+  return wire::CreateSearchResult(b, uint32_t(r.n), r.k, distances, ids, entries);
 }
 
 engine::SearchResult FromWire(const wire::SearchResult& s) {

@@ -47,8 +47,10 @@ flatbuffers::Offset<wire::KvSpaceInfo> ToWire(flatbuffers::FlatBufferBuilder& b,
                                               const engine::KvSpaceStats& s);
 engine::KvSpaceStats FromWire(const wire::KvSpaceInfo& i);
 
+// entries: the hits' entries of a search with entries, built before (0: none).
 flatbuffers::Offset<wire::SearchResult> ToWire(flatbuffers::FlatBufferBuilder& b,
-                                               const engine::SearchResult& r);
+                                               const engine::SearchResult& r,
+                                               flatbuffers::Offset<wire::Entries> entries = 0);
 engine::SearchResult FromWire(const wire::SearchResult& r);
 
 flatbuffers::Offset<wire::Entries> ToWire(flatbuffers::FlatBufferBuilder& b,

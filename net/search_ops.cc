@@ -15,14 +15,8 @@ Reply SearchReply(uint64_t request_id, const engine::SearchResult& r,
                   const engine::EntryList* entries) {
   flatbuffers::FlatBufferBuilder b(64 + r.ids.size() * 12 +
                                    (entries ? entries->vectors.size() * 4 + entries->ids.size() * 32 : 0));
-  if (entries == nullptr) {
-    return FinishReply(b, request_id, wire::Response::SearchResult, ToWire(b, r).Union());
-  }
-  auto found = ToWire(b, *entries);
-  auto distances = b.CreateVector(r.distances);
-  auto ids = b.CreateVector(r.ids);
-  return FinishReply(b, request_id, wire::Response::SearchResult,
-                     wire::CreateSearchResult(b, uint32_t(r.n), r.k, distances, ids, found).Union());
+  flatbuffers::Offset<wire::Entries> found = entries ? ToWire(b, *entries) : 0;
+  return FinishReply(b, request_id, wire::Response::SearchResult, ToWire(b, r, found).Union());
 }
 
 // The distinct ids among a search's hits, for a search with entries.

@@ -124,8 +124,9 @@ def _search_result(f, rows: int, with_entries: bool = False):
     if not with_entries:
         return d, i
     e = r.Entries()
-    empty = Entries(np.zeros(0, np.uint64), np.zeros((0, 0), np.float32), np.zeros(0, np.uint64), [])
-    return d, i, (_entries(e) if e is not None else empty)
+    if e is None:  # none sent (a daemon that predates with_entries)
+        return d, i, Entries(np.zeros(0, np.uint64), np.zeros((0, 0), np.float32), np.zeros(0, np.uint64), [])
+    return d, i, _entries(e)
 
 
 class Client:

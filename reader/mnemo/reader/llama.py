@@ -181,7 +181,7 @@ class Attention(nn.Module):
         q, k = qk[:, :self.heads], qk[:, self.heads:]
         if past is None:  # the cache keeps k: not a view that holds the queries too
             k = k.contiguous()
-        if past is not None:
+        else:
             k = torch.cat([past[0], k], dim=2)  # (B, G, P + T, D)
             v = torch.cat([past[1], v], dim=2)
         hits = lookup(q) if lookup is not None else None
@@ -227,7 +227,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     g, s = k.shape[1], k.shape[2]
     r = h // g
     if t == 1:  # one new token sees every key: no mask, and the query heads of a group fold
-        return _attend_all(q.reshape(b, g, r, d), k, v).reshape(b, h, t, d)
+        return _attend_masked(q.reshape(b, g, r, d), k, v, None).reshape(b, h, t, d)
     if g != h and t < s and t <= 256:
         # A continuation (a few new tokens over a long cache): the query
         # heads of a group become rows of one query block over its key/value
@@ -245,25 +245,33 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return _attend_masked(q, k, v, mask)
 
 
-def _attend_all(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention of q (B, N, T, D) over all of k, v (B, N, S, D)."""
-    sdpa = getattr(F, "scaled_dot_product_attention", None)  # torch >= 2.0
-    if sdpa is not None:
-        return sdpa(q, k, v)
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
-
-
 def _attend_masked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                   mask: torch.Tensor) -> torch.Tensor:
+                   mask: Optional[torch.Tensor]) -> torch.Tensor:
     """Attention of q (B, N, T, D) over k, v (B, N, S, D) where mask (T, S)
-    is True."""
+    is True (None: over all of them)."""
     sdpa = getattr(F, "scaled_dot_product_attention", None)  # torch >= 2.0
     if sdpa is not None:
         return sdpa(q, k, v, attn_mask=mask)
     scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])                     # (B, N, T, S)
-    scores = scores.masked_fill(~mask, float("-inf"))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
+
+
+def greedy_tokens(model, logits: torch.Tensor, cache: List[LayerCache], position: int,
+                  max_new_tokens: int, **forward_args) -> List[torch.Tensor]:
+    """The next ``max_new_tokens`` greedy tokens, (1, 1) each, after a
+    forward's ``logits`` and ``cache`` whose next position is ``position``;
+    ``forward_args`` go to every step's forward (e.g. ``memory``)."""
+    tokens = []
+    for _ in range(max_new_tokens):
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(nxt)
+        step = model(nxt, position_ids=torch.tensor([[position]], device=nxt.device),
+                     past_key_values=cache, **forward_args)
+        cache, logits = step.past_key_values, step.logits
+        position += 1
+    return tokens
 
 
 class MLP(nn.Module):

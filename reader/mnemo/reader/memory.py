@@ -26,7 +26,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 
 from mnemo import errors
-from mnemo.reader.llama import MemoryHits, MemoryLookup
+from mnemo.reader.llama import MemoryHits, MemoryLookup, greedy_tokens
 
 
 class MemoryBank:
@@ -174,18 +174,12 @@ def generate(model, bank: MemoryBank, input_ids: torch.Tensor, group: Optional[s
     layers at every step: (1, T + max_new_tokens)."""
     first = bank.tokens(group) if group else 0
     device = input_ids.device
-    tokens = [input_ids]
     with torch.no_grad(), bank.reading([group]):
         positions = torch.arange(first, first + input_ids.shape[1], device=device)[None]
         out = model(input_ids, position_ids=positions, memory=bank)
-        position = first + input_ids.shape[1]
-        for _ in range(max_new_tokens):
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            tokens.append(nxt)
-            out = model(nxt, position_ids=torch.tensor([[position]], device=device),
-                        past_key_values=out.past_key_values, memory=bank)
-            position += 1
-    return torch.cat(tokens, dim=1)
+        new = greedy_tokens(model, out.logits, out.past_key_values, first + input_ids.shape[1],
+                            max_new_tokens, memory=bank)
+    return torch.cat([input_ids] + new, dim=1)
 
 
 class DaemonMemory(MemoryBank):

@@ -25,7 +25,7 @@ from mnemo.client import Client
 from mnemo.hashing import prefix_hashes
 from mnemo.reader import memory
 from mnemo.reader.kv_load import KvLoader
-from mnemo.reader.llama import LayerCache
+from mnemo.reader.llama import LayerCache, greedy_tokens
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +198,9 @@ class Reader:
             return memory.generate(self.model, self.memory, input_ids.to(self.model.device), group,
                                    max_new_tokens)
         out = self.prefill(input_ids)
-        cache, logits = out.past_key_values, out.logits
-        tokens = [input_ids.to(self.model.device)]
-        position = input_ids.shape[1]
-        for _ in range(max_new_tokens):
-            nxt = logits[:, -1].argmax(-1, keepdim=True)  # (1, 1)
-            tokens.append(nxt)
-            step = self.model(nxt, position_ids=torch.tensor([[position]], device=nxt.device),
-                              past_key_values=cache)
-            cache, logits = step.past_key_values, step.logits
-            position += 1
-        return torch.cat(tokens, dim=1)
+        new = greedy_tokens(self.model, out.logits, out.past_key_values, input_ids.shape[1],
+                            max_new_tokens)
+        return torch.cat([input_ids.to(self.model.device)] + new, dim=1)
 
     def wait_for_writes(self) -> None:
         """Blocks until every chunk written back so far is stored; raises the
