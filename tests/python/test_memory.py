@@ -155,6 +155,12 @@ def test_exact_memory_kept_by_the_daemon_equals_full_attention_and_the_device_ti
     tier = mem.DaemonMemory(c, "mem", range(4), kv_heads=2, head_dim=16, k=64)
     got = read(m, tier, doc, window=16, group=7)
     assert (got - m(doc).logits).abs().max().item() <= 1e-4
+    # Document 0 is a document like any other, in both tiers.
+    for bank in (tier, mem.MemoryBank(range(4), k=64)):
+        assert (read(m, bank, doc, window=16, group=0) - m(doc).logits).abs().max().item() <= 1e-4
+        prompt0 = torch.randint(0, 256, (1, 3))
+        want = m(torch.cat([doc, prompt0], dim=1)).logits[:, -1].argmax(-1)
+        assert torch.equal(mem.generate(m, bank, prompt0, 0, max_new_tokens=1)[:, -1], want)
     assert tier.tokens(7) == 64
     # Another process (client) sees the document; the device tier gives the same result.
     other = mem.DaemonMemory(mnemo.Client(daemon.address), "mem", range(4), kv_heads=2, head_dim=16, k=8)

@@ -96,7 +96,7 @@ class MemoryBank:
     def lookup(self, layer: int) -> Optional[MemoryLookup]:
         """The retrieval of ``layer`` for the rows being read; None where
         it is not a memory layer or no row has memories."""
-        if layer not in self.layers or not any((g, layer) in self._keys for g in self._rows if g):
+        if layer not in self.layers or not any((g, layer) in self._keys for g in self._rows if g is not None):
             return None
         return lambda q: self.search(layer, q)
 
@@ -172,7 +172,7 @@ def generate(model, bank: MemoryBank, input_ids: torch.Tensor, group: Optional[s
     """Greedy continuation of ``input_ids`` (1, T) read after the memories
     of ``group`` (its positions follow them), retrieving in the memory
     layers at every step: (1, T + max_new_tokens)."""
-    first = bank.tokens(group) if group else 0
+    first = bank.tokens(group) if group is not None else 0
     device = input_ids.device
     with torch.no_grad(), bank.reading([group]):
         positions = torch.arange(first, first + input_ids.shape[1], device=device)[None]
