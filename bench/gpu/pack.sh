@@ -46,5 +46,8 @@ if [[ -n "${BASE_BUILD:-}" ]]; then
 fi
 strip --strip-unneeded "$out"/lib/*.so* 2>/dev/null || true
 cp -r /usr/lib/python3/dist-packages/flatbuffers /usr/lib/python3/dist-packages/redis "$out/python/"
+# The reference model's tokens (run.sh train / quality): sentencepiece and
+# the Debian text packages are here, not there.
+/usr/bin/python3 train/prepare_data.py --out "$out/refmodel-data"
 tar -C build -czf build/gpu-carry.tar.gz gpu-carry
 du -sh build/gpu-carry build/gpu-carry.tar.gz

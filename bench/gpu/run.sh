@@ -38,6 +38,19 @@ case "$mode" in
   memory)
     mnemod_wrapper
     env -u LD_LIBRARY_PATH $py bench/memory_decode.py --daemon "$wrapper" "$@" ;;
+  train)
+    # Trains models/mnemo-ref (train/train_reference.py), then measures it
+    # (bench/memory_quality.py). With $OUT set (the device tool), the model
+    # comes back in 15 MB parts: cat model.safetensors.part-* > model.safetensors.
+    dst=$work/mnemo-ref
+    mkdir -p "$dst" && cp models/mnemo-ref/tokenizer.model "$dst/"
+    env -u LD_LIBRARY_PATH $py train/train_reference.py --data "$carry/refmodel-data" --out "$dst" "$@"
+    if [[ -n "${OUT:-}" ]]; then
+      cp "$dst"/*.json "$OUT/" && split -b 15M "$dst/model.safetensors" "$OUT/model.safetensors.part-"
+    fi
+    env -u LD_LIBRARY_PATH $py bench/memory_quality.py --model "$dst" --data "$carry/refmodel-data" ${QUALITY_ARGS:-} ;;
+  quality)
+    env -u LD_LIBRARY_PATH $py bench/memory_quality.py --data "$carry/refmodel-data" "$@" ;;
   reader|ttft|breakdown)
     # The GPU reader against transformers, then TTFT with reuse.
     mnemod_wrapper
@@ -73,5 +86,5 @@ case "$mode" in
       echo "== kv_throughput, $side mnemod and client"
       MNEMO_READER=$reader $py bench/kv_throughput.py --mnemod "$carry/bin/mnemod$sfx" ${KV_ARGS:-}
     done ;;
-  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|breakdown|memory|all|compare] [benchmark arguments]" >&2; exit 2 ;;
+  *) echo "usage: run.sh [kv|search|hnsw-lone|reader|ttft|breakdown|memory|train|quality|all|compare] [benchmark arguments]" >&2; exit 2 ;;
 esac
