@@ -9,7 +9,11 @@ Checks, printing each figure:
   2. a forward continued from the cache equals the full forward in both;
   3. mnemo's fallback safetensors reader reads what the package writes, and
      the package reads what the fallback writes, bit for bit;
-  4. with --mnemod, a daemon started here: Reader's reuse (raw) equals the
+  4. long-term memory through transformers' attention interface
+     (mnemo.reader.hf's "mnemo_memory"): a document memorized window by
+     window gives the same logits as mnemo's core with the same memory,
+     and, with k at least the memory's size, the full forward's;
+  5. with --mnemod, a daemon started here: Reader's reuse (raw) equals the
      full prefill, for mnemo's core and for transformers' model attached
      through mnemo.reader.hf.
 
@@ -87,6 +91,8 @@ def main():
         check("continued forward = full forward (transformers)", cont_t <= 1e-4,
               f"max |delta| {cont_t:.2e}")
 
+    memory_checks(ours, theirs, ids[:1], check)
+
     tensors = {"f32": torch.randn(7, 3), "bf16": torch.randn(5).bfloat16(),
                "f16": torch.randn(2, 2, 2).half(), "i64": torch.arange(4), "empty": torch.zeros(0, 3)}
     with tempfile.TemporaryDirectory() as d:
@@ -104,6 +110,35 @@ def main():
         reuse_checks(args, ours, theirs, ids[:1], check)
     print("all checks passed" if failures == 0 else f"{failures} checks failed")
     return 1 if failures else 0
+
+
+def memory_checks(ours, theirs, ids, check, window=64):
+    from mnemo.reader import memory as mem
+    from mnemo.reader.hf import HfCausalLM
+    hf = HfCausalLM(theirs)
+    with torch.no_grad():
+        full = ours(ids).logits
+    n = ids.shape[1]
+    for k in (8, n):
+        got = {}
+        for name, model in (("mnemo", ours), ("transformers", hf)):
+            bank = mem.MemoryBank([0, 2], k=k)
+            got[name] = torch.cat(mem.memorize(model, bank, ids, "doc", window), dim=1)
+        delta = (got["mnemo"] - got["transformers"]).abs().max().item()
+        check(f"memory through transformers' attention = mnemo's core (k {k}, layers 0 and 2)",
+              delta <= 1e-4, f"max |delta| {delta:.2e}")
+    every = {}
+    for name, model in (("mnemo", ours), ("transformers", hf)):
+        bank = mem.MemoryBank(range(ours.config.num_hidden_layers), k=n)
+        every[name] = torch.cat(mem.memorize(model, bank, ids, "doc", window), dim=1)
+        delta = (every[name] - full).abs().max().item()
+        check(f"memory with k >= its size = full attention ({name}, every layer)", delta <= 1e-4,
+              f"max |delta| {delta:.2e}")
+    with torch.no_grad():
+        plain = hf(ids).logits                     # the plain attention is back after memory
+    delta = (plain - full).abs().max().item()
+    check("transformers without memory after a memory forward = full forward", delta <= 1e-4,
+          f"max |delta| {delta:.2e}")
 
 
 def reuse_checks(args, ours, theirs, prompt, check):
