@@ -295,6 +295,12 @@ class Client:
             n, once the batch is durable (in the daemon's write-ahead log).
             On an error nothing of the batch is stored.
         """
+        build, hint = self._upsert_request(name, ids, vectors, groups, payloads)
+        f = self._call(Request.Request.Upsert, build, hint)
+        return body(f, Ack.Ack, Response.Response.Ack).Count()
+
+    @staticmethod
+    def _upsert_request(name, ids, vectors, groups=None, payloads=None):
         ids = np.ascontiguousarray(ids, dtype=np.uint64).ravel()
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim == 1:
@@ -316,8 +322,7 @@ class Client:
             iv = u64_vector(b, ids)
             return table(b, Upsert, Collection=string(b, name), Ids=iv, Vectors=vv,
                          Groups=gv, Payloads=pv)
-        f = self._call(Request.Request.Upsert, build, 1024 + vectors.nbytes + ids.nbytes * 2)
-        return body(f, Ack.Ack, Response.Response.Ack).Count()
+        return build, 1024 + vectors.nbytes + ids.nbytes * 2
 
     def get(self, name: str, ids: npt.ArrayLike) -> Entries:
         """The entries with these ids that exist, in the order asked."""
@@ -398,15 +403,37 @@ class Client:
             (and dropped) first, so the connection stays usable.
         """
         requests = [_search_request(**spec) for spec in searches]
+        return self._pipelined(
+            [(Request.Request.Search, build, hint) for build, hint, _, _ in requests],
+            lambda i, f: _search_result(f, requests[i][2], requests[i][3]))
+
+    def upsert_many(self, batches: Sequence[dict]) -> List[int]:
+        """Several upserts, of one collection or many, pipelined: every
+        batch is sent before the first acknowledgement is read. Each batch
+        is a dict of ``upsert``'s arguments (``name``, ``ids``, ``vectors``,
+        optionally ``groups``, ``payloads``) and is atomic on its own; the
+        batches are not one transaction. Returns each batch's count.
+
+        Raises the first failed batch's error after every reply is read;
+        the batches acknowledged before and after it are stored."""
+        requests = [self._upsert_request(**batch) for batch in batches]
+        return self._pipelined([(Request.Request.Upsert, build, hint) for build, hint in requests],
+                               lambda i, f: body(f, Ack.Ack, Response.Response.Ack).Count())
+
+    def _pipelined(self, requests, read):
+        """Sends ``requests`` ((type, build, size hint)) on the connection,
+        reading reply i with ``read(i, frame)`` as the daemon answers, at
+        most _PIPELINE_DEPTH unanswered. Returns the results in order, or
+        raises the first error once every reply is read (so the connection
+        stays usable)."""
         results: list = []
         first_error: Optional[errors.Error] = None
 
         def receive():
             nonlocal first_error
-            _, _, rows, with_entries = requests[len(results)]
             try:
                 with self._connection.reply() as (f, _read):
-                    results.append(_search_result(f, rows, with_entries))
+                    results.append(read(len(results), f))
             except errors.Unavailable:
                 raise  # the connection is gone: nothing more to read
             except errors.Error as e:
@@ -417,10 +444,10 @@ class Client:
             # At most _PIPELINE_DEPTH unanswered: the daemon stops reading a
             # connection with too many (net/server.h, max_inflight) until its
             # replies are read, and this thread reads only after sending.
-            for sent, (build, hint, _, _) in enumerate(requests):
+            for sent, (request_type, build, hint) in enumerate(requests):
                 if sent - len(results) >= _PIPELINE_DEPTH:
                     receive()
-                self._connection.send(Request.Request.Search, build, hint)
+                self._connection.send(request_type, build, hint)
             while len(results) < len(requests):
                 receive()
         if first_error is not None:

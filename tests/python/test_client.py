@@ -219,6 +219,30 @@ def test_api_keys_bound_roles_and_collections(daemon_factory, build_dir, tmp_pat
     assert p.returncode == 2 and "role must be read, write or admin" in p.stderr
 
 
+def test_upsert_many_pipelines_batches_each_atomic(daemon):
+    c = mnemo.Client(daemon.address)
+    for name in ("u1", "u2"):
+        c.create_collection(name, dim=4)
+    rng = np.random.default_rng(6)
+    batches = [{"name": "u1" if i % 2 else "u2", "ids": np.arange(i * 10, i * 10 + 10, dtype=np.uint64),
+                "vectors": rng.standard_normal((10, 4)).astype(np.float32),
+                "payloads": [f"p{i}-{j}" for j in range(10)]} for i in range(300)]
+    assert c.upsert_many(batches) == [10] * 300      # more than the pipeline's depth
+    assert c.stats("u1").count == 1500 and c.stats("u2").count == 1500
+    e = c.get("u1", [10, 19])
+    assert e.payloads == [b"p1-0", b"p1-9"]
+    np.testing.assert_array_equal(e.vectors, batches[1]["vectors"][[0, 9]])
+    # A failed batch (wrong dimension) is raised after every reply is read;
+    # the batches around it are stored, the failed one not at all.
+    bad = [{"name": "u1", "ids": [9001], "vectors": np.ones((1, 4), np.float32)},
+           {"name": "u1", "ids": [9002, 9003], "vectors": np.ones((2, 3), np.float32)},
+           {"name": "u2", "ids": [9004], "vectors": np.ones((1, 4), np.float32)}]
+    with pytest.raises(mnemo.InvalidArgument):
+        c.upsert_many(bad)
+    assert list(c.get("u1", [9001, 9002, 9003]).ids) == [9001]
+    assert list(c.get("u2", [9004]).ids) == [9004]
+
+
 def test_search_many_asks_several_collections_in_one_round_trip(daemon):
     c = mnemo.Client(daemon.address)
     rng = np.random.default_rng(5)

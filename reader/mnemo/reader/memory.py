@@ -47,7 +47,8 @@ class MemoryBank:
             raise errors.InvalidArgument(f"k must be >= 1 and neighbours >= 0, got {k}, {neighbours}")
         self.layers = sorted(set(int(x) for x in layers))
         self.k, self.neighbours = k, neighbours
-        self._keys: Dict[Tuple[str, int], torch.Tensor] = {}    # (group, layer) -> (G, N, D)
+        # (group, layer) -> (G, capacity, D); the first tokens(group) are memories.
+        self._keys: Dict[Tuple[str, int], torch.Tensor] = {}
         self._values: Dict[Tuple[str, int], torch.Tensor] = {}
         self._tokens: Dict[str, int] = {}
         self._rows: Sequence[Optional[str]] = ()
@@ -67,14 +68,12 @@ class MemoryBank:
             if k.shape != v.shape or k.dim() != 3 or k.shape[1] != n:
                 raise errors.InvalidArgument(f"keys {tuple(k.shape)} and values {tuple(v.shape)} "
                                              f"of layer {layer} are not (G, {n}, D) both")
+        have = self.tokens(group)
         for layer, k, v in zip(self.layers, keys, values):
             key = (group, layer)
-            if key in self._keys:
-                self._keys[key] = torch.cat([self._keys[key], k], dim=1)
-                self._values[key] = torch.cat([self._values[key], v], dim=1)
-            else:
-                self._keys[key], self._values[key] = k.contiguous(), v.contiguous()
-        self._tokens[group] = self.tokens(group) + n
+            self._keys[key] = _grown(self._keys.get(key), have, k)
+            self._values[key] = _grown(self._values.get(key), have, v)
+        self._tokens[group] = have + n
 
     def forget(self, group: str) -> None:
         """Drops every memory of ``group``."""
@@ -124,7 +123,8 @@ class MemoryBank:
         key = (group, layer)
         if group is None or key not in self._keys:
             return None
-        keys, values = self._keys[key], self._values[key]                      # (G, N, D)
+        n = self._tokens[group]
+        keys, values = self._keys[key][:, :n], self._values[key][:, :n]        # (G, N, D)
         g, n, d = keys.shape
         h, t = q.shape[0], q.shape[1]
         r = h // g
@@ -141,6 +141,21 @@ class MemoryBank:
         valid[..., 1:] = idx[..., 1:] != idx[..., :-1]                          # each hit once
         heads = torch.arange(g, device=idx.device)[:, None, None]
         return keys[heads, idx], values[heads, idx], valid
+
+
+def _grown(buf: Optional[torch.Tensor], used: int, new: torch.Tensor) -> torch.Tensor:
+    """``buf`` (G, capacity, D) holding ``used`` tokens, with ``new`` (G, n,
+    D) after them; the capacity at least doubles when it must grow, so that
+    reading a document window by window copies each memory O(1) times."""
+    n = new.shape[1]
+    if buf is None or used + n > buf.shape[1]:
+        capacity = max(used + n, 2 * (buf.shape[1] if buf is not None else 0))
+        grown = new.new_empty((new.shape[0], capacity, new.shape[2]))
+        if used:
+            grown[:, :used] = buf[:, :used]
+        buf = grown
+    buf[:, used:used + n] = new
+    return buf
 
 
 def memorize(model, bank: MemoryBank, input_ids: torch.Tensor, group: str, window: int) -> List[torch.Tensor]:
@@ -226,11 +241,13 @@ class DaemonMemory(MemoryBank):
         first = self.tokens(group)
         ids = (int(group) << 32) + first + torch.arange(tokens).numpy().astype("uint64")
         groups = [int(group)] * tokens
+        batches = []
         for layer, k, v in zip(self.layers, keys, values):
+            k, v = k.float().cpu().numpy(), v.float().cpu().numpy()
             for g in range(self.kv_heads):
-                vals = v[g].float().cpu().numpy()
-                self.client.upsert(self._collection(layer, g), ids, k[g].float().cpu().numpy(),
-                                   groups=groups, payloads=[row.tobytes() for row in vals])
+                batches.append(dict(name=self._collection(layer, g), ids=ids, vectors=k[g],
+                                    groups=groups, payloads=[row.tobytes() for row in v[g]]))
+        self.client.upsert_many(batches)  # every layer and head in one pipelined round trip
         # The count last: a document's tokens are all stored once it says so.
         self.client.upsert(f"{self.name}.docs", [int(group)], [[0.0]],
                            payloads=[str(first + tokens).encode()])
