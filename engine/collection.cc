@@ -328,6 +328,7 @@ CollectionStats Collection::Stats() const {
     s.deleted_slots = slots_.dead();
     s.trained = !staging_;
     s.index_memory_bytes = index_ ? index_->MemoryBytes() : 0;
+    s.ef_construction = index_ ? index_->ef_construction() : 0;
   }
   s.epoch = epoch_.load();
   s.storage_bytes = store_->ApproximateBytes(Cf::kEntries, RangeBegin(), RangeEnd()) +

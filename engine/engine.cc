@@ -135,7 +135,8 @@ Result<std::shared_ptr<Collection>> Engine::CreateCollection(const CollectionCon
   }
   CollectionRecord record;
   record.name = config.name;
-  record.spec = {config.dim, metric, config.index.empty() ? "Flat" : config.index};
+  record.spec = {config.dim, metric, config.index.empty() ? "Flat" : config.index,
+                 config.ef_construction};
   record.capacity = config.capacity;
   record.evict = evict;
   // Validates the factory string and tells how much data training needs.

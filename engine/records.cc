@@ -49,7 +49,7 @@ class Reader {
 
 std::string CollectionRecord::Encode() const {
   std::string out;
-  out.push_back(char(1));
+  out.push_back(char(2));
   PutFixed32(&out, id);
   PutFixed32(&out, spec.dim);
   out.push_back(char(spec.metric));
@@ -62,12 +62,14 @@ std::string CollectionRecord::Encode() const {
   PutFixed64(&out, created_unix);
   PutString16(&out, spec.factory);
   PutString16(&out, name);
+  PutFixed32(&out, spec.ef_construction);
   return out;
 }
 
 Result<CollectionRecord> CollectionRecord::Decode(std::string_view bytes) {
   Reader r(bytes);
-  if (r.U8() != 1) return Status::Corruption("unknown collection record format");
+  const uint8_t format = r.U8();
+  if (format != 1 && format != 2) return Status::Corruption("unknown collection record format");
   CollectionRecord c;
   c.id = r.U32();
   c.spec.dim = r.U32();
@@ -81,6 +83,7 @@ Result<CollectionRecord> CollectionRecord::Decode(std::string_view bytes) {
   c.created_unix = r.U64();
   c.spec.factory = std::string(r.Str16());
   c.name = std::string(r.Str16());
+  if (format >= 2) c.spec.ef_construction = r.U32();
   if (!r.ok()) return Status::Corruption("truncated collection record");
   return c;
 }

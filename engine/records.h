@@ -17,7 +17,8 @@ enum class EvictPolicy : uint8_t { kNone = 0, kFifo = 1, kLru = 2 };
 // meta "c/<name>": a collection's definition and write counters.
 //   u8 format=1, u32 id, u32 dim, u8 metric, u8 evict, u64 capacity,
 //   u64 train_size, u32 epoch, u64 seq, u64 next_insert, u64 created_unix,
-//   u16 len + factory, u16 len + name
+//   u16 len + factory, u16 len + name; format 2 adds u32 ef_construction
+//   (format 1 records read as 0: the default).
 struct CollectionRecord {
   storage::CollectionId id = 0;
   std::string name;

@@ -66,6 +66,8 @@ struct CollectionConfig {
   // Entries gathered before an index that needs training is trained (0:
   // FAISS's advice, 39 points per centroid). Until then searches are exact.
   uint64_t train_size = 0;
+  // HNSW's efConstruction (0: index::kDefaultEfConstruction).
+  uint32_t ef_construction = 0;
 };
 
 // A batch of entries to insert or replace. Views: the caller owns the memory.
@@ -115,6 +117,7 @@ struct CollectionStats {
   bool trained = false;        // false while an index gathers training data
   uint64_t train_size = 0;
   uint32_t epoch = 0;
+  uint32_t ef_construction = 0;  // HNSW only: the one in use; else 0
   uint64_t index_memory_bytes = 0;
   uint64_t storage_bytes = 0;
   // What happened in this process: trainings run, codes computed while

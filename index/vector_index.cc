@@ -93,6 +93,13 @@ struct FilterSelector final : faiss::IDSelector {
   const SlotFilter* filter;
 };
 
+void SetEfConstruction(faiss::Index* index, const IndexSpec& spec) {
+  if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index)) {
+    hnsw->hnsw.efConstruction =
+        int(spec.ef_construction ? spec.ef_construction : kDefaultEfConstruction);
+  }
+}
+
 size_t PointsFor(size_t centroids) { return 39 * centroids; }
 
 constexpr int kDefaultEfSearch = 16;  // FAISS's default
@@ -186,6 +193,12 @@ Result<std::unique_ptr<VectorIndex>> VectorIndex::Create(const IndexSpec& spec) 
     index.reset(faiss::index_factory(int(spec.dim), factory.c_str(), FaissMetric(spec.metric)));
   }));
   MNEMO_ASSIGN_OR_RETURN(Kind kind, Classify(index.get(), spec.factory));
+  if (spec.ef_construction > kMaxEfConstruction) {
+    return Status::InvalidArgument("ef_construction must be at most " +
+                                   std::to_string(kMaxEfConstruction) + ", got " +
+                                   std::to_string(spec.ef_construction));
+  }
+  SetEfConstruction(index.get(), spec);
   return std::unique_ptr<VectorIndex>(new VectorIndex(spec, std::move(index), kind));
 }
 
@@ -203,7 +216,15 @@ Result<std::unique_ptr<VectorIndex>> VectorIndex::Deserialize(const IndexSpec& s
                               ", expected " + std::to_string(spec.dim));
   }
   MNEMO_ASSIGN_OR_RETURN(Kind kind, Classify(index.get(), spec.factory));
+  // A graph saved before the collection's record had an efConstruction
+  // (FAISS's 40) goes on with the collection's: later inserts link better.
+  SetEfConstruction(index.get(), spec);
   return std::unique_ptr<VectorIndex>(new VectorIndex(spec, std::move(index), kind));
+}
+
+uint32_t VectorIndex::ef_construction() const {
+  auto* hnsw = dynamic_cast<const faiss::IndexHNSW*>(index_.get());
+  return hnsw ? uint32_t(hnsw->hnsw.efConstruction) : 0;
 }
 
 bool VectorIndex::is_trained() const { return index_->is_trained; }

@@ -79,6 +79,8 @@ class VectorIndex {
   Kind kind() const { return kind_; }
   const IndexSpec& spec() const { return spec_; }
   bool is_trained() const;
+  // HNSW: the efConstruction new vectors are linked with; 0 for the others.
+  uint32_t ef_construction() const;
   // Vectors needed to train well (FAISS warns below 39 points per centroid).
   size_t min_training_vectors() const;
   // Vectors in the index, deleted slots included.

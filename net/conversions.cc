@@ -10,7 +10,7 @@ using flatbuffers::Offset;
 Offset<wire::CreateCollection> ToWire(FlatBufferBuilder& b, const engine::CollectionConfig& c) {
   return wire::CreateCreateCollectionDirect(b, c.name.c_str(), c.dim, c.metric.c_str(),
                                             c.index.c_str(), c.capacity, c.evict.c_str(),
-                                            c.train_size);
+                                            c.train_size, c.ef_construction);
 }
 
 engine::CollectionConfig FromWire(const wire::CreateCollection& r) {
@@ -22,6 +22,7 @@ engine::CollectionConfig FromWire(const wire::CreateCollection& r) {
   c.capacity = r.capacity();
   c.evict = Str(r.evict());
   c.train_size = r.train_size();
+  c.ef_construction = r.ef_construction();
   return c;
 }
 
@@ -29,7 +30,7 @@ Offset<wire::CollectionInfo> ToWire(FlatBufferBuilder& b, const engine::Collecti
   return wire::CreateCollectionInfoDirect(b, s.name.c_str(), s.dim, s.metric.c_str(),
                                           s.index.c_str(), s.count, s.deleted_slots, s.trained,
                                           s.train_size, s.epoch, s.index_memory_bytes,
-                                          s.storage_bytes);
+                                          s.storage_bytes, s.ef_construction);
 }
 
 engine::CollectionStats FromWire(const wire::CollectionInfo& i) {
@@ -45,6 +46,7 @@ engine::CollectionStats FromWire(const wire::CollectionInfo& i) {
   s.epoch = i.epoch();
   s.index_memory_bytes = i.index_memory_bytes();
   s.storage_bytes = i.storage_bytes();
+  s.ef_construction = i.ef_construction();
   return s;
 }
 

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "engine/engine.h"
+#include "engine/records.h"
 #include "tests/test_util.h"
 
 namespace mnemo::engine {
@@ -83,6 +84,48 @@ TEST_F(EngineTest, CreateRejectsBadConfigs) {
   ASSERT_TRUE(engine_->CreateCollection(c).ok());
   EXPECT_EQ(engine_->CreateCollection(c).status().code(), StatusCode::kAlreadyExists);
   EXPECT_TRUE(engine_->ListCollections().size() == 1);
+}
+
+TEST_F(EngineTest, HnswKeepsItsEfConstructionAcrossRestarts) {
+  CollectionConfig c;
+  c.name = "h100";
+  c.dim = 8;
+  c.index = "HNSW16";
+  c.ef_construction = 100;
+  ASSERT_TRUE(engine_->CreateCollection(c).ok());
+  Create("hdefault", 8, "HNSW16");
+  Create("flat", 8, "Flat");
+  c.name = "hbig";
+  c.ef_construction = index::kMaxEfConstruction + 1;  // every insert would crawl
+  EXPECT_EQ(engine_->CreateCollection(c).status().code(), StatusCode::kInvalidArgument);
+  auto data = MakeClustered(500, 0, 8, 4, 3);
+  auto ids = Iota(500);
+  ASSERT_TRUE(Get("h100")->Upsert({ids, data.base}).ok());
+  for (int round = 0; round < 2; round++) {  // as created, then as recovered
+    EXPECT_EQ(Get("h100")->Stats().ef_construction, 100u);
+    EXPECT_EQ(Get("hdefault")->Stats().ef_construction, index::kDefaultEfConstruction);
+    EXPECT_EQ(Get("flat")->Stats().ef_construction, 0u);
+    Reopen();
+  }
+}
+
+TEST(CollectionRecordTest, AFormatOneRecordReadsAsTheDefaultEfConstruction) {
+  CollectionRecord r;
+  r.id = 7;
+  r.name = "old";
+  r.spec = {16, index::Metric::kL2, "HNSW32", 96};
+  auto back = CollectionRecord::Decode(r.Encode());
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->spec.ef_construction, 96u);
+  EXPECT_EQ(back->name, "old");
+  std::string v1 = r.Encode();
+  v1[0] = char(1);             // the layout before ef_construction: no trailing u32
+  v1.resize(v1.size() - 4);
+  back = CollectionRecord::Decode(v1);
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(back->spec.ef_construction, 0u);
+  EXPECT_EQ(back->spec.factory, "HNSW32");
+  EXPECT_EQ(back->name, "old");
 }
 
 TEST_F(EngineTest, UpsertThenGetReturnsVectorsGroupsPayloads) {

@@ -17,7 +17,9 @@ inline std::string DescribeCollection(const engine::CollectionStats& s) {
                 s.dim, s.metric.c_str(), s.index.c_str(), (unsigned long long)s.count,
                 s.trained ? "yes" : "no", (unsigned long long)s.storage_bytes,
                 (unsigned long long)s.index_memory_bytes);
-  return s.name + ": " + line;
+  std::string out = s.name + ": " + line;
+  if (s.ef_construction) out += " ef_construction=" + std::to_string(s.ef_construction);
+  return out;
 }
 
 }  // namespace mnemo::tools

@@ -2,6 +2,7 @@
 //
 //   mnemo [--addr HOST:PORT] [--api-key KEY] COMMAND ...
 //   create NAME --dim D [--metric l2|ip|cosine] [--index SPEC] [--train-size N]
+//          [--ef-construction N]
 //   import NAME FILE [--format fvecs|bvecs|ivecs|npy|hdf5|jsonl] [--start-id N] [--batch N]
 //          [--depth N] [--resume] [--state FILE]
 //   search NAME QUERY_FILE [--k 10] [--nprobe N] [--ef N] [--group G] [--out FILE.ivecs]
@@ -29,6 +30,7 @@
 #include <thread>
 #include <unordered_set>
 
+#include "index/index_spec.h"
 #include "net/client.h"
 #include "tools/describe.h"
 #include "tools/import_state.h"
@@ -329,6 +331,7 @@ struct Args {
   std::string name, file, format, metric = "l2", index = "Flat", out, evict, gt;
   uint32_t dim = 0, k = 10, nprobe = 0, ef = 0;
   uint64_t capacity = 0, train_size = 0;
+  uint32_t ef_construction = 0;
   std::optional<uint64_t> group;
   size_t clients = 1;
   double seconds = 10;
@@ -339,7 +342,8 @@ struct Args {
 };
 
 int CreateCmd(net::Client& c, Args& a) {
-  engine::CollectionConfig cc{a.name, a.dim, a.metric, a.index, a.capacity, a.evict, a.train_size};
+  engine::CollectionConfig cc{a.name,     a.dim,   a.metric,     a.index,
+                              a.capacity, a.evict, a.train_size, a.ef_construction};
   auto r = c.CreateCollection(cc);
   if (!r.ok()) return Fail(r.status());
   std::printf("created '%s' (dim %u, %s, %s)\n", a.name.c_str(), a.dim, a.metric.c_str(), a.index.c_str());
@@ -473,6 +477,9 @@ int Main(int argc, char** argv) {
   create->add_option("--capacity", a.capacity, "maximum entries");
   create->add_option("--evict", a.evict, "fifo or lru");
   create->add_option("--train-size", a.train_size, "entries gathered before training");
+  create->add_option("--ef-construction", a.ef_construction,
+                     "HNSW: candidates kept while linking a new vector (default 64)")
+      ->check(CLI::Range(1u, index::kMaxEfConstruction));
   commands.emplace_back(create, CreateCmd);
 
   auto* import = app.add_subcommand("import", "import vectors from a file");

@@ -64,7 +64,7 @@ def _collection_stats(info) -> CollectionStats:
     return CollectionStats(s(info.Name()), info.Dim(), s(info.Metric()), s(info.Index()),
                            info.Count(), info.DeletedSlots(), bool(info.Trained()),
                            info.TrainSize(), info.Epoch(), info.IndexMemoryBytes(),
-                           info.StorageBytes())
+                           info.StorageBytes(), info.EfConstruction())
 
 
 def _kv_space_stats(i) -> KvSpaceStats:
@@ -200,7 +200,8 @@ class Client:
 
     def create_collection(self, name: str, dim: int, metric: str = "l2", index: str = "Flat",
                           capacity: Optional[int] = None, evict: Optional[str] = None,
-                          train_size: Optional[int] = None) -> CollectionStats:
+                          train_size: Optional[int] = None,
+                          ef_construction: Optional[int] = None) -> CollectionStats:
         """Creates a collection.
 
         Parameters
@@ -218,6 +219,9 @@ class Client:
         train_size : int, optional
             Entries gathered before an index that needs training is trained
             (default: FAISS's advice); searches are exact until then.
+        ef_construction : int, optional
+            HNSW: candidates kept while linking a new vector (default 64,
+            at most 2048); larger builds a better graph, slower.
 
         Returns
         -------
@@ -232,7 +236,7 @@ class Client:
             return table(b, CreateCollection, Name=string(b, name), Dim=int(dim),
                          Metric=string(b, metric), Index=string(b, index),
                          Capacity=int(capacity or 0), Evict=string(b, evict or ""),
-                         TrainSize=int(train_size or 0))
+                         TrainSize=int(train_size or 0), EfConstruction=int(ef_construction or 0))
         f = self._call(Request.Request.CreateCollection, build)
         return _collection_stats(
             body(f, CollectionInfo.CollectionInfo, Response.Response.CollectionInfo))

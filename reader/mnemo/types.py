@@ -29,6 +29,8 @@ class CollectionStats:
     epoch: int
     index_memory_bytes: int
     storage_bytes: int
+    #: HNSW: the efConstruction new vectors are linked with; 0 for other indexes.
+    ef_construction: int = 0
 
 
 @dataclasses.dataclass

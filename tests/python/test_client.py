@@ -219,6 +219,17 @@ def test_api_keys_bound_roles_and_collections(daemon_factory, build_dir, tmp_pat
     assert p.returncode == 2 and "role must be read, write or admin" in p.stderr
 
 
+def test_hnsw_ef_construction_is_set_at_create(daemon):
+    c = mnemo.Client(daemon.address)
+    assert c.create_collection("g96", dim=4, index="HNSW8", ef_construction=96).ef_construction == 96
+    assert c.create_collection("gdef", dim=4, index="HNSW8").ef_construction == 64
+    assert c.create_collection("gflat", dim=4).ef_construction == 0
+    with pytest.raises(mnemo.InvalidArgument, match="ef_construction must be at most 2048"):
+        c.create_collection("gbig", dim=4, index="HNSW8", ef_construction=5000)
+    assert "gbig" not in {x.name for x in c.list()}
+    assert c.stats("g96").ef_construction == 96
+
+
 def test_upsert_many_pipelines_batches_each_atomic(daemon):
     c = mnemo.Client(daemon.address)
     for name in ("u1", "u2"):

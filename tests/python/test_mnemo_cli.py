@@ -326,3 +326,10 @@ def test_sample_corpus_script_chunks_embeds_imports_and_finds_text(tool, daemon,
                         "--collection", "corpus", "--addr", daemon.address, "--dim", "64", "--k", "2"],
                        check=True, capture_output=True, text=True).stdout
     assert "A penny saved is a penny earned." in q.splitlines()[0]
+
+
+def test_create_sets_hnsw_ef_construction_and_stats_shows_it(tool):
+    tool("create", "g", "--dim", 8, "--index", "HNSW16", "--ef-construction", 200)
+    assert "ef_construction=200" in tool("stats", "g").stdout
+    bad = tool("create", "g2", "--dim", 8, "--index", "HNSW16", "--ef-construction", 99999, check=False)
+    assert bad.returncode == 2 and "ef-construction" in bad.stderr

@@ -101,7 +101,14 @@ class CollectionInfo(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
-def CollectionInfoStart(builder): builder.StartObject(11)
+    # CollectionInfo
+    def EfConstruction(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def CollectionInfoStart(builder): builder.StartObject(12)
 def Start(builder):
     return CollectionInfoStart(builder)
 def CollectionInfoAddName(builder, name): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
@@ -137,6 +144,9 @@ def AddIndexMemoryBytes(builder, indexMemoryBytes):
 def CollectionInfoAddStorageBytes(builder, storageBytes): builder.PrependUint64Slot(10, storageBytes, 0)
 def AddStorageBytes(builder, storageBytes):
     return CollectionInfoAddStorageBytes(builder, storageBytes)
+def CollectionInfoAddEfConstruction(builder, efConstruction): builder.PrependUint32Slot(11, efConstruction, 0)
+def AddEfConstruction(builder, efConstruction):
+    return CollectionInfoAddEfConstruction(builder, efConstruction)
 def CollectionInfoEnd(builder): return builder.EndObject()
 def End(builder):
     return CollectionInfoEnd(builder)

@@ -73,7 +73,14 @@ class CreateCollection(object):
             return self._tab.Get(flatbuffers.number_types.Uint64Flags, o + self._tab.Pos)
         return 0
 
-def CreateCollectionStart(builder): builder.StartObject(7)
+    # CreateCollection
+    def EfConstruction(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
+def CreateCollectionStart(builder): builder.StartObject(8)
 def Start(builder):
     return CreateCollectionStart(builder)
 def CreateCollectionAddName(builder, name): builder.PrependUOffsetTRelativeSlot(0, flatbuffers.number_types.UOffsetTFlags.py_type(name), 0)
@@ -97,6 +104,9 @@ def AddEvict(builder, evict):
 def CreateCollectionAddTrainSize(builder, trainSize): builder.PrependUint64Slot(6, trainSize, 0)
 def AddTrainSize(builder, trainSize):
     return CreateCollectionAddTrainSize(builder, trainSize)
+def CreateCollectionAddEfConstruction(builder, efConstruction): builder.PrependUint32Slot(7, efConstruction, 0)
+def AddEfConstruction(builder, efConstruction):
+    return CreateCollectionAddEfConstruction(builder, efConstruction)
 def CreateCollectionEnd(builder): return builder.EndObject()
 def End(builder):
     return CreateCollectionEnd(builder)
