@@ -15,8 +15,14 @@ PACKAGES=(
   clang libclang-rt-14-dev libomp-dev                 # the wire fuzzer (libFuzzer), the thread-safety check
   python3 python3-numpy python3-flatbuffers python3-pytest python3-h5py
   python3-torch                                       # reader/mnemo/reader: the Llama core on the CPU
+  python3-sentencepiece                               # the reference model's tokenizer (models/mnemo-ref)
   fortunes                                            # a text corpus for the quick start
 )
+# --bench: what bench/gpu/pack.sh needs besides: the reference model's
+# training text (train/prepare_data.py) and Redis for bench/kv_throughput.py.
+if [[ "${1:-}" == --bench ]]; then
+  PACKAGES+=(linux-doc bible-kjv bible-kjv-text redis-server python3-redis)
+fi
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -5,7 +5,7 @@ has neither the packages nor sentencepiece).
 
     /usr/bin/python3 train/prepare_data.py --out build/refmodel-data
 
-Sources (installed by tools/install_deps.sh --train): the kernel
+Sources (installed by tools/install_deps.sh --bench): the kernel
 documentation (``linux-doc-*``: every ``.rst``/``.txt`` under
 Documentation), the King James Bible (``bible-kjv``'s ``bible`` tool over
 ``bible-kjv-text``) and ``fortunes``. WikiText-2 is tokenized for evaluation

@@ -5,7 +5,7 @@
 # pure-Python modules the client and the benchmark import (flatbuffers,
 # redis). Writes build/gpu-carry.tar.gz; bench/gpu/run.sh unpacks and runs it.
 #
-#   bash bench/gpu/pack.sh   # after building into build/
+#   bash tools/install_deps.sh --bench && bash bench/gpu/pack.sh   # after building into build/
 #   BASE_BUILD=/tmp/build-old BASE_REV=abc123 bash bench/gpu/pack.sh   # also an earlier build
 # then, with the device tool: carry ["build/gpu-carry.tar.gz"] and run
 #   bash bench/gpu/run.sh
