@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reader"))
 import mnemo  # noqa: E402
 from mnemo.reader import memory as mem  # noqa: E402
+from mnemo.reader.llama import LlamaForCausalLM  # noqa: E402
 from reader_ttft import build_model, running_mnemod, sync  # noqa: E402
 
 
@@ -50,9 +51,10 @@ def decode_rate(model, bank, prompt, group, new_tokens):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="8b", choices=["8b"])
+    p.add_argument("--model", default="8b",
+                   help="8b (Llama-3-8B-shaped, random bf16 weights) or a folder (e.g. models/mnemo-ref)")
     p.add_argument("--layers", type=int, default=32)
-    p.add_argument("--memory-layers", default="8,16,24")
+    p.add_argument("--memory-layers", default="8,16,24", help="or 'all'")
     p.add_argument("--memory-tokens", type=int, default=1 << 20)
     p.add_argument("--k", type=int, default=32)
     p.add_argument("--new-tokens", type=int, default=32)
@@ -69,8 +71,14 @@ def main():
         layers = [1, 3]
     else:
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} cores")
-        model = build_model(args.layers, device)
-        layers = [int(x) for x in args.memory_layers.split(",")]
+        if args.model == "8b":
+            model = build_model(args.layers, device)
+        else:
+            model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16, device=device).eval()
+        print(f"model {args.model}: {model.config.num_hidden_layers} layers, "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {model.dtype}")
+        layers = ([*range(model.config.num_hidden_layers)] if args.memory_layers == "all"
+                  else [int(x) for x in args.memory_layers.split(",")])
     dtype = model.dtype
     print(f"memory layers {layers}, {args.memory_tokens} tokens each, k = {args.k}, "
           f"{args.new_tokens} new tokens")

@@ -112,6 +112,7 @@ def main():
             steps = [int(x) for x in args.layers_per_step.split(",")]
             r.prefill(ids_all, logits_to_keep=1)
             r.wait_for_writes()
+            os.sync()
             for n in lengths:
                 ids = ids_all[:, :n]
                 hashes = r.hashes(ids)

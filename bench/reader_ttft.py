@@ -140,7 +140,8 @@ def main():
     else:
         print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, {os.cpu_count()} cores")
         rate = pinned_copy_rate()
-        print(f"pinned host-to-GPU copy: {rate:.1f} GB/s")
+        print(f"pinned host-to-GPU copy: {rate:.1f} GB/s; "
+              f"PYTORCH_CUDA_ALLOC_CONF={os.environ.get('PYTORCH_CUDA_ALLOC_CONF', '')!r}")
         model = build_model(args.layers, device)
     params = sum(p.numel() for p in model.parameters())
     print(f"model: Llama-3-8B shape, {args.layers} layers, {params / 1e9:.2f} B parameters, bf16, "
@@ -161,6 +162,7 @@ def main():
             t = time.perf_counter()
             store.prefill(ids_all, logits_to_keep=1)
             store.wait_for_writes()
+            os.sync()  # the page cache's writeback of the new segments must not compete with the reads
             st = store.client.kv_stats(space)
             print(f"{codec}: stored {st.segments} chunks, {st.bytes_stored / 2**30:.2f} GiB "
                   f"({st.bytes_stored / st.raw_bytes:.3f} of raw) in {time.perf_counter() - t:.1f} s")

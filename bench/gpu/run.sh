@@ -36,8 +36,12 @@ case "$mode" in
   search) MNEMOD=$mnemod "$carry/bin/net_vs_faiss" ${SEARCH_ARGS:-} "$@" ;;
   hnsw-lone) "$carry/bin/hnsw_lone_query" "$@" ;;
   memory)
+    # Decode with memory / without: the 8B shape (3 memory layers), then the
+    # reference model (memory in every layer); extra arguments go to both.
     mnemod_wrapper
-    env -u LD_LIBRARY_PATH $py bench/memory_decode.py --daemon "$wrapper" "$@" ;;
+    env -u LD_LIBRARY_PATH $py bench/memory_decode.py --daemon "$wrapper" "$@"
+    env -u LD_LIBRARY_PATH $py bench/memory_decode.py --daemon "$wrapper" --model models/mnemo-ref \
+      --memory-layers all "$@" ;;
   train)
     # Trains models/mnemo-ref (train/train_reference.py), then measures it
     # (bench/memory_quality.py). With $OUT set (the device tool), the model
