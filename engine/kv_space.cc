@@ -609,11 +609,19 @@ Result<KvRead> KvSpace::Read(std::string_view hash, std::span<const uint32_t> la
   if (layers.empty()) {
     for (uint32_t l = 0; l < c.layers; ++l) out.layers.push_back(l);
   } else {
+    // Each layer once: a reply is then at most the segment, whatever the
+    // request (a list of one layer repeated would make a small request
+    // into a reply of any size).
+    std::vector<bool> seen(c.layers);
     for (uint32_t l : layers) {
       if (l >= c.layers) {
         return Status::InvalidArgument("layer " + std::to_string(l) + " is outside 0.." +
                                        std::to_string(c.layers - 1));
       }
+      if (seen[l]) {
+        return Status::InvalidArgument("layer " + std::to_string(l) + " is asked for twice");
+      }
+      seen[l] = true;
       out.layers.push_back(l);
     }
   }

@@ -92,6 +92,14 @@ TEST_F(KvSpaceTest, RawRoundTripIsBitExactAndLayersCanBeChosen) {
   EXPECT_EQ(some->layers, pick);
   EXPECT_TRUE(std::equal(k.begin() + 2 * layer, k.begin() + 3 * layer, some->keys.begin()));
   EXPECT_TRUE(std::equal(k.begin(), k.begin() + layer, some->keys.begin() + layer));
+  // A layer asked for twice is refused: a reply never outgrows its segment
+  // (layers = [7, 7, 7, ...] would make a 16 KB request a 1 GiB reply).
+  std::vector<uint32_t> twice = {1, 0, 1};
+  auto dup = s->Get(HashOf(1), twice);
+  EXPECT_EQ(dup.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(dup.status().message().find("layer 1 is asked for twice"), std::string::npos);
+  std::string hashes = HashOf(1);
+  EXPECT_EQ(s->Locate(hashes, twice).status().code(), StatusCode::kInvalidArgument);
   // A short last chunk is fine: tokens <= chunk_tokens.
   ASSERT_TRUE(s->Put(HashOf(2), Tensor(5, 3), Tensor(5, 4)).ok());
   EXPECT_EQ(s->Get(HashOf(2), {})->tokens, 5u);
