@@ -1,6 +1,7 @@
 #include "index/vector_index.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -92,6 +93,37 @@ struct FilterSelector final : faiss::IDSelector {
   bool is_member(faiss_idx id) const override { return filter->Contains(id); }
   const SlotFilter* filter;
 };
+
+// Bounds checked on the factory string itself, before FAISS allocates
+// anything: "IVF99999999,PQ64" would spend many seconds and gigabytes on
+// empty inverted lists, "HNSW100000" makes every insert crawl.
+constexpr uint64_t kMaxIvfLists = uint64_t(1) << 20;
+constexpr uint64_t kMaxHnswM = 256;
+
+Status CheckFactoryBounds(const std::string& factory) {
+  size_t at = 0;
+  while (at <= factory.size()) {
+    size_t end = factory.find(',', at);
+    if (end == std::string::npos) end = factory.size();
+    const std::string_view part(factory.data() + at, end - at);
+    for (auto [prefix, limit] : {std::pair<std::string_view, uint64_t>{"IVF", kMaxIvfLists},
+                                 {"HNSW", kMaxHnswM}}) {
+      if (part.substr(0, prefix.size()) != prefix) continue;
+      uint64_t value = 0;
+      size_t i = prefix.size();
+      for (; i < part.size() && std::isdigit(static_cast<unsigned char>(part[i])); ++i) {
+        value = std::min<uint64_t>(value * 10 + uint64_t(part[i] - '0'), limit + 1);
+      }
+      if (i > prefix.size() && value > limit) {
+        return Status::InvalidArgument("index '" + factory + "': " + std::string(prefix) +
+                                       " takes at most " + std::to_string(limit) +
+                                       (prefix == "IVF" ? " lists" : " links per vector"));
+      }
+    }
+    at = end + 1;
+  }
+  return Status::OK();
+}
 
 void SetEfConstruction(faiss::Index* index, const IndexSpec& spec) {
   if (auto* hnsw = dynamic_cast<faiss::IndexHNSW*>(index)) {
@@ -188,6 +220,7 @@ Result<std::unique_ptr<VectorIndex>> VectorIndex::Create(const IndexSpec& spec) 
   if (factory.find("IDMap") != std::string::npos) {
     return Status::InvalidArgument("index '" + spec.factory + "': IDMap may only be a prefix");
   }
+  MNEMO_RETURN_IF_ERROR(CheckFactoryBounds(factory));
   std::unique_ptr<faiss::Index> index;
   MNEMO_RETURN_IF_ERROR(Guard("index '" + spec.factory + "'", [&] {
     index.reset(faiss::index_factory(int(spec.dim), factory.c_str(), FaissMetric(spec.metric)));

@@ -74,6 +74,12 @@ TEST_F(EngineTest, CreateRejectsBadConfigs) {
   auto pq = engine_->CreateCollection(c).status();
   EXPECT_EQ(pq.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(pq.message().find("use 'IVF1,PQ2'"), std::string::npos) << pq.ToString();
+  for (std::string hostile : {"IVF99999999,PQ4", "HNSW100000", "IVF2000000,Flat"}) {
+    c.index = hostile;  // refused before FAISS allocates anything
+    auto st = engine_->CreateCollection(c).status();
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << hostile;
+    EXPECT_NE(st.message().find("takes at most"), std::string::npos) << st.ToString();
+  }
   c.index = "Flat";
   c.metric = "hamming";
   EXPECT_EQ(engine_->CreateCollection(c).status().code(), StatusCode::kInvalidArgument);
