@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <regex>
 
 #include <hdf5.h>
@@ -229,6 +230,14 @@ Result<bool> VecReader::ReadRow(VecBatch* out) {
                                        ", the first has " + std::to_string(dim_));
       }
       if (!j.contains("id")) return Status::InvalidArgument(where + " has no \"id\"");
+      // get<uint64_t> would take -1 as 18446744073709551615.
+      for (const char* field : {"id", "group"}) {
+        if (j.contains(field) && (!j[field].is_number_unsigned() ||
+                                  j[field].get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))) {
+          return Status::InvalidArgument(where + " has " + field + " " + j[field].dump() +
+                                         ": an integer in 0..2^63-1 is expected");
+        }
+      }
       out->ids.push_back(j["id"].get<uint64_t>());
       out->groups.push_back(j.value("group", uint64_t(0)));
       out->payloads.push_back(j.value("text", std::string()));

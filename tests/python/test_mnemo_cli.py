@@ -91,6 +91,13 @@ def test_jsonl_carries_ids_groups_and_text(tool, tmp_path):
     write_fvecs(tmp_path / "q.fvecs", np.array([[0, 0, 0]], np.float32))
     out = tool("search", "j", tmp_path / "q.fvecs", "--k", 2, "--group", 1).stdout
     assert [t.split(":")[0] for t in out.split()] == ["101", "103"]
+    # A negative id is named as written, not as its 64-bit wrap-around.
+    with open(tmp_path / "neg.jsonl", "w") as f:
+        f.write(json.dumps({"id": 1, "vector": [1, 0, 0]}) + "\n")
+        f.write(json.dumps({"id": -1, "vector": [2, 0, 0]}) + "\n")
+    bad = tool("import", "j", tmp_path / "neg.jsonl", check=False)
+    assert bad.returncode == 1 and "has id -1: an integer in 0..2^63-1 is expected" in bad.stderr
+    assert "18446744073709551615" not in bad.stderr
 
 
 def test_bench_prints_recall_qps_and_latency(tool, tmp_path):
