@@ -30,7 +30,6 @@
 #include <thread>
 #include <unordered_set>
 
-#include "index/index_spec.h"
 #include "net/client.h"
 #include "tools/describe.h"
 #include "tools/import_state.h"
@@ -479,7 +478,7 @@ int Main(int argc, char** argv) {
   create->add_option("--train-size", a.train_size, "entries gathered before training");
   create->add_option("--ef-construction", a.ef_construction,
                      "HNSW: candidates kept while linking a new vector (default 64)")
-      ->check(CLI::Range(1u, index::kMaxEfConstruction));
+      ->check(CLI::PositiveNumber);  // the daemon enforces the upper bound
   commands.emplace_back(create, CreateCmd);
 
   auto* import = app.add_subcommand("import", "import vectors from a file");

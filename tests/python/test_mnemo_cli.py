@@ -339,4 +339,5 @@ def test_create_sets_hnsw_ef_construction_and_stats_shows_it(tool):
     tool("create", "g", "--dim", 8, "--index", "HNSW16", "--ef-construction", 200)
     assert "ef_construction=200" in tool("stats", "g").stdout
     bad = tool("create", "g2", "--dim", 8, "--index", "HNSW16", "--ef-construction", 99999, check=False)
-    assert bad.returncode == 2 and "ef-construction" in bad.stderr
+    assert bad.returncode == 1 and "ef_construction must be at most 2048" in bad.stderr
+    assert "g2" not in tool("list").stdout
