@@ -46,7 +46,21 @@ bool RequestHandler::CanStream(InFrame& in) {
   return op != nullptr && op->runs == Runs::kStreamed;
 }
 
+Status RequestHandler::Admit(InFrame& in) const {
+  if (keys_ == nullptr) return Status::OK();
+  if (VerifyHere(in) == nullptr) {
+    auto verified = VerifyRequest(View(in.body));
+    return verified.ok() ? Status::InvalidArgument("unknown operation or a request without a body")
+                         : verified.status();
+  }
+  auto checked = keys_->Check(*in.verified);
+  return checked.ok() ? Status::OK() : checked.status();
+}
+
 const Operation* RequestHandler::VerifyHere(InFrame& in) {
+  if (in.verified != nullptr) {  // Admit verified it already
+    return in.verified->request() != nullptr ? FindOperation(in.verified->request_type()) : nullptr;
+  }
   auto verified = VerifyRequest(View(in.body));
   if (!verified.ok()) return nullptr;  // Handle verifies it again and answers the error
   in.verified = *verified;

@@ -51,6 +51,11 @@ class RequestHandler {
   // put_kv, which waits for each layer through frame.progress); verifies it
   // here.
   static bool CanStream(InFrame& frame);
+  // Whether a frame may have its attachment read at all, asked before the
+  // attachment is buffered: with keys, the frame must verify and carry a
+  // key that allows its operation (else the error to answer). Verifies and
+  // records the frame, as CanStream does.
+  Status Admit(InFrame& frame) const;
 
   // A seam for tests: replaces the handler of `type` (e.g. with one that
   // throws). Not thread-safe: call before any Handle.

@@ -275,6 +275,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
       in->body.assign(body, body + h.body);
       at += FrameHeader::kBytes + h.body;
       if (h.attachment > 0) {
+        // Nothing of an attachment is buffered for a request its key does
+        // not allow (a client without a key could otherwise make the daemon
+        // hold a gigabyte): it is answered and the connection closed.
+        if (Status st = server_->handler().Admit(*in); !st.ok()) {
+          RefuseAttachment(*in, st);
+          return false;
+        }
         // Attachments (megabytes of KV layers) go to their own buffer; what
         // is not read yet is read straight into it.
         in->attachment = Buffer::Acquire(h.attachment);
@@ -350,6 +357,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void EndStream() {
     if (streaming_) streaming_->Fail();
     streaming_.reset();
+  }
+
+  void RefuseAttachment(const InFrame& in, const Status& st) {
+    const uint64_t id = in.verified != nullptr ? in.verified->request_id() : 0;
+    const wire::Request type = in.verified != nullptr ? in.verified->request_type() : wire::Request::NONE;
+    Enqueue()->Add(ErrorResponse(
+        id, Status(st.code(), st.message() + "; its attachment was not read, closing the connection")));
+    closing_ = true;
+    server_->metrics().RecordRequest(type, true, 0);
+    Flush();
   }
 
   void RejectFrame(const FrameHeader& h) {

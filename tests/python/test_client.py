@@ -283,3 +283,42 @@ def test_search_many_asks_several_collections_in_one_round_trip(daemon):
     assert [int(I[0, 0]) for _, I in many[:3]] == [int(c.search("m1", q[i], k=1)[1][0, 0])
                                                    for i in range(3)]
     assert len(many) == 600
+
+
+def test_an_attachment_without_a_valid_key_is_not_read(daemon_factory, tmp_path):
+    """A frame announcing a 1 GiB attachment with no key is answered
+    Unauthenticated at once, before any of the attachment is sent, and the
+    connection is closed: the daemon buffers nothing for it."""
+    import socket
+    import struct
+    import flatbuffers
+    from mnemo._builders import string, table
+    from mnemo._transport import PROTOCOL_VERSION, body
+    from mnemo.wire import Error, PutKv, Request, RequestFrame, Response, ResponseFrame
+    auth = tmp_path / "keys.toml"
+    auth.write_text('[[key]]\nkey = "root"\nrole = "admin"\n')
+    d = daemon_factory(tmp_path / "data", "--auth-file", str(auth))
+    mnemo.Client(d.address, api_key="root").create_kv_space("s", 2, 8, 64, chunk_tokens=16)
+    host, port = d.address.rsplit(":", 1)
+    for key in (None, "guess"):
+        b = flatbuffers.Builder(256)
+        put = table(b, PutKv, Space=string(b, "s"), ChunkHash=b.CreateByteVector(b"h" * 32), Tokens=16)
+        k = string(b, key) if key else None
+        b.Finish(table(b, RequestFrame, Version=PROTOCOL_VERSION, RequestId=42, ApiKey=k,
+                       RequestType=Request.Request.PutKv, Request=put))
+        data = bytes(b.Output())
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(struct.pack("<II", len(data), 1 << 30) + data)   # and no attachment
+            got = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break                                              # closed by the daemon
+                got += chunk
+        length, _ = struct.unpack("<II", got[:8])
+        reply = ResponseFrame.ResponseFrame.GetRootAs(got[8:8 + length], 0)
+        assert reply.RequestId() == 42
+        err = body(reply, Error.Error, Response.Response.Error)
+        assert err.Code() == mnemo.Unauthenticated.code
+        assert b"attachment was not read" in err.Message()
+    assert mnemo.Client(d.address, api_key="root").kv_stats("s").segments == 0
