@@ -3,7 +3,6 @@ on the GPU machine): it loads in Hugging Face layout, its tokenizer keeps
 digits apart, its long-term memory is exact with k at the memory's size, and
 it retrieves a pass key from far beyond its window only with memory."""
 import json
-import os
 import pathlib
 
 import numpy as np
