@@ -10,6 +10,7 @@
 
 #include <optional>
 #include <signal.h>
+#include <sys/stat.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <toml++/toml.h>
@@ -233,6 +234,10 @@ int Main(int argc, char** argv) {
     keys = std::move(ring).value();
     s.server.keys = &*keys;
   }
+  // The store's files (vectors, payloads, KV) are the daemon user's alone:
+  // 0600 files and 0700 directories, whatever the shell's umask. Same-host
+  // clients run as that user.
+  ::umask(0077);
   const sigset_t stop_signals = BlockStopSignals();
   auto engine = OpenEngine(s);
   if (!engine.ok()) {

@@ -322,3 +322,14 @@ def test_an_attachment_without_a_valid_key_is_not_read(daemon_factory, tmp_path)
         assert err.Code() == mnemo.Unauthenticated.code
         assert b"attachment was not read" in err.Message()
     assert mnemo.Client(d.address, api_key="root").kv_stats("s").segments == 0
+
+
+def test_the_daemons_files_are_its_users_alone(daemon_factory, tmp_path):
+    d = daemon_factory(tmp_path / "data")
+    c = mnemo.Client(d.address)
+    c.create_collection("private", dim=2)
+    c.upsert("private", [1], np.ones((1, 2), np.float32))
+    c.create_kv_space("kv", 1, 1, 8, chunk_tokens=4)
+    c.put_kv("kv", b"k" * 32, np.ones((1, 1, 4, 8), np.float16), np.ones((1, 1, 4, 8), np.float16))
+    modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in (tmp_path / "data").rglob("*")}
+    assert modes and all(m & 0o077 == 0 for m in modes.values()), modes
