@@ -33,8 +33,10 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "reader"))
+sys.path.insert(0, os.path.join(ROOT, "train"))
 from mnemo.reader import memory as mem  # noqa: E402
 from mnemo.reader.llama import LlamaForCausalLM  # noqa: E402
+from prepare_data import passkey_tokens  # noqa: E402
 
 
 def nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -68,11 +70,8 @@ class PassKey:
 
     def trial(self, distance_windows):
         """(document before the last window, last window, key tokens)."""
-        t, w = self.t, self.window
-        key = [t["digits"][d] for d in self.rng.integers(0, 10, 5)]
-        sp = [t["space"]]
-        state = t["state"][0] + sp + key + t["state"][1] + sp + key + t["state"][2]
-        ask = t["ask"] + sp
+        w = self.window
+        key, state, ask = passkey_tokens(self.t, self.rng)
         doc_len = distance_windows * w
         at = int(self.rng.integers(0, w // 2))
         doc = np.concatenate([self.text(at), state, self.text(doc_len - at - len(state))])

@@ -47,6 +47,29 @@ PASSKEY_STATE = (" The pass key is", ". Remember it.", " is the pass key.")
 PASSKEY_ASK = " What is the pass key? The pass key is"
 
 
+def passkey_template(sp) -> dict:
+    """The pass-key template's token ids under SentencePiece model ``sp``
+    (what ``passkey.json`` holds)."""
+    return {
+        "state": [sp.encode(s) for s in PASSKEY_STATE],
+        "ask": sp.encode(PASSKEY_ASK),
+        "space": sp.piece_to_id("\u2581"),
+        "digits": [sp.piece_to_id(str(d)) for d in range(10)],
+        "bos": sp.bos_id(), "eos": sp.eos_id(),
+    }
+
+
+def passkey_tokens(template: dict, rng):
+    """A random five-digit key drawn from ``rng`` (numpy Generator): its
+    tokens, the statement of it, and the question (which ends where the
+    key's first digit comes). Lists of token ids."""
+    t = template
+    key = [t["digits"][d] for d in rng.integers(0, 10, 5)]
+    sp = [t["space"]]
+    state = t["state"][0] + sp + key + t["state"][1] + sp + key + t["state"][2]
+    return key, state, t["ask"] + sp
+
+
 def kernel_docs():
     root = glob.glob("/usr/share/doc/linux-doc-*/Documentation")
     if not root:
@@ -137,13 +160,7 @@ def main():
             ids = np.asarray(sp.encode(f.read()), dtype=np.uint16)
         ids.tofile(os.path.join(args.out, f"wikitext-{split}.u16"))
         print(f"wikitext-2-{split}: {len(ids) / 1e3:.0f} k tokens")
-    template = {
-        "state": [sp.encode(s) for s in PASSKEY_STATE],
-        "ask": sp.encode(PASSKEY_ASK),
-        "space": sp.piece_to_id("\u2581"),
-        "digits": [sp.piece_to_id(str(d)) for d in range(10)],
-        "bos": sp.bos_id(), "eos": sp.eos_id(),
-    }
+    template = passkey_template(sp)
     # A digit must be one token whatever precedes it (split_digits), or
     # the key's tokens would depend on the text around it.
     assert sp.encode("is 12345") == sp.encode("is") + [template["space"]] + [

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "reader"))
 from mnemo.reader.llama import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from prepare_data import passkey_tokens  # noqa: E402  (train/, this script's folder)
 
 ROOT = os.path.dirname(HERE)
 
@@ -60,11 +61,9 @@ class Batches:
         return self.tokens[start:start + n].astype(np.int64)
 
     def passkey_sequence(self):
-        pk, w, rng = self.pk, self.window, self.rng
-        key = [pk["digits"][d] for d in rng.integers(0, 10, 5)]
-        sp = [pk["space"]]
-        state = pk["state"][0] + sp + key + pk["state"][1] + sp + key + pk["state"][2]
-        tail = pk["ask"] + sp + key
+        w, rng = self.window, self.rng
+        key, state, ask = passkey_tokens(self.pk, rng)
+        tail = ask + key
         filler = w - len(state) - len(tail)
         before = int(rng.integers(0, filler // 2))
         seq = np.concatenate([self.text(before), state, self.text(filler - before), tail])

@@ -77,10 +77,8 @@ def test_reference_model_recalls_a_pass_key_beyond_its_window_only_with_memory(m
     import sys
     sys.path.insert(0, str(ROOT / "bench"))
     from memory_quality import PassKey
-    template = {"state": [sp.encode(s) for s in (" The pass key is", ". Remember it.", " is the pass key.")],
-                "ask": sp.encode(" What is the pass key? The pass key is"),
-                "space": sp.piece_to_id("\u2581"), "digits": [sp.piece_to_id(str(d)) for d in range(10)]}
-    pk = PassKey(template, text_ids.astype(np.uint16), window=512, rng=np.random.default_rng(1))
+    from prepare_data import passkey_template   # bench/memory_quality put train/ on the path
+    pk = PassKey(passkey_template(sp), text_ids.astype(np.uint16), window=512, rng=np.random.default_rng(1))
     right = {"none": 0, "memory": 0}
     trials = 5
     for _ in range(trials):
