@@ -30,11 +30,11 @@ struct IndexSpec {
   uint32_t ef_construction = 0;
 };
 
-// FAISS's own default is 40. Measured (bench/README.md, "HNSW graphs built
-// in batches"): with 40, a graph added in 10k-row batches, as an import
-// adds it, reaches recall@10 0.892 at efSearch 64 on clustered 100k x 128
-// data where one call reaches 0.986; with 64 the batches reach 0.989 and
-// build no slower. pgvector's default is 64 too.
+// FAISS's own default is 40. Measured by bench/hnsw_batch_build (README.md,
+// "Indexes"): with 40, an HNSW32 graph added in 10k-row batches, as an
+// import adds it, reaches recall@10 0.936 at efSearch 64 on clustered
+// 100k x 128 data where one add reaches 0.978; with 64 the batches reach
+// 0.983 and build no slower. pgvector's default is 64 too.
 inline constexpr uint32_t kDefaultEfConstruction = 64;
 // Larger values only slow every insert down (hostile or mistaken requests).
 inline constexpr uint32_t kMaxEfConstruction = 2048;

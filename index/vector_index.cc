@@ -221,16 +221,16 @@ Result<std::unique_ptr<VectorIndex>> VectorIndex::Create(const IndexSpec& spec) 
     return Status::InvalidArgument("index '" + spec.factory + "': IDMap may only be a prefix");
   }
   MNEMO_RETURN_IF_ERROR(CheckFactoryBounds(factory));
-  std::unique_ptr<faiss::Index> index;
-  MNEMO_RETURN_IF_ERROR(Guard("index '" + spec.factory + "'", [&] {
-    index.reset(faiss::index_factory(int(spec.dim), factory.c_str(), FaissMetric(spec.metric)));
-  }));
-  MNEMO_ASSIGN_OR_RETURN(Kind kind, Classify(index.get(), spec.factory));
   if (spec.ef_construction > kMaxEfConstruction) {
     return Status::InvalidArgument("ef_construction must be at most " +
                                    std::to_string(kMaxEfConstruction) + ", got " +
                                    std::to_string(spec.ef_construction));
   }
+  std::unique_ptr<faiss::Index> index;
+  MNEMO_RETURN_IF_ERROR(Guard("index '" + spec.factory + "'", [&] {
+    index.reset(faiss::index_factory(int(spec.dim), factory.c_str(), FaissMetric(spec.metric)));
+  }));
+  MNEMO_ASSIGN_OR_RETURN(Kind kind, Classify(index.get(), spec.factory));
   SetEfConstruction(index.get(), spec);
   return std::unique_ptr<VectorIndex>(new VectorIndex(spec, std::move(index), kind));
 }
